@@ -1,0 +1,10 @@
+"""Entry point of avatarkit-openai: registers its providers (imports no vendor SDK)."""
+
+from __future__ import annotations
+
+import avatarkit
+
+
+@avatarkit.hookimpl
+def register_providers(registry: avatarkit.ProviderRegistry) -> None:
+    """Providers are registered here as they land."""

@@ -1,0 +1,79 @@
+"""avatarkit: real-time conversational AI avatars.
+
+Importing this package is cheap: no provider SDK is imported until a provider is built.
+"""
+
+from avatarkit._version import __version__
+from avatarkit.config import load_session
+from avatarkit.errors import (
+    AvatarKitError,
+    CapabilityError,
+    ConfigError,
+    PluginError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderNotFound,
+    ProviderTimeout,
+    SessionError,
+)
+from avatarkit.events import (
+    ErrorEvent,
+    Event,
+    SentenceEnded,
+    SentenceStarted,
+    StateChanged,
+    TextDelta,
+    TurnMetrics,
+)
+from avatarkit.hookspecs import hookimpl, hookspec
+from avatarkit.plugins import ProviderRegistry
+from avatarkit.providers import (
+    LLM,
+    TTS,
+    AudioChunk,
+    Message,
+    Renderer,
+    RendererCapabilities,
+    SpeaksAudio,
+    SpeaksText,
+    ViewerConnection,
+    renderer_capabilities,
+)
+from avatarkit.session import AvatarSession
+
+__all__ = [
+    "LLM",
+    "TTS",
+    "AudioChunk",
+    "AvatarKitError",
+    "AvatarSession",
+    "CapabilityError",
+    "ConfigError",
+    "ErrorEvent",
+    "Event",
+    "Message",
+    "PluginError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderNotFound",
+    "ProviderRegistry",
+    "ProviderTimeout",
+    "Renderer",
+    "RendererCapabilities",
+    "SentenceEnded",
+    "SentenceStarted",
+    "SessionError",
+    "SpeaksAudio",
+    "SpeaksText",
+    "StateChanged",
+    "TextDelta",
+    "TurnMetrics",
+    "ViewerConnection",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "load_session",
+    "renderer_capabilities",
+]

@@ -1,0 +1,362 @@
+"""Fakes and helpers for testing avatarkit and avatarkit plugins.
+
+The fakes record every call so tests can assert on what the session did; their latencies are
+exact, so benchmarks can subtract them. Register them for one test with :func:`registered`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from avatarkit.hookspecs import hookimpl
+from avatarkit.plugins import PluginManager, ProviderRegistry, get_plugin_manager, load_registry
+from avatarkit.providers import AudioChunk, Message
+
+__all__ = [
+    "FakeAudioRenderer",
+    "FakeLLM",
+    "FakeProvidersPlugin",
+    "FakeTTS",
+    "FakeTextRenderer",
+    "installed_distribution",
+    "registered",
+    "tokens",
+    "tone",
+]
+
+
+def tokens(text: str) -> list[str]:
+    """Split ``text`` into word tokens the way an LLM streams them (trailing spaces kept)."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def tone(
+    duration: float, sample_rate: int, *, frequency: float = 220.0, level: float = 0.5
+) -> bytes:
+    """A sine tone as 16-bit mono PCM: audible, non-silent test audio."""
+    frames = round(duration * sample_rate)
+    amplitude = int(32767 * level)
+    step = 2 * math.pi * frequency / sample_rate
+    return struct.pack(f"<{frames}h", *(int(amplitude * math.sin(step * i)) for i in range(frames)))
+
+
+class FakeLLM:
+    """An LLM that streams canned replies, one per call, cycling.
+
+    ``first_token_delay`` and ``token_delay`` are exact sleeps; ``error`` is raised after
+    ``error_after`` tokens (0: before the first).
+    """
+
+    def __init__(
+        self,
+        replies: Sequence[str | Sequence[str]] = ("Hello there. How can I help you today?",),
+        *,
+        first_token_delay: float = 0.0,
+        token_delay: float = 0.0,
+        error: BaseException | None = None,
+        error_after: int = 0,
+    ) -> None:
+        self.replies = [tokens(r) if isinstance(r, str) else list(r) for r in replies]
+        self.first_token_delay = first_token_delay
+        self.token_delay = token_delay
+        self.error = error
+        self.error_after = error_after
+        self.calls: list[list[Message]] = []
+        self.completed = 0
+        self.cancelled = 0
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
+        self.calls.append(list(messages))
+        reply = self.replies[(len(self.calls) - 1) % len(self.replies)]
+        finished = False
+        try:
+            for i, token in enumerate(reply):
+                if self.error is not None and i == self.error_after:
+                    raise self.error
+                delay = self.first_token_delay if i == 0 else self.token_delay
+                if delay:
+                    await anyio.sleep(delay)
+                yield token
+            if self.error is not None and self.error_after >= len(reply):
+                raise self.error
+            finished = True
+            self.completed += 1
+        finally:
+            if not finished and self.error is None:
+                self.cancelled += 1
+
+
+class FakeTTS:
+    """A TTS that turns each character into ``ms_per_char`` of tone, in ``chunk_ms`` chunks."""
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        ms_per_char: float = 10.0,
+        chunk_ms: float = 20.0,
+        first_chunk_delay: float = 0.0,
+        chunk_delay: float = 0.0,
+        error: BaseException | None = None,
+        error_after: int = 0,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.ms_per_char = ms_per_char
+        self.chunk_ms = chunk_ms
+        self.first_chunk_delay = first_chunk_delay
+        self.chunk_delay = chunk_delay
+        self.error = error
+        self.error_after = error_after
+        self.texts: list[str] = []
+        self.completed = 0
+        self.cancelled = 0
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        self.texts.append(text)
+        audio = tone(len(text) * self.ms_per_char / 1000, self.sample_rate)
+        step = max(2, round(self.sample_rate * self.chunk_ms / 1000) * 2)
+        finished = False
+        try:
+            for i, offset in enumerate(range(0, len(audio), step)):
+                if self.error is not None and i == self.error_after:
+                    raise self.error
+                delay = self.first_chunk_delay if i == 0 else self.chunk_delay
+                if delay:
+                    await anyio.sleep(delay)
+                yield AudioChunk(audio[offset : offset + step], self.sample_rate)
+            finished = True
+            self.completed += 1
+        finally:
+            if not finished and self.error is None:
+                self.cancelled += 1
+
+
+class _FakeRenderer:
+    def __init__(self) -> None:
+        self.started = 0
+        self.closed = 0
+        self.interrupts = 0
+        self.events: list[tuple[str, float]] = []
+        self._interrupted = anyio.Event()
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def interrupt(self) -> None:
+        self.interrupts += 1
+        self.events.append(("interrupt", anyio.current_time()))
+        self._interrupted.set()
+
+    def _new_utterance(self) -> anyio.Event:
+        self._interrupted = anyio.Event()
+        return self._interrupted
+
+
+class FakeTextRenderer(_FakeRenderer):
+    """A renderer that speaks text itself; each sentence takes ``seconds_per_char`` to say."""
+
+    def __init__(self, *, seconds_per_char: float = 0.0) -> None:
+        super().__init__()
+        self.seconds_per_char = seconds_per_char
+        self.spoken: list[str] = []
+        self.completed: list[str] = []
+
+    async def speak_text(self, text: str) -> None:
+        interrupted = self._new_utterance()
+        self.spoken.append(text)
+        self.events.append(("speak_text", anyio.current_time()))
+        with anyio.move_on_after(len(text) * self.seconds_per_char):
+            await interrupted.wait()
+        if not interrupted.is_set():
+            self.completed.append(text)
+
+
+@dataclass
+class Utterance:
+    """What a :class:`FakeAudioRenderer` received for one ``speak`` call."""
+
+    chunks: list[AudioChunk] = field(default_factory=list)
+    started_at: float = 0.0
+    first_audio_at: float | None = None
+    ended_at: float | None = None
+    interrupted: bool = False
+
+    @property
+    def audio(self) -> bytes:
+        return b"".join(c.data for c in self.chunks)
+
+    @property
+    def duration(self) -> float:
+        return sum(c.duration for c in self.chunks)
+
+
+class FakeAudioRenderer(_FakeRenderer):
+    """A renderer fed audio. With ``realtime`` it plays each chunk for its duration."""
+
+    def __init__(self, *, realtime: bool = False, sample_rate: int | None = None) -> None:
+        super().__init__()
+        self.realtime = realtime
+        self.sample_rate = sample_rate
+        self.utterances: list[Utterance] = []
+
+    async def speak(self, audio: AsyncIterator[AudioChunk]) -> None:
+        interrupted = self._new_utterance()
+        utterance = Utterance(started_at=anyio.current_time())
+        self.utterances.append(utterance)
+        async for chunk in audio:
+            if interrupted.is_set():
+                break
+            if utterance.first_audio_at is None:
+                utterance.first_audio_at = anyio.current_time()
+            utterance.chunks.append(chunk)
+            if self.realtime:
+                with anyio.move_on_after(chunk.duration):
+                    await interrupted.wait()
+            if interrupted.is_set():
+                break
+        utterance.interrupted = interrupted.is_set()
+        utterance.ended_at = anyio.current_time()
+
+
+class _FakeLLMOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    replies: list[str] = ["Hello there. How can I help you today?"]
+    first_token_delay: float = 0.0
+    token_delay: float = 0.0
+
+
+class _FakeTTSOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sample_rate: int = 16000
+    ms_per_char: float = 10.0
+
+
+class _FakeTextRendererOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds_per_char: float = 0.0
+
+
+class _FakeAudioRendererOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    realtime: bool = False
+    sample_rate: int | None = None
+
+
+class FakeProvidersPlugin:
+    """A plugin registering the fakes as ``fake`` (llm, tts), ``fake-text`` and ``fake-audio``.
+
+    ``instances`` records every provider built through it, so a test that goes through YAML can
+    still inspect the objects the session used.
+    """
+
+    __name__ = "avatarkit-fakes"
+
+    def __init__(self) -> None:
+        self.instances: list[Any] = []
+
+    def _track(self, cls: type[Any]) -> Any:
+        def factory(**kwargs: Any) -> Any:
+            instance = cls(**kwargs)
+            self.instances.append(instance)
+            return instance
+
+        factory.__name__ = cls.__name__
+        factory.__qualname__ = cls.__qualname__
+        return factory
+
+    def of(self, cls: type[Any]) -> list[Any]:
+        """The instances of ``cls`` built so far."""
+        return [i for i in self.instances if isinstance(i, cls)]
+
+    @hookimpl
+    def register_providers(self, registry: ProviderRegistry) -> None:
+        registry.llm("fake", self._track(FakeLLM), options=_FakeLLMOptions)
+        registry.tts("fake", self._track(FakeTTS), options=_FakeTTSOptions)
+        registry.renderer(
+            "fake-text", self._track(FakeTextRenderer), options=_FakeTextRendererOptions
+        )
+        registry.renderer(
+            "fake-audio", self._track(FakeAudioRenderer), options=_FakeAudioRendererOptions
+        )
+
+
+@contextmanager
+def registered(*plugins: object, entry_points: bool = False) -> Iterator[ProviderRegistry]:
+    """A registry with the built-ins plus ``plugins`` (and installed plugins if asked)."""
+    pm: PluginManager = get_plugin_manager(entry_points=entry_points)
+    for i, plugin in enumerate(plugins):
+        pm.register(
+            plugin, name=f"test-plugin-{i}-{getattr(plugin, '__name__', type(plugin).__name__)}"
+        )
+    try:
+        yield load_registry(pm)
+    finally:
+        for plugin in plugins:
+            pm.unregister(plugin)
+
+
+@contextmanager
+def installed_distribution(
+    root: Path,
+    name: str,
+    *,
+    version: str = "0.0.1",
+    entry_points: Mapping[str, str],
+    files: Mapping[str, str],
+) -> Iterator[Path]:
+    """Install a distribution the way pip lays it out (a ``.dist-info`` beside its modules) in
+    ``root`` and put ``root`` on ``sys.path``, so ``importlib.metadata`` discovers its
+    ``avatarkit`` entry points for real. ``files`` maps relative paths to source text.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    lines = ["[avatarkit]", *(f"{k} = {v}" for k, v in entry_points.items())]
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    modules_before = set(sys.modules)
+    sys.path.insert(0, str(root))
+    try:
+        yield root
+    finally:
+        sys.path.remove(str(root))
+        top_levels = {Path(rel).parts[0].removesuffix(".py") for rel in files}
+        for mod in set(sys.modules) - modules_before:
+            if mod.split(".")[0] in top_levels:
+                del sys.modules[mod]
