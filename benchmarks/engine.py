@@ -138,7 +138,10 @@ def pct(values: list[float], q: float) -> float:
 
 def row(label: str, seconds: list[float]) -> str:
     ms = [s * 1000 for s in seconds]
-    return f"  {label:<44} p50 {pct(ms, 50):7.3f} ms   p95 {pct(ms, 95):7.3f} ms   max {max(ms):7.3f} ms"
+    return (
+        f"  {label:<44} p50 {pct(ms, 50):7.3f} ms   p95 {pct(ms, 95):7.3f} ms"
+        f"   max {max(ms):7.3f} ms"
+    )
 
 
 async def main(runs: int) -> None:
