@@ -100,6 +100,10 @@ class _Turn:
     sentences: int = 0
 
 
+class _SpeakerGone(Exception):
+    """The speaking side of a turn has gone away; its producers stop quietly."""
+
+
 class _Failed(Exception):
     """Carries a provider failure out of a turn's task group with the stage it happened in."""
 
@@ -334,10 +338,7 @@ class AvatarSession:
             return
         turn.interrupted = True
         turn.producers.cancel()
-        try:
-            await self.renderer.interrupt()
-        except Exception as exc:
-            logger.warning("renderer %s failed to interrupt: %s", _name(self.renderer), exc)
+        await self._interrupt_renderer(logging.WARNING)
         with anyio.CancelScope(shield=True):
             # speak()/speak_text() return by themselves once interrupted; one that does not is
             # cancelled after a grace period so a misbehaving renderer cannot hang the session.
@@ -360,6 +361,8 @@ class AvatarSession:
         if self._turn is not None:
             await self.interrupt()  # barge-in
         async with self._turn_lock:
+            if self._closed:  # closed by another task while this one waited for its turn
+                raise SessionError("this session is closed")
             self._turns += 1
             turn = _Turn(
                 self._turns,
@@ -397,10 +400,23 @@ class AvatarSession:
 
     async def _silence_renderer(self) -> None:
         with anyio.CancelScope(shield=True):
+            await self._interrupt_renderer(logging.DEBUG)
+
+    async def _interrupt_renderer(self, level: int) -> None:
+        """``renderer.interrupt()``, bounded by ``interrupt_grace``: a renderer that raises or
+        hangs there must not hang the caller (the silencing after a failure is shielded)."""
+        grace = self.timeouts.interrupt_grace
+        with anyio.move_on_after(grace) as scope:
             try:
                 await self.renderer.interrupt()
             except Exception as exc:
-                logger.debug("renderer interrupt after a failed turn failed: %s", exc)
+                logger.log(level, "renderer %s failed to interrupt: %s", _name(self.renderer), exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "renderer %s did not return from interrupt() within %.1f s",
+                _name(self.renderer),
+                grace,
+            )
 
     def _finish_turn(self, turn: _Turn, *, cancelled: bool) -> None:
         spoken = " ".join(s.strip() for s in turn.spoken or [] if s.strip())
@@ -485,6 +501,8 @@ class AvatarSession:
                         index = self._queue_sentence(out, index, sentence)
                 for sentence in splitter.flush():
                     index = self._queue_sentence(out, index, sentence)
+            except _SpeakerGone:
+                return  # the turn is ending (cancelled, interrupted): stop streaming
             finally:
                 await _aclose(stream)
 
@@ -493,14 +511,22 @@ class AvatarSession:
         index = 0
         async with out:
             for sentence in [*splitter.feed(text), *splitter.flush()]:
-                index = self._queue_sentence(out, index, sentence)
+                try:
+                    index = self._queue_sentence(out, index, sentence)
+                except _SpeakerGone:
+                    return
 
     @staticmethod
     def _queue_sentence(out: MemoryObjectSendStream[_Sentence], index: int, raw: str) -> int:
         speech = clean_for_speech(raw)
         if not any(ch.isalnum() for ch in speech):
             return index  # nothing to say ("**", a lone "?")
-        out.send_nowait(_Sentence(index, raw, speech))
+        try:
+            out.send_nowait(_Sentence(index, raw, speech))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The speaker already left (the turn was cancelled before this producer got to
+            # a checkpoint, e.g. an LLM that streams without awaiting): nobody will say it.
+            raise _SpeakerGone from None
         return index + 1
 
     # -- speaking: text route -------------------------------------------------------------------
@@ -535,8 +561,13 @@ class AvatarSession:
             async for sentence in sentences:
                 await turn.slots.acquire()
                 audio_send, sentence.audio = anyio.create_memory_object_stream[AudioChunk](math.inf)
+                try:
+                    ready.send_nowait(sentence)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    audio_send.close()
+                    _discard(sentence)
+                    return  # the speaker left: the turn is ending
                 tg.start_soon(self._synthesize, sentence, audio_send)
-                ready.send_nowait(sentence)
 
     async def _speak_audio_sentences(
         self, turn: _Turn, ready: MemoryObjectReceiveStream[_Sentence]
@@ -577,7 +608,10 @@ class AvatarSession:
                     except Exception as exc:
                         raise _Failed("tts", exc) from exc
                     sentence.frames_total += chunk.frames
-                    out.send_nowait(chunk)
+                    try:
+                        out.send_nowait(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # the sentence was dropped (interrupt, error): stop the TTS
                 sentence.tts_done = True
             finally:
                 await _aclose(stream)
