@@ -1,0 +1,277 @@
+"""Cancellation at random points, chosen by hypothesis (asyncio and trio).
+
+A schedule is: the route, how many turns the caller runs, the provider latencies (0 or a few
+ms), and *where* something cuts in — at the k-th thing that happens in the session (an LLM token,
+a TTS chunk, a chunk or sentence reaching the renderer, an event) — and *what*: the caller's
+scope is cancelled, ``interrupt()``, ``close()`` from another task, or a barge-in ``send``.
+
+Whatever the schedule, afterwards: every provider that was started was closed exactly once,
+every LLM and TTS stream the engine opened was closed, the renderer is not speaking, no task the
+session started is still alive, and the assistant's messages in history are exactly what the
+renderer was given to say (whole sentences, then at most a word-prefix of the one cut off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+import sniffio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avatarkit import AudioChunk, AvatarKitError, AvatarSession, Message
+from avatarkit.session import Timeouts
+from avatarkit.testing import FakeAudioRenderer, FakeLLM, FakeTextRenderer, FakeTTS
+
+REPLIES = [
+    "First sentence here. Second one follows. Third and last!",
+    "Short reply.",
+    "One more time. With feeling, please.",
+]
+
+
+class Trigger:
+    """Counts what happens in the session and fires the cut at the k-th happening."""
+
+    def __init__(self, at: int, fire: Callable[[], None]) -> None:
+        self.at = at
+        self.count = 0
+        self.fire = fire
+        self.fired = False
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count == self.at and not self.fired:
+            self.fired = True
+            self.fire()
+
+
+class CountingLLM(FakeLLM):
+    def __init__(self, trigger: Trigger, **kwargs: Any) -> None:
+        super().__init__(REPLIES, **kwargs)
+        self.trigger = trigger
+        self.open = 0
+
+    async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
+        self.open += 1
+        try:
+            async with aclosing(super().stream(messages)) as tokens:
+                async for token in tokens:
+                    self.trigger.tick()
+                    yield token
+        finally:
+            self.open -= 1
+
+
+class CountingTTS(FakeTTS):
+    def __init__(self, trigger: Trigger, **kwargs: Any) -> None:
+        super().__init__(ms_per_char=1, chunk_ms=10, **kwargs)
+        self.trigger = trigger
+        self.open = 0
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        self.open += 1
+        try:
+            async with aclosing(super().synthesize(text)) as chunks:
+                async for chunk in chunks:
+                    self.trigger.tick()
+                    yield chunk
+        finally:
+            self.open -= 1
+
+
+class _Said:
+    """Records, per sentence given to the renderer, whether it was said to the end."""
+
+    said: list[tuple[str, bool]]
+    speaking: int
+    trigger: Trigger
+
+
+class CountingTextRenderer(_Said, FakeTextRenderer):
+    def __init__(self, trigger: Trigger, seconds_per_char: float) -> None:
+        super().__init__(seconds_per_char=seconds_per_char)
+        self.trigger, self.said, self.speaking = trigger, [], 0
+
+    async def speak_text(self, text: str) -> None:
+        self.speaking += 1
+        self.said.append((text, False))
+        try:
+            self.trigger.tick()
+            await super().speak_text(text)
+            if self.completed and self.completed[-1] is text:
+                self.said[-1] = (text, True)
+        finally:
+            self.speaking -= 1
+
+
+class CountingAudioRenderer(_Said, FakeAudioRenderer):
+    def __init__(self, trigger: Trigger, realtime: bool) -> None:
+        super().__init__(realtime=realtime)
+        self.trigger, self.said, self.speaking = trigger, [], 0
+        self._caption = ""
+
+    def caption(self, text: str) -> None:
+        self._caption = text
+
+    async def speak(self, audio: AsyncIterator[AudioChunk]) -> None:
+        self.speaking += 1
+        text = self._caption
+        self.said.append((text, False))
+
+        async def counted() -> AsyncIterator[AudioChunk]:
+            async for chunk in audio:
+                self.trigger.tick()
+                yield chunk
+
+        try:
+            async with aclosing(counted()) as chunks:
+                await super().speak(chunks)
+            whole = abs(self.utterances[-1].duration - len(text) * 0.001) < 0.0015
+            if whole and not self.utterances[-1].interrupted:
+                self.said[-1] = (text, True)
+        finally:
+            self.speaking -= 1
+
+
+def task_count() -> int:
+    """Tasks alive in this event loop (asyncio) or under the root task (trio)."""
+    if sniffio.current_async_library() == "asyncio":
+        return len(asyncio.all_tasks())
+    import trio
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+@dataclass
+class Schedule:
+    route: str
+    turns: int
+    token_delay: float
+    chunk_delay: float
+    slow_renderer: bool
+    lookahead: int
+    cut_at: int
+    action: str
+
+
+schedules = st.builds(
+    Schedule,
+    route=st.sampled_from(["text", "audio"]),
+    turns=st.integers(1, 3),
+    token_delay=st.sampled_from([0.0, 0.0, 0.001]),
+    chunk_delay=st.sampled_from([0.0, 0.001]),
+    slow_renderer=st.booleans(),
+    lookahead=st.integers(0, 2),
+    cut_at=st.integers(1, 60),
+    action=st.sampled_from(["cancel", "interrupt", "close", "barge-in"]),
+)
+
+
+async def run_schedule(s: Schedule) -> None:
+    tasks_before = task_count()
+    scope = anyio.CancelScope()
+    requested = anyio.Event()
+    trigger = Trigger(s.cut_at, lambda: scope.cancel() if s.action == "cancel" else requested.set())
+    llm = CountingLLM(trigger, token_delay=s.token_delay)
+    tts = CountingTTS(trigger, chunk_delay=s.chunk_delay) if s.route == "audio" else None
+    renderer: CountingTextRenderer | CountingAudioRenderer = (
+        CountingTextRenderer(trigger, 0.0002 if s.slow_renderer else 0.0)
+        if s.route == "text"
+        else CountingAudioRenderer(trigger, realtime=s.slow_renderer)
+    )
+    session = AvatarSession(
+        llm=llm,
+        tts=tts,
+        renderer=renderer,
+        lookahead=s.lookahead,
+        timeouts=Timeouts(interrupt_grace=1.0),
+    )
+    session.on_event(lambda _event: trigger.tick())
+    turn_marks: list[tuple[int, int]] = []  # (len(renderer.said), len(history)) at each turn
+
+    async def cut_in() -> None:
+        await requested.wait()
+        if s.action == "interrupt":
+            await session.interrupt()
+        elif s.action == "close":
+            await session.close()
+        else:
+            turn_marks.append((len(renderer.said), len(session.history)))
+            try:
+                await session.send("barging in")
+            except AvatarKitError:
+                pass  # the session was closed under it
+
+    with anyio.fail_after(20):
+        with scope:
+            async with session, anyio.create_task_group() as tg:
+                tg.start_soon(cut_in)
+                for i in range(s.turns):
+                    turn_marks.append((len(renderer.said), len(session.history)))
+                    try:
+                        await session.send(f"turn {i}")
+                    except AvatarKitError:
+                        break  # closed by the cut
+                requested.set()  # the cut never came: let cut_in finish
+        await session.close()  # idempotent; the session may have been left by cancellation
+
+    assert session.state == "closed"
+    for provider in (llm, tts, renderer):
+        if provider is not None:
+            assert (provider.started, provider.closed) == (1, 1), type(provider).__name__
+    assert llm.open == 0
+    assert tts is None or tts.open == 0
+    assert renderer.speaking == 0
+    await anyio.lowlevel.checkpoint()
+    assert task_count() == tasks_before
+    check_history(session.history, renderer.said)
+
+
+def check_history(history: list[Message], said: list[tuple[str, bool]]) -> None:
+    """Each assistant message is the renderer's sentences of that turn: the whole ones in order,
+    then at most a word-prefix of the sentence that was cut off."""
+    assistant = [m.content for m in history if m.role == "assistant"]
+    words_said: list[str] = []
+    for m in assistant:
+        words_said.extend(m.split())
+    # Rebuild what may be in history from what the renderer saw: whole sentences verbatim; a
+    # cut sentence contributes any prefix of its words (possibly none).
+    position = 0
+    for text, whole in said:
+        words = text.split()
+        if whole:
+            assert words_said[position : position + len(words)] == words, (assistant, said)
+            position += len(words)
+        else:
+            taken = 0
+            while (
+                taken < len(words)
+                and position + taken < len(words_said)
+                and words_said[position + taken] == words[taken]
+            ):
+                taken += 1
+            position += taken
+    assert position == len(words_said), (assistant, said)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(schedule=schedules)
+def test_cancellation_at_any_point_keeps_the_invariants(
+    anyio_backend: str, schedule: Schedule
+) -> None:
+    anyio.run(run_schedule, schedule, backend=anyio_backend)
