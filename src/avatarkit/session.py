@@ -28,7 +28,6 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from avatarkit.audio import resample_stream
 from avatarkit.errors import (
     AvatarKitError,
     CapabilityError,
@@ -218,6 +217,10 @@ class AvatarSession:
         if self._started:
             return
         self._turn_lock = anyio.Lock()
+        if self.route == "audio":
+            # numpy and soxr (resampling) load here rather than on `import avatarkit`, which
+            # text-route users and the CLI never need, and not at the first sentence either.
+            import avatarkit.audio  # noqa: F401
         configure = getattr(self.renderer, "configure_route", None)
         if callable(configure):
             await _maybe_await(configure(self.route))
@@ -629,6 +632,8 @@ class AvatarSession:
                         turn.first_speech_at = time.perf_counter()
                     played += chunk.frames
                     yield chunk
+
+        from avatarkit.audio import resample_stream  # loaded by start(): a dict lookup here
 
         rate = getattr(self.renderer, "sample_rate", None)
         audio = resample_stream(pull(), rate if isinstance(rate, int) else None)
