@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -500,8 +501,13 @@ class AvatarSession:
                     if not delta:
                         continue
                     self._emit(TextDelta(turn.number, delta))
+                    queued = index
                     for sentence in splitter.feed(delta):
                         index = self._queue_sentence(out, index, sentence)
+                    if index != queued:
+                        # Let the speaker start on it now, even if the LLM has more at hand
+                        # (a stream that yields without awaiting would otherwise run to the end).
+                        await anyio.lowlevel.checkpoint()
                 for sentence in splitter.flush():
                     index = self._queue_sentence(out, index, sentence)
             except _SpeakerGone:
