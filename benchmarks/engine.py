@@ -11,17 +11,19 @@ or its first audio (audio route), minus the time the providers themselves took o
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 
 from avatarkit import AudioChunk, AvatarSession, Message
 from avatarkit.testing import tone
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import conditions, row, summary, write_json
 
 REPLY = ["Hello", " there.", " This", " is", " the", " second", " sentence.", " And", " more."]
 
@@ -128,44 +130,35 @@ async def interrupt_latency(route: str) -> tuple[float, float, float]:
     return renderer.interrupted - t0, llm.closed - t0, tts_closed
 
 
-def pct(values: list[float], q: float) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
-
-
-def row(label: str, seconds: list[float]) -> str:
-    ms = [s * 1000 for s in seconds]
-    return (
-        f"  {label:<44} p50 {pct(ms, 50):7.3f} ms   p95 {pct(ms, 95):7.3f} ms"
-        f"   max {max(ms):7.3f} ms"
-    )
-
-
-async def main(runs: int) -> None:
-    print(f"avatarkit engine benchmark: {runs} runs each")
-    print(f"  python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}")
+async def main(runs: int, backend: str, json_path: str | None) -> None:
+    results: dict[str, object] = {"conditions": {**conditions(), "backend": backend}}
+    print(f"avatarkit engine benchmark: {runs} runs each, backend {backend}")
+    print(f"  conditions: {results['conditions']}")
     print("time-to-first-speech overhead (engine only; provider latency subtracted):")
     for route in ("text", "audio"):
         for delay, label in ((0.0, "zero-latency LLM"), (0.02, "LLM token every 20 ms")):
             n = runs if delay == 0 else max(20, runs // 5)
             values = [await first_speech_overhead(route, delay) for _ in range(n)]
-            print(row(f"{route} route, {label} (n={n})", values))
+            s = summary(values)
+            results[f"overhead/{route}/{'zero' if delay == 0 else '20ms'}"] = s
+            print(row(f"{route} route, {label} (n={n})", s))
     print("interrupt latency (from interrupt() call):")
     for route in ("text", "audio"):
-        results = [await interrupt_latency(route) for _ in range(runs)]
-        print(row(f"{route} route: renderer.interrupt() called", [r[0] for r in results]))
-        print(row(f"{route} route: LLM stream closed", [r[1] for r in results]))
+        measured = [await interrupt_latency(route) for _ in range(runs)]
+        parts = [("renderer.interrupt() called", 0), ("LLM stream closed", 1)]
         if route == "audio":
-            print(row(f"{route} route: TTS stream closed", [r[2] for r in results]))
+            parts.append(("TTS stream closed", 2))
+        for label, k in parts:
+            s = summary([r[k] for r in measured])
+            results[f"interrupt/{route}/{label.split()[0].split('.')[0]}"] = s
+            print(row(f"{route} route: {label}", s))
+    write_json(json_path, results)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    print(f"backend: {args.backend}")
-    anyio.run(main, args.runs, backend=args.backend)
+    anyio.run(main, args.runs, args.backend, args.json, backend=args.backend)

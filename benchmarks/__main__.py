@@ -1,0 +1,178 @@
+"""Run every benchmark and write docs/performance.md.
+
+    uv run python -m benchmarks [--quick] [--output docs/performance.md]
+
+Each benchmark runs in a fresh interpreter (so one cannot warm up or load another) and prints
+its own report; this collects them, compares the figures with the targets and writes the page.
+Benchmarks written by other parts of the project (``e2e_openai.py``, ``piper_tts.py``,
+``liveavatar.py``) are run and included when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+OPTIONAL = ["e2e_openai.py", "piper_tts.py", "liveavatar.py"]
+
+
+def run(script: str, *args: str, timeout: float = 900) -> tuple[str, dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(HERE / script), *args]
+        if not script.startswith(tuple(OPTIONAL)):
+            cmd += ["--json", str(out)]
+        print(f"$ {' '.join(['python', 'benchmarks/' + script, *args])}", flush=True)
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+            )
+            text = proc.stdout + (f"\n[stderr]\n{proc.stderr[-2000:]}" if proc.returncode else "")
+        except subprocess.TimeoutExpired:
+            text = f"(timed out after {timeout:.0f} s)"
+        print(text, flush=True)
+        data = json.loads(out.read_text()) if out.exists() else {}
+    return text, data
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value < target else "**missed**"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"))
+    args = parser.parse_args()
+    runs = "40" if args.quick else "300"
+    seconds = "3" if args.quick else "8"
+    load_before = os.getloadavg()[0]
+
+    sections: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
+
+    for backend in ("asyncio", "trio"):
+        text, r = run("engine.py", "--runs", runs, "--backend", backend)
+        sections.append((f"Engine overhead and interruption ({backend})", text))
+        for route in ("text", "audio"):
+            for case, label in (("zero", "zero-latency fakes"), ("20ms", "token every 20 ms")):
+                s = r.get(f"overhead/{route}/{case}")
+                if s:
+                    rows.append(
+                        (
+                            f"First-speech overhead, {route} route, {label} ({backend})",
+                            f"p50 {s['p50']:.3f} ms / p95 {s['p95']:.3f} ms",
+                            "p50 < 0.5 ms, p95 < 1 ms",
+                            "met" if s["p50"] < 0.5 and s["p95"] < 1 else "**missed**",
+                        )
+                    )
+        for key, s in r.items():
+            if key.startswith("interrupt/"):
+                _, route, what = key.split("/")
+                rows.append(
+                    (
+                        f"Interrupt to {what} done, {route} route ({backend})",
+                        f"p95 {s['p95']:.3f} ms",
+                        "p95 < 0.5 ms",
+                        verdict(s["p95"], 0.5),
+                    )
+                )
+
+    text, r = run("gapless.py", "--turns", "5" if args.quick else "20")
+    sections.append(("Gapless speech", text))
+    for key, s in r.items():
+        if key.startswith("gap/"):
+            la = key.removeprefix("gap/lookahead")
+            rows.append(
+                (
+                    f"Silence between sentences, lookahead={la}",
+                    f"p95 {s['p95']:.3f} ms",
+                    "p95 < 5 ms" if la == "1" else "(comparison)",
+                    verdict(s["p95"], 5) if la == "1" else "",
+                )
+            )
+
+    scale_text = []
+    for route in ("text", "audio"):
+        for n in ("100", "500", "1000"):
+            text, r = run("scale.py", "--sessions", n, "--route", route, "--seconds", seconds)
+            scale_text.append(text.strip())
+            if r:
+                rows.append(
+                    (
+                        f"{n} sessions, {route} route: event-loop lag",
+                        f"p99 {r['lag_p99_ms']:.1f} ms ({r['cpu_ms_per_turn']:.2f} CPU ms/turn,"
+                        f" {r['rss_kib_per_session']:.0f} KiB/session)",
+                        "p99 < 20 ms at 1000" if n == "1000" else "",
+                        verdict(r["lag_p99_ms"], 20) if n == "1000" else "",
+                    )
+                )
+    sections.append(("Scale in one process", "\n".join(scale_text)))
+
+    text, r = run("startup.py", "--runs", "5" if args.quick else "10")
+    sections.append(("Start-up", text))
+    for label in ("import avatarkit", "avatarkit --help"):
+        s = r.get(label)
+        if s:
+            rows.append(
+                (
+                    f"`{label}` wall time",
+                    f"p50 {s['p50']:.0f} ms (interpreter alone "
+                    f"{r['python -c pass']['p50']:.0f} ms)",
+                    "no provider SDK imported",
+                    "met" if not s["sdks_imported"] else f"**missed**: {s['sdks_imported']}",
+                )
+            )
+
+    for script in OPTIONAL:
+        if (HERE / script).exists():
+            text, _ = run(script)
+            sections.append((f"{script}", text))
+        else:
+            sections.append((script, f"(not present in this checkout: benchmarks/{script})"))
+
+    write_page(Path(args.output), rows, sections, load_before, os.getloadavg()[0])
+    print(f"wrote {args.output}")
+
+
+def write_page(
+    path: Path,
+    rows: list[tuple[str, str, str, str]],
+    sections: list[tuple[str, str]],
+    load_before: float,
+    load_after: float,
+) -> None:
+    intro = (HERE / "performance_intro.md").read_text()
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        intro.rstrip(),
+        "",
+        "## Latest run",
+        "",
+        f"Run {now} with `uv run python -m benchmarks` on {os.cpu_count()} CPUs "
+        f"({platform.machine()}, {platform.processor() or 'unknown CPU'}), Python "
+        f"{platform.python_version()}; load average {load_before:.1f} before and "
+        f"{load_after:.1f} after (other work shared the machine).",
+        "",
+        "| Figure | Measured | Target | |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "",
+    ]
+    for title, text in sections:
+        lines += [f"### {title}", "", "```text", text.strip(), "```", ""]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Scale in one process: N concurrent sessions holding conversations against fake providers.
+
+Each session loops: the user "speaks" (a random 0.5-1.5 s pause), then a turn: the LLM answers
+after 200 ms with a token every 20 ms (two sentences); on the text route the renderer speaks
+each sentence for its spoken length (a cloud avatar such as HeyGen); on the audio route a TTS
+(first chunk after 50 ms, 40 ms chunks, 10x faster than real time) feeds a renderer that plays
+the audio in real time. Sessions start staggered over a second; then for ``--seconds`` we record
+CPU time per completed turn, resident memory per session, and event-loop lag (a ticker that
+sleeps 10 ms and records how late it wakes).
+
+    uv run python benchmarks/scale.py --sessions 1000 [--route text|audio] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+
+from avatarkit import AudioChunk, AvatarSession
+from avatarkit.testing import FakeLLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import conditions, pct, write_json
+
+REPLY = "Sure, I can help with that. Tell me a little more about what you need."
+SPEECH_SECONDS_PER_CHAR = 0.06 / 6  # ~160 words a minute
+
+
+class CloudTextRenderer:
+    async def interrupt(self) -> None: ...
+
+    async def speak_text(self, text: str) -> None:
+        await anyio.sleep(len(text) * SPEECH_SECONDS_PER_CHAR)
+
+
+class CannedTTS:
+    """Pre-computed audio (so the fake costs no CPU of its own): 60 ms per character, in 40 ms
+    chunks, the first after 50 ms, then one every 4 ms (10x faster than real time)."""
+
+    chunk = bytes(2 * 640)  # 40 ms at 16 kHz
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        await anyio.sleep(0.05)
+        for _ in range(len(text) * 60 // 40):
+            yield AudioChunk(self.chunk, 16000)
+            await anyio.sleep(0.004)
+
+
+class PlayingRenderer:
+    sample_rate = None
+
+    async def interrupt(self) -> None: ...
+
+    async def speak(self, audio: AsyncIterator[AudioChunk]) -> None:
+        async for chunk in audio:
+            await anyio.sleep(chunk.duration)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def main(sessions: int, route: str, seconds: float, json_path: str | None) -> None:
+    rng = random.Random(1)
+    turns = 0
+    measuring = False
+    lags: list[float] = []
+    stop = anyio.Event()
+
+    async def converse(i: int) -> None:
+        nonlocal turns
+        llm = FakeLLM([REPLY], first_token_delay=0.2, token_delay=0.02)
+        if route == "text":
+            session = AvatarSession(llm=llm, renderer=CloudTextRenderer(), max_history=20)
+        else:
+            renderer = PlayingRenderer()
+            session = AvatarSession(llm=llm, tts=CannedTTS(), renderer=renderer, max_history=20)
+        await anyio.sleep(i / sessions)  # staggered start
+        async with session:
+            while not stop.is_set():
+                await anyio.sleep(rng.uniform(0.5, 1.5))
+                await session.send("hello")
+                if measuring:
+                    turns += 1
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t = time.perf_counter()
+            await anyio.sleep(0.01)
+            if measuring:
+                lags.append(time.perf_counter() - t - 0.01)
+
+    gc.collect()
+    rss0 = rss_bytes()
+    async with anyio.create_task_group() as tg:
+        for i in range(sessions):
+            tg.start_soon(converse, i)
+        tg.start_soon(ticker)
+        await anyio.sleep(2.0)  # everyone started and in conversation
+        rss1 = rss_bytes()
+        measuring = True
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await anyio.sleep(seconds)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        measuring = False
+        stop.set()
+    lag_ms = [x * 1000 for x in lags]
+    result = {
+        "sessions": sessions,
+        "route": route,
+        "turns": turns,
+        "turns_per_s": turns / wall,
+        "cpu_ms_per_turn": cpu * 1000 / max(turns, 1),
+        "cpu_load": cpu / wall,
+        "rss_kib_per_session": (rss1 - rss0) / 1024 / sessions,
+        "lag_p50_ms": pct(lag_ms, 50),
+        "lag_p99_ms": pct(lag_ms, 99),
+        "lag_max_ms": max(lag_ms),
+    }
+    print(
+        f"  {route:5} route {sessions:5} sessions: {turns / wall:7.1f} turns/s, "
+        f"CPU {result['cpu_ms_per_turn']:6.2f} ms/turn (loop busy {cpu / wall:4.0%}), "
+        f"RSS {result['rss_kib_per_session']:6.1f} KiB/session, event-loop lag "
+        f"p50 {result['lag_p50_ms']:6.2f} ms p99 {result['lag_p99_ms']:7.2f} ms "
+        f"max {result['lag_max_ms']:7.2f} ms"
+    )
+    write_json(json_path, {"conditions": conditions(), **result})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--route", choices=["text", "audio"], default="text")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    anyio.run(main, args.sessions, args.route, args.seconds, args.json, backend=args.backend)
