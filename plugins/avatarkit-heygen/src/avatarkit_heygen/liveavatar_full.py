@@ -1,0 +1,174 @@
+"""FULL mode's command channel: JSON data messages in the session's LiveKit room.
+
+Commands go on topic ``agent-control``, LiveAvatar's events come back on ``agent-response``.
+The room itself sits behind :class:`DataTransport` (join, publish, receive), so the protocol is
+testable without a LiveKit server and the transport can move onto the shared LiveKit helper.
+:class:`LiveKitDataTransport` is the production one (the ``livekit`` SDK: asyncio only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from avatarkit.errors import ProviderConnectionError, ProviderError
+from avatarkit_heygen.liveavatar_api import PROVIDER
+
+__all__ = [
+    "CONTROL_TOPIC",
+    "RESPONSE_TOPIC",
+    "DataTransport",
+    "LiveKitDataTransport",
+    "encode_command",
+    "parse_event",
+]
+
+logger = logging.getLogger(__name__)
+
+CONTROL_TOPIC = "agent-control"
+RESPONSE_TOPIC = "agent-response"
+
+OnData = Callable[[str, bytes], None]
+OnDisconnected = Callable[[str], None]
+
+
+def encode_command(event_type: str, *, session_id: str, event_id: str, **fields: Any) -> bytes:
+    """One command for topic ``agent-control``, e.g. ``avatar.speak_text`` with ``text``."""
+    message = {"event_type": event_type, "session_id": session_id, "event_id": event_id}
+    message.update(fields)
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def parse_event(topic: str | None, payload: bytes) -> dict[str, Any] | None:
+    """A LiveAvatar event from ``agent-response`` with a string ``event_type``, else None.
+
+    Other topics, non-JSON and untyped payloads are ignored (logged at debug).
+    """
+    if topic != RESPONSE_TOPIC:
+        logger.debug("liveavatar: ignoring data on topic %r", topic)
+        return None
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        logger.debug("liveavatar: ignoring a non-JSON data message: %.200r", payload)
+        return None
+    if not isinstance(message, dict):
+        logger.debug("liveavatar: ignoring a data message that is not an object: %.200r", message)
+        return None
+    kind = message.get("event_type", message.get("type"))
+    if not isinstance(kind, str):
+        logger.debug("liveavatar: ignoring a data message with no event_type: %.200r", message)
+        return None
+    message["event_type"] = kind
+    return message
+
+
+class DataTransport(Protocol):
+    """A room participant that can publish and receive data messages by topic."""
+
+    async def connect(
+        self, url: str, token: str, *, on_data: OnData, on_disconnected: OnDisconnected
+    ) -> None:
+        """Join the room; ``on_data(topic, payload)`` is then called for every data message."""
+        ...
+
+    async def wait_for_peers(self, count: int, seconds: float) -> int:
+        """Wait until ``count`` other participants are in the room (or ``seconds``); how many."""
+        ...
+
+    async def publish_data(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` reliably on ``topic``."""
+        ...
+
+    async def close(self) -> None:
+        """Leave the room (idempotent)."""
+        ...
+
+
+class LiveKitDataTransport:
+    """:class:`DataTransport` on the ``livekit`` SDK's ``rtc.Room`` (asyncio only).
+
+    Kept minimal on purpose: media tracks are the viewer's business, this only joins as the
+    server-side agent participant to exchange commands and events.
+    """
+
+    def __init__(self, *, connect_timeout: float = 20.0) -> None:
+        self.connect_timeout = connect_timeout
+        self._room: Any = None
+
+    async def connect(
+        self, url: str, token: str, *, on_data: OnData, on_disconnected: OnDisconnected
+    ) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise ProviderError(
+                "FULL mode (prefer: text) joins LiveKit through the livekit SDK, which needs "
+                "asyncio; run under asyncio or use LITE mode (prefer: audio with a tts)",
+                provider=PROVIDER,
+            ) from None
+        from livekit import rtc
+
+        room = rtc.Room()
+
+        def data_received(packet: rtc.DataPacket) -> None:
+            on_data(packet.topic or "", packet.data)
+
+        def disconnected(reason: object) -> None:
+            on_disconnected(f"left the LiveKit room ({reason})")
+
+        room.on("data_received", data_received)
+        room.on("disconnected", disconnected)
+        try:
+            await asyncio.wait_for(
+                room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)),
+                self.connect_timeout,
+            )
+        except (rtc.ConnectError, TimeoutError, OSError) as exc:
+            detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise ProviderConnectionError(
+                f"cannot join the session's LiveKit room at {url}: {detail}", provider=PROVIDER
+            ) from exc
+        self._room = room
+
+    async def wait_for_peers(self, count: int, seconds: float) -> int:
+        room = self._room
+        if room is None:
+            return 0
+        joined = asyncio.Event()
+
+        def participant_connected(_participant: object) -> None:
+            if len(room.remote_participants) >= count:
+                joined.set()
+
+        room.on("participant_connected", participant_connected)
+        try:
+            if len(room.remote_participants) < count:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(joined.wait(), seconds)
+        finally:
+            room.off("participant_connected", participant_connected)
+        return len(room.remote_participants)
+
+    async def publish_data(self, topic: str, payload: bytes) -> None:
+        room = self._room
+        if room is None:
+            raise ProviderConnectionError("not in the LiveKit room", provider=PROVIDER)
+        try:
+            await room.local_participant.publish_data(payload, reliable=True, topic=topic)
+        except Exception as exc:  # the SDK raises its own PublishDataError and FFI errors
+            raise ProviderConnectionError(
+                f"cannot publish on {topic!r}: {type(exc).__name__}: {exc}", provider=PROVIDER
+            ) from exc
+
+    async def close(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            try:
+                await room.disconnect()
+            except Exception as exc:  # leaving is best effort; the session stop ends billing
+                logger.debug("liveavatar: leaving the LiveKit room failed: %s", exc)
