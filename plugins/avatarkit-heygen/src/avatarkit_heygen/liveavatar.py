@@ -16,18 +16,18 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
 import anyio
 import httpx
-from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError, SessionError
 from avatarkit.providers import AudioChunk, ViewerConnection
+from avatarkit.text import estimate_speech_seconds
 from avatarkit_heygen.liveavatar_api import PROVIDER, LiveAvatarAPI, SessionInfo, SessionToken
 from avatarkit_heygen.liveavatar_audio import BYTES_PER_SECOND, SAMPLE_RATE, To24k, speak_payloads
 from avatarkit_heygen.liveavatar_full import (
@@ -39,6 +39,7 @@ from avatarkit_heygen.liveavatar_full import (
 )
 from avatarkit_heygen.liveavatar_lite import LiteLink
 from avatarkit_heygen.liveavatar_options import LiveAvatarOptions
+from avatarkit_heygen.liveavatar_tasks import Background
 
 __all__ = ["LiveAvatarRenderer"]
 
@@ -46,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 Route = Literal["text", "audio"]
 State = Literal["new", "starting", "ready", "ended", "closed"]
-
-#: Speaking rate used to bound how long a text utterance may take (words per second).
-_WORDS_PER_SECOND = 2.5
 
 
 @dataclass(eq=False)
@@ -102,7 +100,7 @@ class LiveAvatarRenderer:
         self._info: SessionInfo | None = None
         self._link: LiteLink | None = None
         self._transport: DataTransport | None = None
-        self._tg: TaskGroup | None = None
+        self._background = Background("liveavatar")
         self._pending: dict[str, _Utterance] = {}
         self._speak_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
@@ -155,9 +153,6 @@ class LiveAvatarRenderer:
             timeout=opts.request_timeout,
             client=self._http_client,
         )
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
         try:
             self._token = await self._api.create_token(
                 mode=self.mode,
@@ -173,7 +168,7 @@ class LiveAvatarRenderer:
             info = self._info = await self._api.start(self._token)
             self.session_id = info.session_id
             if self.mode == "LITE":
-                await self._connect_lite(info, tg)
+                await self._connect_lite(info)
             else:
                 await self._connect_full(info)
             if info.livekit_url and info.livekit_client_token:
@@ -182,10 +177,10 @@ class LiveAvatarRenderer:
                 )
             self._last_activity = anyio.current_time()
             if opts.keep_alive:
-                tg.start_soon(_guarded, self._keep_alive_loop)
+                self._background.spawn(self._keep_alive_loop)
             duration = info.max_session_duration or opts.max_session_duration
             if duration:
-                tg.start_soon(_guarded, self._duration_watch, float(duration))
+                self._background.spawn(self._duration_watch, float(duration))
             if self.state == "starting":
                 self.state = "ready"
             logger.info(
@@ -198,7 +193,7 @@ class LiveAvatarRenderer:
             await self.close()
             raise
 
-    async def _connect_lite(self, info: SessionInfo, tg: TaskGroup) -> None:
+    async def _connect_lite(self, info: SessionInfo) -> None:
         if not info.ws_url:
             raise ProviderError(
                 "LITE session started without a ws_url: the account or avatar may not support "
@@ -213,7 +208,7 @@ class LiveAvatarRenderer:
             on_end=self._on_session_end,
             connect_timeout=self.options.connect_timeout,
         )
-        tg.start_soon(_guarded, self._link.run)
+        self._background.spawn(self._link.run)
         await self._link.wait_ready()
 
     async def _connect_full(self, info: SessionInfo) -> None:
@@ -258,22 +253,15 @@ class LiveAvatarRenderer:
                 if self._transport is not None:
                     with anyio.move_on_after(5):
                         await self._transport.close()
+                await self._background.aclose()
                 if self._api is not None:
                     await self._api.aclose()
             finally:
                 self.state = "closed"
                 self.viewer = None
-        try:
-            # Outside the shield: a task group can only be exited as the innermost scope.
-            # Its tasks are cancelled, so this returns at once.
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
-                await self._tg.__aexit__(None, None, None)
-        finally:
-            self._tg = None
-            self._closed.set()
-            if self.session_id is not None:
-                logger.info("liveavatar: session %s stopped", self.session_id)
+                self._closed.set()
+                if self.session_id is not None:
+                    logger.info("liveavatar: session %s stopped", self.session_id)
 
     # -- session end and keep-alive ---------------------------------------------------------
 
@@ -374,8 +362,8 @@ class LiveAvatarRenderer:
             )
 
     def _timeout_for_text(self, text: str) -> float:
-        words = max(1, len(text.split()))
-        return 2 * words / _WORDS_PER_SECOND + self.options.speak_timeout_grace
+        # twice the usual duration: LiveAvatar's voice may be slower than the estimate
+        return 2 * estimate_speech_seconds(text) + self.options.speak_timeout_grace
 
     async def speak_text(self, text: str) -> None:
         """FULL mode: one ``avatar.speak_text``; returns on its ``avatar.speak_ended``."""
@@ -552,12 +540,3 @@ class LiveAvatarRenderer:
 
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-async def _guarded(func: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run a background task whose failure must not cancel the task that started the renderer
-    (its task group lives in the caller's task): log it instead."""
-    try:
-        await func(*args)
-    except Exception:
-        logger.exception("liveavatar: background task %s failed", getattr(func, "__name__", func))

@@ -5,8 +5,10 @@ Every failure becomes an avatarkit error that says what to do; the API key never
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,6 +95,12 @@ _ADVICE = {
 }
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA bundle costs ~0.1 s per client."""
+    return httpx.create_ssl_context()
+
+
 class LiveAvatarAPI:
     """A thin client of LiveAvatar's session endpoints over one ``httpx.AsyncClient``."""
 
@@ -107,7 +115,9 @@ class LiveAvatarAPI:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self._owns_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), verify=_ssl_context()
+        )
 
     def __repr__(self) -> str:
         return f"LiveAvatarAPI(base_url={self.base_url!r})"
