@@ -63,7 +63,8 @@ async def chunks(
 
 def test_has_both_capabilities_and_wants_24k() -> None:
     caps = renderer_capabilities(LiveAvatarRenderer)
-    assert caps.text and caps.audio
+    assert caps.text
+    assert caps.audio
     assert LiveAvatarRenderer.sample_rate == 24000
 
 
@@ -214,7 +215,7 @@ async def test_http_errors_are_clear(
 
 async def test_bad_key_against_the_fake(fake: FakeLiveAvatar) -> None:
     renderer = make(fake, api_key="wrong-key-123")
-    with pytest.raises(ProviderHTTPError, match="401.*Invalid API key") as info:
+    with pytest.raises(ProviderHTTPError, match=r"401.*Invalid API key") as info:
         await renderer.start()
     assert "wrong-key-123" not in str(info.value)
 
