@@ -82,6 +82,7 @@ class FakeLiveAvatar:
         self.requests: list[tuple[str, dict[str, str], dict[str, Any] | None]] = []
         self.received: list[Received] = []
         self.violations: list[str] = []
+        self.ended_sent: dict[str, float] = {}  # event_id -> when agent.speak_ended was sent
         self._lock = threading.Lock()
         self._counter = 0
         self._open: dict[int, ServerConnection] = {}
@@ -330,6 +331,7 @@ class FakeLiveAvatar:
                 connected = True
             for when, event_id in [d for d in due if d[0] <= now]:
                 due.remove((when, event_id))
+                self.ended_sent[event_id] = time.perf_counter()
                 ws.send(json.dumps({"type": "agent.speak_ended", "event_id": event_id}))
             deadlines = [d[0] for d in due] + ([] if connected else [connect_at])
             wait = max(0.0, min(deadlines) - now) if deadlines else 0.5
