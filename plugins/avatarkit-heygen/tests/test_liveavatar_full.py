@@ -46,7 +46,7 @@ def make(fake: FakeLiveAvatar, room: FakeRoom, **options: Any) -> LiveAvatarRend
     return renderer
 
 
-# -- encoding ---------------------------------------------------------------------------------------
+# -- encoding -------------------------------------------------------------------------------------
 
 
 def test_commands_are_json_with_session_and_event_ids() -> None:

@@ -132,7 +132,8 @@ async def test_interrupt_mid_utterance(fake: FakeLiveAvatar) -> None:
             tg.start_soon(talk)
             await fake.wait_for(lambda: len(fake.messages("agent.speak")) >= 3)
             await session.interrupt()
-        assert result and len(result[0]) < len(long_reply)
+        assert len(result) == 1
+        assert len(result[0]) < len(long_reply)
         await anyio.sleep(0.1)  # late audio would have arrived by now
         kinds = [r.type for r in fake.received]
         cut = kinds.index("agent.interrupt")
@@ -143,10 +144,15 @@ async def test_interrupt_mid_utterance(fake: FakeLiveAvatar) -> None:
 
 async def test_session_stopped_after_an_exception(fake: FakeLiveAvatar) -> None:
     session = AvatarSession(llm=FakeLLM(), tts=FakeTTS(), renderer=renderer(fake))
-    with pytest.raises(RuntimeError, match="app bug"):
+
+    async def app() -> None:
         async with session:
             await session.send("hi")
             raise RuntimeError("app bug")
+
+    with pytest.raises(RuntimeError, match="app bug"):
+        await app()
+    assert fake.messages("agent.speak_end")
     assert fake.only_session().stops == 1
 
 
