@@ -14,7 +14,6 @@ exactly once, shielded, whatever happens (error, Ctrl-C, cancellation, a failed 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -428,74 +427,76 @@ class LiveAvatarRenderer:
     ) -> tuple[float | None, float]:
         """Send the audio as it comes; returns (time of the first message, seconds sent).
 
-        The first audio goes out at once. After that, audio is batched into messages of about
-        ``chunk_seconds`` while the avatar has at least half that queued, and flushed early
-        when its queue runs low (a slow TTS is never held back). A reader task pulls the TTS so
-        that a flush can happen while the TTS is between chunks.
+        The first audio goes out at once, from this task (no hand-off on the latency path).
+        After that, audio is batched into messages of about ``chunk_seconds`` while the avatar
+        has at least half that queued; a watcher task flushes what is held when the avatar's
+        queue runs low while the TTS is between chunks, so a slow TTS is never held back.
         """
         chunk_seconds = self.options.chunk_seconds
         low_water = chunk_seconds / 2
-        send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=math.inf)
-        failure: list[BaseException] = []
+        target = int(chunk_seconds * SAMPLE_RATE) * 2
         converter = To24k()
-
-        async def pull() -> None:
-            async with send:
-                try:
-                    async for chunk in audio:
-                        pcm = converter.convert(chunk)
-                        if pcm:
-                            send.send_nowait(pcm)
-                    tail = converter.flush()
-                    if tail:
-                        send.send_nowait(tail)
-                except Exception as exc:  # the TTS failed: re-raised by speak, unwrapped
-                    failure.append(exc)
-
+        held = bytearray()
         first_sent: float | None = None
         sent_seconds = 0.0
-        held = bytearray()
+        flush_lock = anyio.Lock()
+        changed = anyio.Event()
+
+        def ahead() -> float:
+            """Seconds of audio the avatar still has queued (an estimate)."""
+            assert first_sent is not None
+            return first_sent + sent_seconds - anyio.current_time()
 
         async def flush(limit: int | None = None) -> None:
             nonlocal first_sent, sent_seconds
-            data = bytes(held if limit is None else held[:limit])
-            del held[: len(data)]
-            for payload in speak_payloads(data, chunk_seconds):
-                message = {"type": "agent.speak", "event_id": utterance.event_id, "audio": payload}
-                await self._send_lite(message, utterance)
-                if first_sent is None:
-                    first_sent = anyio.current_time()
-            sent_seconds += len(data) / BYTES_PER_SECOND
+            async with flush_lock:  # bytes are taken in order under the lock
+                data = bytes(held if limit is None else held[:limit])
+                del held[: len(data)]
+                for payload in speak_payloads(data, chunk_seconds):
+                    message = {
+                        "type": "agent.speak",
+                        "event_id": utterance.event_id,
+                        "audio": payload,
+                    }
+                    await self._send_lite(message, utterance)
+                    if first_sent is None:
+                        first_sent = anyio.current_time()
+                sent_seconds += len(data) / BYTES_PER_SECOND
 
-        target = int(chunk_seconds * SAMPLE_RATE) * 2
-        async with anyio.create_task_group() as tg, receive:
-            tg.start_soon(pull)
+        async def watch() -> None:
+            nonlocal changed
+            while True:
+                wait = None if not held or first_sent is None else max(0.0, ahead() - low_water)
+                with anyio.move_on_after(wait):
+                    await changed.wait()
+                    changed = anyio.Event()
+                    continue
+                if held:
+                    await flush()
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
             try:
-                while True:
-                    timeout = None
-                    if held and first_sent is not None:
-                        ahead = first_sent + sent_seconds - anyio.current_time()
-                        timeout = max(0.0, ahead - low_water)
-                    with anyio.move_on_after(timeout):
-                        try:
-                            held += await receive.receive()
-                        except anyio.EndOfStream:
-                            break
+                async for chunk in audio:
+                    held += converter.convert(chunk)
+                    if not held:
+                        continue
                     if first_sent is None:
                         await flush()
-                        continue
                     while len(held) >= target:
                         await flush(target)
-                    ahead = first_sent + sent_seconds - anyio.current_time()
-                    if held and ahead < low_water:
+                    if held and ahead() < low_water:
                         await flush()
+                    changed.set()  # the watcher re-arms its deadline
+                held += converter.flush()
                 if held:
                     await flush()
             except Exception as exc:  # kept out of the task group: raised unwrapped below
-                failure.insert(0, exc)
-                tg.cancel_scope.cancel()
-        if failure:
-            raise failure[0]
+                failure = exc
+            tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return first_sent, sent_seconds
 
     async def _send_lite(self, message: dict[str, Any], utterance: _Utterance | None) -> None:
