@@ -292,6 +292,7 @@ class FakeProvidersPlugin:
 
         factory.__name__ = cls.__name__
         factory.__qualname__ = cls.__qualname__
+        factory.__wrapped__ = cls  # type: ignore[attr-defined]  # capabilities seen at load time
         return factory
 
     def of(self, cls: type[Any]) -> list[Any]:
