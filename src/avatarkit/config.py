@@ -27,7 +27,7 @@ import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, ValidationError
 
@@ -42,7 +42,9 @@ from avatarkit.errors import (
 )
 from avatarkit.plugins import Kind, ProviderRegistry, ProviderSpec, default_registry
 from avatarkit.providers import RendererCapabilities, renderer_capabilities
-from avatarkit.session import AvatarSession, Route, Timeouts
+
+if TYPE_CHECKING:
+    from avatarkit.session import AvatarSession, Route
 
 __all__ = [
     "ProviderConfig",
@@ -53,6 +55,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "load_session",
+    "static_capabilities",
 ]
 
 Source = Mapping[str, Any] | str | os.PathLike[str]
@@ -136,6 +139,8 @@ class SessionConfig:
 
     def build(self) -> AvatarSession:
         """Build every provider the route needs (a text route builds no TTS) and the session."""
+        from avatarkit.session import AvatarSession, Timeouts
+
         llm = self.llm.build()
         renderer = self.renderer.build()
         tts = self.tts.build() if self.tts is not None and self.route != "text" else None
@@ -263,7 +268,7 @@ def load_config(
     tts = _provider(doc, data, "tts", registry, secrets)[0] if data.get("tts") is not None else None
 
     try:
-        capabilities = _capabilities(renderer.spec)
+        capabilities = static_capabilities(renderer.spec)
     except AvatarKitError as exc:
         raise _located(exc, renderer.location, "renderer.provider") from None
     route = None
@@ -629,7 +634,7 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
 # -- routing ------------------------------------------------------------------------------------
 
 
-def _capabilities(spec: ProviderSpec) -> RendererCapabilities | None:
+def static_capabilities(spec: ProviderSpec) -> RendererCapabilities | None:
     """What the renderer's class can do, found without building it.
 
     A class factory is inspected directly; a function factory through ``__wrapped__`` or its
