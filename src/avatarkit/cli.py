@@ -68,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common], help="validate a session file, start nothing")
     p.add_argument("file", metavar="FILE", help="session YAML file")
 
-    p = sub.add_parser("demo", parents=[common], help="the offline demo session")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the demo")
+    sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the offline demo session (further arguments go to the demo)",
+    )
 
     p = sub.add_parser("serve", parents=[common], help="serve sessions to a web page")
     p.add_argument("file", metavar="FILE", help="session YAML file")
@@ -84,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "demo":
+        args.args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(getattr(args, "verbose", 0))
     if args.version:
         from avatarkit._version import __version__
