@@ -10,7 +10,7 @@ import math
 import re
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,9 +414,13 @@ async def check_llm(
     """
     with anyio.fail_after(patience):
         deltas: list[str] = []
-        async for delta in llm.stream(list(messages)):
-            assert isinstance(delta, str), f"stream yielded {type(delta).__name__}, not str"
-            deltas.append(delta)
+        stream = llm.stream(list(messages))
+        try:
+            async for delta in stream:
+                assert isinstance(delta, str), f"stream yielded {type(delta).__name__}, not str"
+                deltas.append(delta)
+        finally:
+            await _aclose(stream)
         reply = "".join(deltas)
         assert reply.strip(), "stream yielded no text"
         stream = llm.stream(list(messages))
@@ -425,6 +429,20 @@ async def check_llm(
         await _aclose(stream)  # an interrupt abandons the stream like this
     await _close_twice_and_cancelled(llm, "llm")
     return reply
+
+
+async def _collect_audio(audio: Any, chunks: list[AudioChunk]) -> None:
+    async for chunk in audio:
+        assert isinstance(chunk, AudioChunk), f"yielded {type(chunk).__name__}, not AudioChunk"
+        assert isinstance(chunk.data, bytes), "AudioChunk.data must be bytes"
+        assert isinstance(chunk.sample_rate, int), "sample_rate must be an int"
+        assert chunk.sample_rate > 0, f"sample_rate must be positive, got {chunk.sample_rate}"
+        assert chunk.channels >= 1, f"channels must be 1 or more, got {chunk.channels}"
+        assert len(chunk.data) % (2 * chunk.channels) == 0, (
+            f"chunk of {len(chunk.data)} bytes is not whole 16-bit frames of "
+            f"{chunk.channels} channel(s)"
+        )
+        chunks.append(chunk)
 
 
 async def check_tts(
@@ -438,17 +456,11 @@ async def check_tts(
     """
     with anyio.fail_after(patience):
         chunks: list[AudioChunk] = []
-        async for chunk in tts.synthesize(text):
-            assert isinstance(chunk, AudioChunk), f"yielded {type(chunk).__name__}, not AudioChunk"
-            assert isinstance(chunk.data, bytes), "AudioChunk.data must be bytes"
-            assert isinstance(chunk.sample_rate, int), "sample_rate must be an int"
-            assert chunk.sample_rate > 0, f"sample_rate must be positive, got {chunk.sample_rate}"
-            assert chunk.channels >= 1, f"channels must be 1 or more, got {chunk.channels}"
-            assert len(chunk.data) % (2 * chunk.channels) == 0, (
-                f"chunk of {len(chunk.data)} bytes is not whole 16-bit frames of "
-                f"{chunk.channels} channel(s)"
-            )
-            chunks.append(chunk)
+        audio = tts.synthesize(text)
+        try:
+            await _collect_audio(audio, chunks)
+        finally:
+            await _aclose(audio)
         assert chunks, "synthesize yielded no audio"
         rates = {(c.sample_rate, c.channels) for c in chunks}
         assert len(rates) == 1, f"chunks change sample rate or channels mid-stream: {rates}"
@@ -460,9 +472,9 @@ async def check_tts(
     return chunks
 
 
-async def _endless_audio(sample_rate: int) -> AsyncIterator[AudioChunk]:
+async def _audio(sample_rate: int, chunks: int) -> AsyncGenerator[AudioChunk, None]:
     chunk = tone(0.02, sample_rate)
-    for _ in range(3000):  # a minute of audio: an interrupt must end speak long before
+    for _ in range(chunks):
         yield AudioChunk(chunk, sample_rate)
         await anyio.lowlevel.checkpoint()
 
@@ -492,15 +504,17 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
                 renderer, lambda: renderer.speak_text("word " * 2000), patience, "speak_text"
             )
         if caps.audio:
-
-            async def short() -> AsyncIterator[AudioChunk]:
-                yield AudioChunk(tone(0.05, rate), rate)
-
-            with anyio.fail_after(patience):
-                await renderer.speak(short())
-            await _check_interrupt(
-                renderer, lambda: renderer.speak(_endless_audio(rate)), patience, "speak"
-            )
+            short = _audio(rate, 3)
+            try:
+                with anyio.fail_after(patience):
+                    await renderer.speak(short)
+            finally:
+                await short.aclose()
+            endless = _audio(rate, 3000)  # a minute: interrupt must end speak long before
+            try:
+                await _check_interrupt(renderer, lambda: renderer.speak(endless), patience, "speak")
+            finally:
+                await endless.aclose()
     finally:
         with anyio.CancelScope(shield=True):
             await _close_twice_and_cancelled(renderer, "renderer")
@@ -520,6 +534,6 @@ async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str
         await renderer.interrupt()
         with anyio.move_on_after(patience):
             await returned.wait()
-        if not returned.is_set():
-            tg.cancel_scope.cancel()
-            raise AssertionError(f"{name} did not return within {patience}s of interrupt()")
+        tg.cancel_scope.cancel()
+    if not returned.is_set():
+        raise AssertionError(f"{name} did not return within {patience}s of interrupt()")
