@@ -168,7 +168,9 @@ def test_prefer_audio_on_a_two_way_renderer(registry: ProviderRegistry) -> None:
     prefer_text = {**with_tts, "renderer": {"provider": "both", "prefer": "text"}}
     assert load_config(prefer_text, registry=registry).route == "text"
     with pytest.raises(CapabilityError, match=r"needs a `tts:` section; installed TTS providers"):
-        load_config({**base, "renderer": {"provider": "both", "prefer": "audio"}}, registry=registry)
+        load_config(
+            {**base, "renderer": {"provider": "both", "prefer": "audio"}}, registry=registry
+        )
 
 
 def test_interpolation(tmp_path: Path, registry: ProviderRegistry) -> None:
@@ -188,7 +190,9 @@ def test_interpolation(tmp_path: Path, registry: ProviderRegistry) -> None:
 # -- errors --------------------------------------------------------------------------------------
 
 
-def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path, registry: ProviderRegistry) -> None:
+def test_yaml_syntax_error_gives_line_and_column(
+    tmp_path: Path, registry: ProviderRegistry
+) -> None:
     path = write(
         tmp_path,
         """
@@ -208,7 +212,9 @@ def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path, registry: Provi
 
 def test_duplicate_keys_are_an_error(tmp_path: Path, registry: ProviderRegistry) -> None:
     path = write(tmp_path, "llm: scripted\nrenderer: fake-text\nllm: fake\n")
-    with pytest.raises(ConfigError, match=r":3:1: llm: duplicate key 'llm' \(first given at line 1"):
+    with pytest.raises(
+        ConfigError, match=r":3:1: llm: duplicate key 'llm' \(first given at line 1"
+    ):
         load_config(path, registry=registry)
 
 
@@ -380,9 +386,7 @@ def secret_yaml(tmp_path: Path, extra: str = "") -> str:
 ENV = {"VAULT_KEY": SECRET, "SOME_TOKEN": TOKEN}
 
 
-def test_secrets_reach_the_factory_as_secretstr(
-    tmp_path: Path, registry: ProviderRegistry
-) -> None:
+def test_secrets_reach_the_factory_as_secretstr(tmp_path: Path, registry: ProviderRegistry) -> None:
     VaultLLM.built.clear()
     load_session(secret_yaml(tmp_path), registry=registry, env=ENV)
     (built,) = VaultLLM.built

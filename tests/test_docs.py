@@ -52,8 +52,7 @@ def test_every_public_name_is_in_the_reference() -> None:
     missing = []
     for name in avatarkit.__all__:
         covered = any(
-            name in getattr(importlib.import_module(module), "__all__", ())
-            for module in rendered
+            name in getattr(importlib.import_module(module), "__all__", ()) for module in rendered
         )
         if not covered and f"avatarkit.{name}" not in text:
             missing.append(name)
@@ -96,7 +95,9 @@ def _code_blocks(markdown: str) -> list[str]:
 
 
 def test_tutorial_shows_the_plugin_files_verbatim() -> None:
-    blocks = [b.strip() for b in _code_blocks((DOCS / "plugins" / "writing-a-plugin.md").read_text())]
+    blocks = [
+        b.strip() for b in _code_blocks((DOCS / "plugins" / "writing-a-plugin.md").read_text())
+    ]
     for rel in (
         "pyproject.toml",
         "src/avatarkit_shout/renderer.py",
