@@ -135,3 +135,28 @@ def test_tutorial_plugin_installs_and_its_tests_pass(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed" in result.stdout  # 2 sync tests + 2 async ones on asyncio and trio
+
+
+def test_every_yaml_example_in_the_docs_parses() -> None:
+    import yaml
+
+    for page in DOCS.rglob("*.md"):
+        for block in re.findall(r"^```yaml\n(.*?)^```", page.read_text(), re.M | re.S):
+            try:
+                yaml.safe_load(block)
+            except yaml.YAMLError as exc:  # pragma: no cover - the message is the point
+                pytest.fail(f"{page.relative_to(ROOT)}: invalid YAML example: {exc}")
+
+
+async def test_scripted_example_runs_with_the_core_alone() -> None:
+    from avatarkit.config import load_session
+    from avatarkit.plugins import get_plugin_manager, load_registry
+
+    registry = load_registry(get_plugin_manager(entry_points=False))
+    session = load_session(
+        ROOT / "examples" / "scripted.yaml", registry=registry, env={"SCRIPTED_DELAY": "0"}
+    )
+    session.renderer.words_per_minute = 0  # keep the test fast; pacing is not under test
+    async with session:
+        reply = await session.send("hello!")
+    assert reply == "Hello! Nice to meet you. What would you like to talk about?"
