@@ -141,6 +141,10 @@ def test_check_ok_and_bad(
     assert "route:    audio" in out
     assert "fake (from avatarkit-testfakes 9.8.7)" in out
 
+    assert main(["check", good, "--dump"]) == 0
+    dumped = capsys.readouterr().out.split("---\n")[1]
+    assert "tts:\n  provider: fake\n  sample_rate: 16000\n" in dumped
+
     bad = write(tmp_path, "llm: {provider: scripted, delay: x}\nrenderer: fake-text\n")
     assert main(["check", bad]) == 1
     err = capsys.readouterr().err

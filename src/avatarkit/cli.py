@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common], help="validate a session file, start nothing")
     p.add_argument("file", metavar="FILE", help="session YAML file")
+    p.add_argument(
+        "--dump", action="store_true", help="also print the effective config (secrets masked)"
+    )
 
     sub.add_parser(
         "demo",
@@ -130,9 +133,13 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from avatarkit.config import check
+    from avatarkit.config import dump_config, load_config
 
-    print(check(args.file))
+    config = load_config(args.file)
+    print(config.summary())
+    if args.dump:
+        print("---")
+        print(dump_config(config), end="")
     return EXIT_OK
 
 
@@ -264,16 +271,14 @@ class _Repl:
         self.out.flush()
 
     def _on_event(self, event: Event) -> None:
-        from avatarkit.events import ErrorEvent, TextDelta
+        from avatarkit.events import TextDelta
 
+        # Errors are not printed here: send() raises them, and _loop prints them once.
         if isinstance(event, TextDelta):
             if not self.turn_started:
                 self._write("avatar> ")
                 self.turn_started = True
             self._write(event.text)
-        elif isinstance(event, ErrorEvent):
-            self._write("\n")
-            print(f"error: {event.message}", file=sys.stderr, flush=True)
 
     async def run(self) -> None:
         import signal
