@@ -25,7 +25,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -279,13 +279,13 @@ def load_config(
     session_options = cast(
         "SessionOptions", _validate_model(SessionOptions, session_raw, ("session",), doc, secrets)
     )
-    frozen = frozenset(secrets)
+    frozen = frozenset(secrets)  # every provider redacts every secret of the session
     return SessionConfig(
         source=doc.file,
         system_prompt=system_prompt,
-        llm=llm,
-        renderer=renderer,
-        tts=tts,
+        llm=replace(llm, secrets=frozen),
+        renderer=replace(renderer, secrets=frozen),
+        tts=replace(tts, secrets=frozen) if tts is not None else None,
         prefer=prefer,
         route=route,
         capabilities=capabilities,
