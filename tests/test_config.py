@@ -342,6 +342,11 @@ def test_missing_sections_and_provider(registry: ProviderRegistry) -> None:
         load_config({"llm": "scripted"}, registry=registry)
     with pytest.raises(ConfigError, match=r"llm.provider: missing `provider:`"):
         load_config({"llm": {"delay": 1}, "renderer": "fake-text"}, registry=registry)
+    with pytest.raises(ConfigError) as info:
+        load_config({"llm": "vault", "renderer": "fake-text"}, registry=registry)
+    assert str(info.value) == (
+        "llm.api_key: required option missing for llm provider 'vault' (expected SecretStr)"
+    )
 
 
 def test_audio_renderer_without_tts_fails_at_load_time(

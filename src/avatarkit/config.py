@@ -582,7 +582,10 @@ def _explain(error: Any, model: type[BaseModel], field_path: Path, what: str) ->
         listing = f"; valid options: {', '.join(valid)}" if valid else ""
         return f"unknown option {key!r} for {what}{hint}{listing}"
     if kind == "missing":
-        return f"required option missing for {what}"
+        expected = _annotation_at(model, field_path)
+        return f"required option missing for {what}" + (
+            f" (expected {expected})" if expected else ""
+        )
     secret = bool(field_path) and (
         (isinstance(error.get("input"), str) and SECRET_KEY.search(str(field_path[-1])))
         or _field_is_secret(model, field_path)
@@ -601,6 +604,22 @@ def _fields_at(model: type[BaseModel], path: Path) -> list[str]:
         if current is None:
             return []
     return list(current.model_fields) if _is_model(current) else []
+
+
+def _annotation_at(model: type[BaseModel], path: Path) -> str | None:
+    current: Any = model
+    annotation: Any = None
+    for part in path:
+        if isinstance(part, int):
+            continue
+        f = current.model_fields.get(part) if _is_model(current) else None
+        if f is None:
+            return None
+        annotation = f.annotation
+        current = _inner_model(annotation)
+    if annotation is None:
+        return None
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def _field_is_secret(model: type[BaseModel], path: Path) -> bool:
