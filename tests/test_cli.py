@@ -20,7 +20,29 @@ import avatarkit.plugins
 from avatarkit.cli import build_parser, main
 from avatarkit.testing import installed_distribution
 
-FAKES = "from avatarkit.testing import FakeProvidersPlugin\nplugin = FakeProvidersPlugin()\n"
+FAKES = """
+import avatarkit
+from avatarkit.errors import ProviderHTTPError
+from avatarkit.testing import FakeProvidersPlugin
+
+plugin = FakeProvidersPlugin()
+
+
+class FlakyLLM:
+    # fails its first turn the way a provider does (an avatarkit error), then works
+    calls = 0
+
+    async def stream(self, messages):
+        FlakyLLM.calls += 1
+        if FlakyLLM.calls == 1:
+            raise ProviderHTTPError("overloaded", provider="flaky", status_code=503)
+        yield "Better now."
+
+
+@avatarkit.hookimpl
+def register_providers(registry):
+    registry.llm("flaky", FlakyLLM)
+"""
 BROKEN = "raise ImportError('this plugin needs a missing SDK')\n"
 SDKS = ("openai", "anthropic", "livekit", "av", "piper", "onnxruntime", "websockets", "aiohttp")
 
@@ -34,7 +56,7 @@ def site(tmp_path: Path) -> Iterator[Path]:
             root,
             "avatarkit-testfakes",
             version="9.8.7",
-            entry_points={"testfakes": "testfakes_plugin:plugin"},
+            entry_points={"testfakes": "testfakes_plugin:plugin", "flaky": "testfakes_plugin"},
             files={"testfakes_plugin.py": FAKES},
         ),
         installed_distribution(
@@ -182,6 +204,16 @@ def test_run_reads_lines_until_eof(tmp_path: Path, site: Path) -> None:
     result = run_cli(site, "run", path, stdin="hi\n\nhow is the weather\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["avatar> Hello you.", "avatar> It is sunny."]
+
+
+def test_run_reports_a_failed_turn_and_carries_on(tmp_path: Path, site: Path) -> None:
+    path = write(tmp_path, "llm: flaky\nrenderer: fake-text\n")
+    result = run_cli(site, "run", path, stdin="first\nsecond\n")
+    assert result.returncode == 0, result.stderr
+    assert "error: flaky: HTTP 503: overloaded" in result.stderr
+    assert result.stderr.count("overloaded") == 1
+    assert "Traceback" not in result.stderr
+    assert "avatar> Better now." in result.stdout
 
 
 class _Output:
