@@ -64,8 +64,9 @@ class LiveAvatarRenderer:
     """A LiveAvatar session as an avatarkit renderer (see the module docstring).
 
     Options are those of :class:`~avatarkit_heygen.liveavatar_options.LiveAvatarOptions`.
-    ``transport`` (FULL mode's room participant) and ``http_client`` are for embedding and
-    tests. ``renderer.viewer`` holds the LiveKit URL and viewer token once started.
+    ``transport`` (a factory of FULL mode's room participant, also settable as
+    ``renderer.transport_factory`` before start) and ``http_client`` are for embedding and tests.
+    ``renderer.viewer`` holds the LiveKit URL and viewer token once started.
     """
 
     #: The engine resamples TTS audio to this rate before :meth:`speak` (LITE wants 24 kHz).
@@ -86,7 +87,8 @@ class LiveAvatarRenderer:
                 f"{first['msg']} (liveavatar renderer)",
                 field=".".join(str(p) for p in first["loc"]) or None,
             ) from None
-        self._transport_factory = transport
+        #: Builds FULL mode's room participant; replace before start() to embed or test.
+        self.transport_factory: Callable[[], DataTransport] | None = transport
         self._http_client = http_client
         self.route: Route = "text"
         self.state: State = "new"
@@ -215,7 +217,7 @@ class LiveAvatarRenderer:
             raise ProviderError(
                 "FULL session started without livekit_url/livekit_agent_token", provider=PROVIDER
             )
-        factory = self._transport_factory or (
+        factory = self.transport_factory or (
             lambda: LiveKitDataTransport(connect_timeout=self.options.connect_timeout)
         )
         transport = self._transport = factory()
