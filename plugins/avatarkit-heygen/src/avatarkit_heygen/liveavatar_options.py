@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = ["DEFAULT_BASE_URL", "LiveAvatarOptions"]
 
@@ -50,3 +50,9 @@ class LiveAvatarOptions(BaseModel):
         description="Seconds past the audio's (or text's estimated) duration to wait for the "
         "avatar's speak_ended event before giving up on it.",
     )
+
+    @field_validator("voice_id", "context_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``voice_id: ${LIVEAVATAR_VOICE_ID:-}`` leaves the avatar's default."""
+        return None if value == "" else value
