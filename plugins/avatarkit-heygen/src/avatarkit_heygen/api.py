@@ -134,6 +134,10 @@ class JSONService:
         self.timeout = timeout
         self.retry = retry
         self._secrets = secrets
+        # 0.5, 1, 2, 4 ... s (capped), plus up to `backoff` of jitter so clients spread out.
+        self._backoff = wait_exponential_jitter(
+            multiplier=retry.backoff, max=retry.max_backoff, jitter=retry.backoff
+        )
         self._http = httpx.AsyncClient(
             headers=dict(headers), timeout=httpx.Timeout(timeout), transport=transport
         )
@@ -197,9 +201,7 @@ class JSONService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_exponential_jitter(
-            initial=self.retry.backoff, max=self.retry.max_backoff, jitter=self.retry.backoff
-        )(state)
+        backoff = self._backoff(state)
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return min(max(exc.retry_after, backoff), self.retry.max_backoff)
