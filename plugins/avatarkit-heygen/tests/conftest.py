@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -331,5 +330,3 @@ def backend(heygen: FakeHeyGen) -> Iterator[FakeBackend]:
         yield server
     finally:
         server.close()
-
-

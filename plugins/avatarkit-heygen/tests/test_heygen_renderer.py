@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from pydantic import SecretStr
+
 from avatarkit import ProviderHTTPError, ProviderTimeout, SessionError, ViewerConnection
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
 from avatarkit_heygen import HeyGenRenderer, HeyGenSessionEnded
-from pydantic import SecretStr
 
 from .conftest import API_KEY, AVATAR, FakeHeyGen
 
@@ -23,8 +25,9 @@ def make(heygen: FakeHeyGen, **options: Any) -> HeyGenRenderer:
 
 
 async def wait_for(predicate: Any, limit: float = 5.0) -> None:
+    """Poll the fake server's state, which changes in its own thread (bounded)."""
     with anyio.fail_after(limit):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - no event crosses the server's thread
             await anyio.sleep(0.01)
 
 
@@ -60,7 +63,8 @@ async def test_start_creates_and_starts_a_session_with_our_options(heygen: FakeH
         assert heygen.calls[0].headers["x-api-key"] == API_KEY
         assert heygen.bodies("start") == [{"session_id": "sess-0001"}]
         viewer = renderer.viewer
-        assert viewer == ViewerConnection("wss://127.0.0.1:7881", "lk-viewer-sess-0001", "sess-0001")
+        expected = ViewerConnection("wss://127.0.0.1:7881", "lk-viewer-sess-0001", "sess-0001")
+        assert viewer == expected
         assert seen == [viewer]
         assert "lk-viewer" not in repr(viewer)
     finally:
@@ -86,7 +90,7 @@ async def test_async_on_connection_callback_is_awaited(heygen: FakeHeyGen) -> No
     got: list[str | None] = []
 
     async def on_connection(viewer: ViewerConnection) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         got.append(viewer.session_id)
 
     async with make(heygen, on_connection=on_connection):
@@ -353,7 +357,7 @@ async def test_task_timeout(heygen: FakeHeyGen) -> None:
 async def test_expired_session_on_task_says_to_start_a_new_one(heygen: FakeHeyGen) -> None:
     async with make(heygen) as renderer:
         heygen.sessions["sess-0001"] = "stopped"
-        with pytest.raises(HeyGenSessionEnded, match="has ended.*start a new session"):
+        with pytest.raises(HeyGenSessionEnded, match=r"has ended.*start a new session"):
             await renderer.speak_text("Anyone there?")
 
 
