@@ -220,7 +220,10 @@ class FakeHeyGen:
         for name, value in headers.items():
             request.send_header(name, value)
         request.end_headers()
-        request.wfile.write(body)
+        try:
+            request.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (cancelled): as a real server, carry on
 
 
 class FakeBackend:
