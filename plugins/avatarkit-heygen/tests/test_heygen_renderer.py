@@ -395,3 +395,17 @@ def test_configuration_errors_are_clear() -> None:
         HeyGenRenderer(api_key="k", backend_url="http://127.0.0.1:1", avatar_id=AVATAR)
     with pytest.raises(ConfigError, match="avatar_id is required"):
         HeyGenRenderer(api_key="k")
+
+
+async def test_media_needs_asyncio_and_a_failed_join_stops_the_session(
+    heygen: FakeHeyGen, anyio_backend: str
+) -> None:
+    renderer = make(heygen, connect_media=True)
+    if anyio_backend == "trio":
+        with pytest.raises(ProviderError, match="media needs asyncio"):
+            await renderer.start()
+    else:  # a real join attempt through the livekit SDK; nothing listens there
+        with pytest.raises(ProviderConnectionError, match="cannot join the LiveKit room"):
+            await renderer.start()
+    assert heygen.ops() == ["new", "start", "stop"]
+    assert heygen.open_sessions() == []
