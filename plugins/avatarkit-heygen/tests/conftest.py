@@ -61,6 +61,7 @@ class FakeHeyGen:
         self.avatars = {AVATAR, "default"}
         self.max_sessions = 2
         self.ms_per_char = 10  # duration_ms HeyGen reports for a task
+        self.durations: dict[str, int] = {}  # duration_ms for particular texts
         self.report_duration = True
         self.report_task_id = True
         self.task_hang = 0.0  # seconds a task request is held before answering
@@ -96,7 +97,7 @@ class FakeHeyGen:
         return [c.body for c in self.calls if c.op == op]
 
     def texts(self) -> list[str]:
-        return [b["text"] for b in self.bodies("task")]
+        return [b.get("text", "") for b in self.bodies("task")]
 
     def fail(self, op: str, status: int, body: Any = None, *, times: int = 1, **kw: Any) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
@@ -198,7 +199,7 @@ class FakeHeyGen:
             if self.report_task_id:
                 data["task_id"] = f"task-{len(self.bodies('task'))}"
             if self.report_duration:
-                data["duration_ms"] = len(text) * self.ms_per_char
+                data["duration_ms"] = self.durations.get(text, len(text) * self.ms_per_char)
             ok["data"] = data
         return 200, ok
 
