@@ -409,3 +409,28 @@ async def test_media_needs_asyncio_and_a_failed_join_stops_the_session(
             await renderer.start()
     assert heygen.ops() == ["new", "start", "stop"]
     assert heygen.open_sessions() == []
+
+
+async def test_retry_after_is_honoured(heygen: FakeHeyGen) -> None:
+    heygen.fail(
+        "new", 429, {"code": 429, "message": "Too Many Requests"}, headers={"retry-after": "0.3"}
+    )
+    renderer = make(heygen)
+    before = anyio.current_time()
+    async with renderer:
+        pass
+    assert anyio.current_time() - before >= 0.3
+    assert heygen.ops("new") == ["new", "new"]
+
+
+async def test_list_sessions_reads_open_sessions(heygen: FakeHeyGen) -> None:
+    from avatarkit_heygen.api import HeyGenAPI
+
+    api = HeyGenAPI(API_KEY, base_url=heygen.base_url)
+    try:
+        async with make(heygen):
+            sessions = await api.list_sessions()
+            assert [s["session_id"] for s in sessions] == ["sess-0001"]
+        assert await api.list_sessions() == []
+    finally:
+        await api.aclose()
