@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from avatarkit import ProviderError, ProviderHTTPError, ViewerConnection
+from avatarkit import ProviderError, ProviderHTTPError, ProviderTimeout, ViewerConnection
 from avatarkit.errors import ConfigError
 from avatarkit_heygen import HeyGenRenderer, HeyGenSession, HeyGenTaskResult
 
@@ -226,3 +226,19 @@ async def test_backend_error_on_task_is_reported(heygen: FakeHeyGen, backend: Fa
         with pytest.raises(ProviderHTTPError, match=r"render farm down.*try again later"):
             await renderer.speak_text("Hello.")
     assert backend.ops() == ["session", "task", "close"]  # a task is never sent twice
+
+
+async def test_a_hung_send_task_callback_times_out() -> None:
+    async def create_session() -> HeyGenSession:
+        return HeyGenSession("s", "wss://127.0.0.1:7881", "jwt")
+
+    async def send_task(session_id: str, text: str) -> HeyGenTaskResult:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    renderer = HeyGenRenderer(
+        create_session=create_session, send_task=send_task, task_timeout=0.1, keep_alive=False
+    )
+    async with renderer:
+        with pytest.raises(ProviderTimeout, match="send_task callback did not finish"):
+            await renderer.speak_text("Hello.")

@@ -25,7 +25,13 @@ from typing import Any, Literal, Protocol
 import anyio
 from pydantic import SecretStr
 
-from avatarkit.errors import ConfigError, ProviderError, SessionError
+from avatarkit.errors import (
+    AvatarKitError,
+    ConfigError,
+    ProviderError,
+    ProviderTimeout,
+    SessionError,
+)
 from avatarkit.providers import ViewerConnection
 from avatarkit.text import estimate_speech_seconds
 from avatarkit_heygen._background import Background
@@ -181,10 +187,10 @@ class _CallbackChannel:
                 return await call
             with anyio.fail_after(limit):
                 return await call
-        except ProviderError:
+        except AvatarKitError:
             raise
         except TimeoutError:
-            raise ProviderError(
+            raise ProviderTimeout(
                 f"the {name} callback did not finish within {limit:g} s", provider=PROVIDER
             ) from None
         except Exception as exc:
