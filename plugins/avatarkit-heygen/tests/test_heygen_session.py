@@ -1,16 +1,18 @@
-"""A whole session with the heygen renderer: an LLM streaming three sentences, HeyGen (the fake
-on 127.0.0.1) saying them. Built from a YAML-shaped mapping through the plugin registry."""
+"""A whole YAML-configured session with the heygen renderer: an LLM streaming three sentences,
+HeyGen (the fake on 127.0.0.1) saying them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import yaml
 
 import avatarkit_heygen.plugin
-from avatarkit import AvatarSession, ProviderHTTPError
+from avatarkit import AvatarSession, ConfigError, ProviderHTTPError, load_session
 from avatarkit.testing import FakeLLM, FakeProvidersPlugin, FakeTTS, registered
 from avatarkit_heygen import HeyGenRenderer, HeyGenSession, HeyGenTaskResult
 
@@ -35,13 +37,19 @@ def registry(fakes: FakeProvidersPlugin) -> Iterator[Any]:
         yield registry
 
 
-def build(registry: Any, config: dict[str, Any]) -> AvatarSession:
-    """What load_session does with a mapping: build each provider from its section."""
-    llm_options = dict(config["llm"])
-    renderer_options = dict(config["renderer"])
-    llm = registry.get("llm", llm_options.pop("provider")).create(**llm_options)
-    renderer = registry.get("renderer", renderer_options.pop("provider")).create(**renderer_options)
-    return AvatarSession(llm=llm, renderer=renderer, system_prompt=config.get("system_prompt"))
+ENV = {"HEYGEN_API_KEY": API_KEY, "APP_BACKEND_TOKEN": BACKEND_TOKEN}
+
+
+@pytest.fixture
+def load(registry: Any, tmp_path: Path) -> Callable[[dict[str, Any]], AvatarSession]:
+    """Write ``config`` as a YAML file and load it the way ``avatarkit run`` does."""
+
+    def load(config: dict[str, Any]) -> AvatarSession:
+        path = tmp_path / "session.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return load_session(path, registry=registry, env=ENV)
+
+    return load
 
 
 def direct_config(heygen: FakeHeyGen, **renderer: Any) -> dict[str, Any]:
@@ -50,7 +58,7 @@ def direct_config(heygen: FakeHeyGen, **renderer: Any) -> dict[str, Any]:
         "llm": {"provider": "fake", "replies": [REPLY]},
         "renderer": {
             "provider": "heygen",
-            "api_key": API_KEY,
+            "api_key": "${HEYGEN_API_KEY}",
             "base_url": heygen.base_url,
             "avatar_id": AVATAR,
             "lead_time": 0.0,
@@ -68,9 +76,9 @@ async def wait_for(predicate: Any, limit: float = 5.0) -> None:
 
 
 async def test_three_sentences_three_tasks_no_tts(
-    heygen: FakeHeyGen, registry: Any, fakes: FakeProvidersPlugin
+    heygen: FakeHeyGen, load: Any, fakes: FakeProvidersPlugin
 ) -> None:
-    session = build(registry, direct_config(heygen))
+    session = load(direct_config(heygen))
     assert session.route == "text"
     assert session.tts is None
     async with session:
@@ -86,9 +94,9 @@ async def test_three_sentences_three_tasks_no_tts(
 
 
 async def test_an_llm_failure_is_reported_and_the_session_still_stopped(
-    heygen: FakeHeyGen, registry: Any
+    heygen: FakeHeyGen, load: Any
 ) -> None:
-    session = build(registry, direct_config(heygen))
+    session = load(direct_config(heygen))
     session.llm = FakeLLM([REPLY], error=RuntimeError("model overloaded"), error_after=8)
     failures: list[BaseException] = []
     try:
@@ -106,9 +114,9 @@ async def test_an_llm_failure_is_reported_and_the_session_still_stopped(
     assert heygen.open_sessions() == []
 
 
-async def test_cancellation_stops_the_session(heygen: FakeHeyGen, registry: Any) -> None:
+async def test_cancellation_stops_the_session(heygen: FakeHeyGen, load: Any) -> None:
     heygen.ms_per_char = 1000
-    session = build(registry, direct_config(heygen))
+    session = load(direct_config(heygen))
     with anyio.move_on_after(0.5) as scope:
         async with session:
             await session.send("Hi")
@@ -118,9 +126,9 @@ async def test_cancellation_stops_the_session(heygen: FakeHeyGen, registry: Any)
     assert heygen.open_sessions() == []
 
 
-async def test_interrupt_during_the_second_sentence(heygen: FakeHeyGen, registry: Any) -> None:
+async def test_interrupt_during_the_second_sentence(heygen: FakeHeyGen, load: Any) -> None:
     heygen.durations[SENTENCES[1]] = 30_000
-    session = build(registry, direct_config(heygen))
+    session = load(direct_config(heygen))
     async with session:
         async with anyio.create_task_group() as tg:
             result: list[str] = []
@@ -140,8 +148,8 @@ async def test_interrupt_during_the_second_sentence(heygen: FakeHeyGen, registry
     assert heygen.ops()[-1] == "stop"
 
 
-async def test_keep_alive_while_the_session_is_idle(heygen: FakeHeyGen, registry: Any) -> None:
-    session = build(registry, direct_config(heygen, keep_alive=True, keep_alive_interval=0.05))
+async def test_keep_alive_while_the_session_is_idle(heygen: FakeHeyGen, load: Any) -> None:
+    session = load(direct_config(heygen, keep_alive=True, keep_alive_interval=0.05))
     async with session:
         await session.say("Hello.")
         await wait_for(lambda: len(heygen.ops("keep_alive")) >= 2)
@@ -163,10 +171,10 @@ async def test_keep_alive_while_the_session_is_idle(heygen: FakeHeyGen, registry
     ],
 )
 async def test_start_errors_map_and_leave_nothing_running(
-    heygen: FakeHeyGen, registry: Any, setup: Any, renderer: dict[str, Any], match: str
+    heygen: FakeHeyGen, load: Any, setup: Any, renderer: dict[str, Any], match: str
 ) -> None:
     setup(heygen)
-    session = build(registry, direct_config(heygen, **renderer))
+    session = load(direct_config(heygen, **renderer))
     with pytest.raises(ProviderHTTPError, match=match):
         async with session:
             raise AssertionError("not reached")
@@ -176,18 +184,18 @@ async def test_start_errors_map_and_leave_nothing_running(
 # -- backend mode ----------------------------------------------------------------------------
 
 
-async def test_backend_url_session(heygen: FakeHeyGen, backend: FakeBackend, registry: Any) -> None:
+async def test_backend_url_session(heygen: FakeHeyGen, backend: FakeBackend, load: Any) -> None:
     config = {
         "llm": {"provider": "fake", "replies": [REPLY]},
         "renderer": {
             "provider": "heygen",
             "backend_url": backend.url,
-            "backend_token": BACKEND_TOKEN,
+            "backend_token": "${APP_BACKEND_TOKEN}",
             "lead_time": 0.0,
             "keep_alive": False,
         },
     }
-    session = build(registry, config)
+    session = load(config)
     async with session:
         await session.send("Hi")
     assert [c.body["text"] for c in backend.calls if c.op == "task"] == SENTENCES
@@ -196,7 +204,7 @@ async def test_backend_url_session(heygen: FakeHeyGen, backend: FakeBackend, reg
     assert heygen.open_sessions() == []
 
 
-async def test_callback_session_interrupt_and_cancel(registry: Any) -> None:
+async def test_callback_session_interrupt() -> None:
     calls: list[tuple[str, ...]] = []
 
     async def create_session() -> HeyGenSession:
@@ -235,3 +243,21 @@ async def test_callback_session_interrupt_and_cancel(registry: Any) -> None:
         ("interrupt",),
         ("close",),
     ]
+
+
+def test_config_mistakes_are_config_errors_with_the_place(load: Any, heygen: FakeHeyGen) -> None:
+    config = direct_config(heygen, avatar_idd="typo")
+    with pytest.raises(ConfigError) as info:
+        load(config)
+    assert "avatar_idd" in str(info.value)
+    assert "session.yaml" in str(info.value)
+    config = direct_config(heygen)
+    del config["renderer"]["api_key"]
+    with pytest.raises(ConfigError, match="give api_key"):
+        load(config)
+
+
+def test_the_key_is_masked_when_the_session_config_is_shown(load: Any, heygen: FakeHeyGen) -> None:
+    session = load(direct_config(heygen))
+    assert API_KEY not in repr(session.renderer)
+    assert API_KEY not in repr(vars(session.renderer))
