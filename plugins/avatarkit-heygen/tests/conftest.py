@@ -60,7 +60,7 @@ class FakeHeyGen:
         self.api_key = API_KEY
         self.avatars = {AVATAR, "default"}
         self.max_sessions = 2
-        self.ms_per_char = 10  # duration_ms HeyGen reports for a task
+        self.ms_per_char = 2  # duration_ms HeyGen reports for a task, per character
         self.durations: dict[str, int] = {}  # duration_ms for particular texts
         self.report_duration = True
         self.report_task_id = True

@@ -141,7 +141,9 @@ async def test_interrupt_during_the_second_sentence(heygen: FakeHeyGen, load: An
             await session.interrupt()
         await anyio.sleep(0.1)
         assert heygen.texts() == SENTENCES[:2]
-        assert heygen.ops("interrupt") == ["interrupt"]
+        # one interrupt; a second one when the second task's answer was still on its way
+        assert heygen.ops("interrupt") in (["interrupt"], ["interrupt", "interrupt"])
+        assert heygen.ops()[-1] == "interrupt"
         assert result
         assert result[0].startswith(SENTENCES[0])
         assert SENTENCES[2] not in result[0]
