@@ -13,9 +13,10 @@ exactly once, shielded, whatever happens (error, Ctrl-C, cancellation, a failed 
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError, SessionError
 from avatarkit.providers import AudioChunk, ViewerConnection
 from avatarkit.text import estimate_speech_seconds
+from avatarkit_heygen._background import Background
 from avatarkit_heygen.liveavatar_api import PROVIDER, LiveAvatarAPI, SessionInfo, SessionToken
 from avatarkit_heygen.liveavatar_audio import BYTES_PER_SECOND, SAMPLE_RATE, To24k, speak_payloads
 from avatarkit_heygen.liveavatar_full import (
@@ -38,7 +40,6 @@ from avatarkit_heygen.liveavatar_full import (
 )
 from avatarkit_heygen.liveavatar_lite import LiteLink
 from avatarkit_heygen.liveavatar_options import LiveAvatarOptions
-from avatarkit_heygen.liveavatar_tasks import Background
 
 __all__ = ["LiveAvatarRenderer"]
 
@@ -101,7 +102,7 @@ class LiveAvatarRenderer:
         self._info: SessionInfo | None = None
         self._link: LiteLink | None = None
         self._transport: DataTransport | None = None
-        self._background = Background("liveavatar")
+        self._background: list[Background] = []  # link, keep-alive, duration watch
         self._pending: dict[str, _Utterance] = {}
         self._speak_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
@@ -178,10 +179,10 @@ class LiveAvatarRenderer:
                 )
             self._last_activity = anyio.current_time()
             if opts.keep_alive:
-                self._background.spawn(self._keep_alive_loop)
+                self._spawn(self._keep_alive_loop)
             duration = info.max_session_duration or opts.max_session_duration
             if duration:
-                self._background.spawn(self._duration_watch, float(duration))
+                self._spawn(functools.partial(self._duration_watch, float(duration)))
             if self.state == "starting":
                 self.state = "ready"
             logger.info(
@@ -209,7 +210,7 @@ class LiveAvatarRenderer:
             on_end=self._on_session_end,
             connect_timeout=self.options.connect_timeout,
         )
-        self._background.spawn(self._link.run)
+        self._spawn(self._link.run)
         await self._link.wait_ready()
 
     async def _connect_full(self, info: SessionInfo) -> None:
@@ -254,7 +255,8 @@ class LiveAvatarRenderer:
                 if self._transport is not None:
                     with anyio.move_on_after(5):
                         await self._transport.close()
-                await self._background.aclose()
+                for task in self._background:
+                    await task.stop()
                 if self._api is not None:
                     await self._api.aclose()
             finally:
@@ -265,6 +267,12 @@ class LiveAvatarRenderer:
                     logger.info("liveavatar: session %s stopped", self.session_id)
 
     # -- session end and keep-alive ---------------------------------------------------------
+
+    def _spawn(self, func: Callable[[], Awaitable[None]]) -> None:
+        """Run ``func`` until close(): detached from the caller's scopes (see _background)."""
+        task = Background(func, name=f"liveavatar:{getattr(func, '__name__', 'task')}")
+        self._background.append(task)
+        task.start()
 
     def _on_session_end(self, reason: str) -> None:
         """LiveAvatar ended the session (max duration, idle, dropped link): not a crash."""

@@ -2,21 +2,23 @@
 
 Commands go on topic ``agent-control``, LiveAvatar's events come back on ``agent-response``.
 The room itself sits behind :class:`DataTransport` (join, publish, receive), so the protocol is
-testable without a LiveKit server and the transport can move onto the shared LiveKit helper.
-:class:`LiveKitDataTransport` is the production one (the ``livekit`` SDK: asyncio only).
+testable without a LiveKit server. :class:`LiveKitDataTransport` is the production one, on the
+plugin's shared LiveKit helper (:mod:`avatarkit_heygen.media`; the SDK is asyncio only).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import anyio
+import sniffio
+
 from avatarkit.errors import ProviderConnectionError, ProviderError
 from avatarkit_heygen.liveavatar_api import PROVIDER
+from avatarkit_heygen.media import LiveKitRoom, MediaState
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -90,56 +92,48 @@ class DataTransport(Protocol):
 
 
 class LiveKitDataTransport:
-    """:class:`DataTransport` on the ``livekit`` SDK's ``rtc.Room`` (asyncio only).
+    """:class:`DataTransport` on the plugin's shared LiveKit helper (:mod:`avatarkit_heygen.media`).
 
-    Kept minimal on purpose: media tracks are the viewer's business, this only joins as the
-    server-side agent participant to exchange commands and events.
+    Joins as the server-side agent participant without subscribing to media (the viewer's page
+    shows the avatar; this peer only exchanges commands and events). asyncio only: the livekit
+    SDK runs on asyncio.
     """
 
     def __init__(self, *, connect_timeout: float = 20.0) -> None:
         self.connect_timeout = connect_timeout
-        self._room: Any = None
+        self._media: LiveKitRoom | None = None
 
     async def connect(
         self, url: str, token: str, *, on_data: OnData, on_disconnected: OnDisconnected
     ) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if sniffio.current_async_library() != "asyncio":
             raise ProviderError(
                 "FULL mode (prefer: text) joins LiveKit through the livekit SDK, which needs "
                 "asyncio; run under asyncio or use LITE mode (prefer: audio with a tts)",
                 provider=PROVIDER,
-            ) from None
-        from livekit import rtc
-
-        room = rtc.Room()
-
-        def data_received(packet: rtc.DataPacket) -> None:
-            on_data(packet.topic or "", packet.data)
-
-        def disconnected(reason: object) -> None:
-            on_disconnected(f"left the LiveKit room ({reason})")
-
-        room.on("data_received", data_received)
-        room.on("disconnected", disconnected)
-        try:
-            await asyncio.wait_for(
-                room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)),
-                self.connect_timeout,
             )
-        except (rtc.ConnectError, TimeoutError, OSError) as exc:
-            detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            raise ProviderConnectionError(
-                f"cannot join the session's LiveKit room at {url}: {detail}", provider=PROVIDER
-            ) from exc
-        self._room = room
+        joined = False
+
+        def state_changed(state: MediaState) -> None:
+            if state == "disconnected" and joined:
+                on_disconnected("left the LiveKit room")
+
+        media = _DataRoom(
+            on_packet=on_data,
+            provider=PROVIDER,
+            on_state_change=state_changed,
+            connect_timeout=self.connect_timeout,
+            auto_subscribe=False,
+        )
+        self._media = media
+        await media.connect(url, token)
+        joined = True
 
     async def wait_for_peers(self, count: int, seconds: float) -> int:
-        room = self._room
+        room = self._media.room if self._media is not None else None
         if room is None:
             return 0
-        joined = asyncio.Event()
+        joined = anyio.Event()
 
         def participant_connected(_participant: object) -> None:
             if len(room.remote_participants) >= count:
@@ -148,14 +142,14 @@ class LiveKitDataTransport:
         room.on("participant_connected", participant_connected)
         try:
             if len(room.remote_participants) < count:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(joined.wait(), seconds)
+                with anyio.move_on_after(seconds):
+                    await joined.wait()
         finally:
             room.off("participant_connected", participant_connected)
         return len(room.remote_participants)
 
     async def publish_data(self, topic: str, payload: bytes) -> None:
-        room = self._room
+        room = self._media.room if self._media is not None else None
         if room is None:
             raise ProviderConnectionError("not in the LiveKit room", provider=PROVIDER)
         try:
@@ -166,9 +160,21 @@ class LiveKitDataTransport:
             ) from exc
 
     async def close(self) -> None:
-        room, self._room = self._room, None
-        if room is not None:
-            try:
-                await room.disconnect()
-            except Exception as exc:  # leaving is best effort; the session stop ends billing
-                logger.debug("liveavatar: leaving the LiveKit room failed: %s", exc)
+        media, self._media = self._media, None
+        if media is not None:
+            await media.disconnect()
+
+
+class _DataRoom(LiveKitRoom):
+    """The shared room helper, handing raw data packets on with their topic."""
+
+    def __init__(self, *, on_packet: OnData, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_packet = on_packet
+
+    def handle_data_received(self, packet: Any) -> None:
+        topic = getattr(packet, "topic", None) or ""
+        try:
+            self._on_packet(topic, bytes(getattr(packet, "data", b"")))
+        except Exception:
+            logger.exception("liveavatar: handling a data message failed")

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from avatarkit_heygen._background import Background
 from avatarkit_heygen.liveavatar_full import CONTROL_TOPIC, RESPONSE_TOPIC
-from avatarkit_heygen.liveavatar_tasks import Background
 
 if TYPE_CHECKING:
     from websockets.sync.server import Server, ServerConnection
@@ -401,7 +401,7 @@ class FakeRoom:
         self.peers = 2
         self._on_data: Callable[[str, bytes], None] | None = None
         self._on_disconnected: Callable[[str], None] | None = None
-        self._background = Background("fake-room")
+        self._background: list[Background] = []
         self._speaking: dict[str, anyio.CancelScope] = {}
 
     async def connect(
@@ -441,7 +441,10 @@ class FakeRoom:
         if kind == "avatar.speak_text":
             event_id = message["event_id"]
             self.emit(RESPONSE_TOPIC, self._event("avatar.speak_started", event_id))
-            self._background.spawn(self._finish, event_id, len(message["text"].split()))
+            words = len(message["text"].split())
+            task = Background(lambda: self._finish(event_id, words), name="fake-room")
+            self._background.append(task)
+            task.start()
         elif kind == "avatar.interrupt":
             for scope in self._speaking.values():
                 scope.cancel()
@@ -461,4 +464,5 @@ class FakeRoom:
 
     async def close(self) -> None:
         self.closed += 1
-        await self._background.aclose()
+        for task in self._background:
+            await task.stop()
