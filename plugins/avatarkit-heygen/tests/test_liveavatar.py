@@ -125,6 +125,17 @@ async def test_token_start_connect_then_stop_once(fake: FakeLiveAvatar) -> None:
     assert session.stops == 1
 
 
+async def test_on_connection_gets_the_viewer(fake: FakeLiveAvatar) -> None:
+    seen: list[ViewerConnection] = []
+
+    async def connected(viewer: ViewerConnection) -> None:
+        seen.append(viewer)
+
+    async with make(fake, on_connection=connected) as renderer:
+        assert seen == [renderer.viewer]
+    assert "viewer-" not in repr(seen[0])  # the token is masked in reprs
+
+
 async def test_full_mode_token_carries_the_persona(fake: FakeLiveAvatar) -> None:
     from avatarkit_heygen.liveavatar_testing import FakeRoom
 

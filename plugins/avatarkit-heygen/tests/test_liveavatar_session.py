@@ -284,3 +284,25 @@ async def test_embedded_without_yaml(fake: FakeLiveAvatar) -> None:
 def test_prefer_audio_without_tts_in_python_too(fake: FakeLiveAvatar) -> None:
     with pytest.raises(CapabilityError, match="TTS"):
         AvatarSession(llm=FakeLLM(), renderer=renderer(fake), prefer="audio")
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLE_ENV = {"LIVEAVATAR_API_KEY": API_KEY, "LIVEAVATAR_AVATAR_ID": "av-1"}
+
+
+def test_text_example_is_valid(registry: ProviderRegistry) -> None:
+    config = load_config(EXAMPLES / "liveavatar-text.yaml", registry=registry, env=EXAMPLE_ENV)
+    assert config.route == "text"
+    assert config.tts is None
+    assert config.renderer.options["voice_id"] is None  # ${LIVEAVATAR_VOICE_ID:-} is unset
+
+
+def test_audio_example_is_valid(registry: ProviderRegistry, tmp_path: Path) -> None:
+    # its tts is piper; the renderer section is checked here with the fake TTS in its place
+    text = (EXAMPLES / "liveavatar-audio.yaml").read_text()
+    assert "provider: piper" in text
+    path = tmp_path / "audio.yaml"
+    path.write_text(text.replace("provider: piper", "provider: fake"))
+    config = load_config(path, registry=registry, env=EXAMPLE_ENV)
+    assert config.route == "audio"
+    assert config.renderer.options["chunk_seconds"] == 1.0

@@ -14,6 +14,7 @@ exactly once, shielded, whatever happens (error, Ctrl-C, cancellation, a failed 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,7 +68,8 @@ class LiveAvatarRenderer:
     Options are those of :class:`~avatarkit_heygen.liveavatar_options.LiveAvatarOptions`.
     ``transport`` (a factory of FULL mode's room participant, also settable as
     ``renderer.transport_factory`` before start) and ``http_client`` are for embedding and tests.
-    ``renderer.viewer`` holds the LiveKit URL and viewer token once started.
+    ``renderer.viewer`` holds the LiveKit URL and viewer token once started, and
+    ``on_connection(viewer)`` is called then.
     """
 
     #: The engine resamples TTS audio to this rate before :meth:`speak` (LITE wants 24 kHz).
@@ -78,6 +80,7 @@ class LiveAvatarRenderer:
         *,
         transport: Callable[[], DataTransport] | None = None,
         http_client: httpx.AsyncClient | None = None,
+        on_connection: Callable[[ViewerConnection], Any] | None = None,
         **options: Any,
     ) -> None:
         try:
@@ -91,6 +94,8 @@ class LiveAvatarRenderer:
         #: Builds FULL mode's room participant; replace before start() to embed or test.
         self.transport_factory: Callable[[], DataTransport] | None = transport
         self._http_client = http_client
+        #: Called with :attr:`viewer` once started (as the heygen renderer does); may be async.
+        self.on_connection = on_connection
         self.route: Route = "text"
         self.state: State = "new"
         self.viewer: ViewerConnection | None = None
@@ -185,6 +190,10 @@ class LiveAvatarRenderer:
                 self._spawn(functools.partial(self._duration_watch, float(duration)))
             if self.state == "starting":
                 self.state = "ready"
+            if self.on_connection is not None and self.viewer is not None:
+                result = self.on_connection(self.viewer)
+                if inspect.isawaitable(result):
+                    await result
             logger.info(
                 "liveavatar: session %s ready (%s mode, avatar %s)",
                 self.session_id,
