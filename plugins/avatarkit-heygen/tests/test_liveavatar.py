@@ -181,6 +181,16 @@ async def test_stopped_when_cancelled_during_start(fake: FakeLiveAvatar) -> None
     assert renderer.state == "closed"
 
 
+async def test_cancelled_while_the_token_is_created_still_stops(fake: FakeLiveAvatar) -> None:
+    fake.knobs.delay["/v1/sessions/token"] = 0.3  # the session exists before we hear of it
+    renderer = make(fake)
+    with anyio.move_on_after(0.05) as scope:
+        await renderer.start()
+    assert scope.cancelled_caught
+    assert fake.paths() == ["/v1/sessions/token", "/v1/sessions/stop"]
+    assert fake.only_session().stops == 1
+
+
 async def test_failed_start_stops_the_session(fake: FakeLiveAvatar) -> None:
     fake.knobs.status["/v1/sessions/start"] = (500, '{"message": "avatar failed to join"}')
     renderer = make(fake)

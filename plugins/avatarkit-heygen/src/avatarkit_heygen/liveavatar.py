@@ -161,16 +161,20 @@ class LiveAvatarRenderer:
             client=self._http_client,
         )
         try:
-            self._token = await self._api.create_token(
-                mode=self.mode,
-                avatar_id=opts.avatar_id,
-                quality=opts.quality,
-                is_sandbox=opts.sandbox,
-                voice_id=opts.voice_id,
-                context_id=opts.context_id,
-                language=opts.language,
-                max_session_duration=opts.max_session_duration,
-            )
+            # Shielded: once LiveAvatar has created the session we must learn its id to stop
+            # it, so a cancellation waits for the answer (bounded by request_timeout).
+            with anyio.CancelScope(shield=True):
+                self._token = await self._api.create_token(
+                    mode=self.mode,
+                    avatar_id=opts.avatar_id,
+                    quality=opts.quality,
+                    is_sandbox=opts.sandbox,
+                    voice_id=opts.voice_id,
+                    context_id=opts.context_id,
+                    language=opts.language,
+                    max_session_duration=opts.max_session_duration,
+                )
+            await anyio.lowlevel.checkpoint_if_cancelled()
             self.session_id = self._token.session_id
             info = self._info = await self._api.start(self._token)
             self.session_id = info.session_id

@@ -119,7 +119,7 @@ class LiteLink:
 
         A failure before the first ``connected`` is kept for :meth:`wait_ready` to raise (the
         renderer's start fails); later drops are reconnected once or end the link. Never raises
-        but for cancellation, so it cannot take the renderer's task group down.
+        but for cancellation: a background task has no caller to raise to.
         """
         while True:
             try:
@@ -151,7 +151,9 @@ class LiteLink:
             logger.warning("liveavatar: %s; reconnecting once", dropped)
 
     def _fail(self, exc: ProviderConnectionError) -> None:
+        """The first connection failed: start() raises it (not a session ending)."""
         self._failure = exc
+        self._closing = True  # no on_end callback
         self._end(str(exc))
 
     async def wait_ready(self) -> None:

@@ -65,6 +65,7 @@ class Knobs:
     """How the fake behaves; tests change these before (or while) the renderer runs."""
 
     status: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, body)
+    delay: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
     playback: float = 0.0  # speak_ended comes playback * audio seconds after speak_end
     send_speak_ended: bool = True
     drop_after_speaks: int | None = None  # close the TCP connection after N agent.speak
@@ -199,6 +200,7 @@ class FakeLiveAvatar:
                 with fake._lock:
                     fake.requests.append((self.path, headers, body))
                 status, payload, content_type = fake._route(self.path, headers, body)
+                time.sleep(fake.knobs.delay.get(self.path, 0.0))
                 data = payload.encode()
                 self.send_response(status)
                 self.send_header("content-type", content_type)
