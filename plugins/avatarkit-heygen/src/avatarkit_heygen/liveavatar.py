@@ -164,7 +164,7 @@ class LiveAvatarRenderer:
             # Shielded: once LiveAvatar has created the session we must learn its id to stop
             # it, so a cancellation waits for the answer (bounded by request_timeout).
             with anyio.CancelScope(shield=True):
-                self._token = await self._api.create_token(
+                token = self._token = await self._api.create_token(
                     mode=self.mode,
                     avatar_id=opts.avatar_id,
                     quality=opts.quality,
@@ -175,8 +175,8 @@ class LiveAvatarRenderer:
                     max_session_duration=opts.max_session_duration,
                 )
             await anyio.lowlevel.checkpoint_if_cancelled()
-            self.session_id = self._token.session_id
-            info = self._info = await self._api.start(self._token)
+            self.session_id = token.session_id
+            info = self._info = await self._api.start(token)
             self.session_id = info.session_id
             if self.mode == "LITE":
                 await self._connect_lite(info)
