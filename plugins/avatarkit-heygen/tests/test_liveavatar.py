@@ -17,6 +17,7 @@ import pytest
 from avatarkit.errors import (
     ConfigError,
     ProviderConnectionError,
+    ProviderError,
     ProviderHTTPError,
     ProviderTimeout,
     SessionError,
@@ -24,6 +25,7 @@ from avatarkit.errors import (
 from avatarkit.providers import AudioChunk, ViewerConnection, renderer_capabilities
 from avatarkit.testing import tone
 from avatarkit_heygen.liveavatar import LiveAvatarRenderer
+from avatarkit_heygen.liveavatar_audio import MAX_MESSAGE_BYTES, speak_payloads
 from avatarkit_heygen.liveavatar_testing import API_KEY, FakeLiveAvatar
 
 
@@ -530,3 +532,26 @@ def test_fake_records_json(fake: FakeLiveAvatar) -> None:
     response = httpx.post(f"{fake.base_url}/v1/sessions/token", json={"mode": "LITE"})
     assert response.status_code == 401
     assert json.loads(response.text)["message"] == "Invalid API key"
+
+
+async def test_lite_start_without_ws_url_is_a_clear_error(fake: FakeLiveAvatar) -> None:
+    body = {"code": 1000, "data": {"session_id": "sess-1", "livekit_url": "ws://127.0.0.1:9"}}
+    fake.knobs.status["/v1/sessions/start"] = (200, json.dumps(body))
+    with pytest.raises(ProviderError, match=r"without a ws_url.*prefer: text"):
+        await make(fake).start()
+    assert fake.only_session().stops == 1
+
+
+async def test_an_answer_without_data_is_a_clear_error(fake: FakeLiveAvatar) -> None:
+    fake.knobs.status["/v1/sessions/token"] = (200, '{"code": 4001, "message": "avatar busy"}')
+    with pytest.raises(ProviderError, match="avatar busy"):
+        await make(fake).start()
+
+
+def test_speak_payloads_stay_under_the_message_limit() -> None:
+    pcm = bytes(48000 * 30)  # 30 s
+    assert [len(base64.b64decode(p)) for p in speak_payloads(pcm, 1.0)] == [48000] * 30
+    huge = speak_payloads(pcm, 1000.0)
+    assert all(len(p) < MAX_MESSAGE_BYTES - 1000 for p in huge)
+    assert b"".join(base64.b64decode(p) for p in huge) == pcm
+    assert all(len(base64.b64decode(p)) % 2 == 0 for p in huge)  # whole samples
