@@ -238,3 +238,22 @@ async def test_full_session_fails_cleanly_when_the_room_cannot_be_joined(
     with pytest.raises(ProviderError):
         await renderer.start()
     assert fake.only_session().stops == 1  # the paid session is stopped after the failed join
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the livekit SDK runs on asyncio only
+async def test_sdk_data_packets_reach_the_renderer_with_their_topic(anyio_backend: str) -> None:
+    """The SDK's own Room and DataPacket, wired as in production (no server needed to emit)."""
+    from livekit import rtc
+
+    from avatarkit_heygen.liveavatar_full import _DataRoom
+
+    received: list[tuple[str, bytes]] = []
+    room = rtc.Room()
+    _DataRoom(on_packet=lambda t, p: received.append((t, p)), provider="liveavatar").attach(room)
+    payload = b'{"event_type": "avatar.speak_ended", "event_id": "e1"}'
+    packet = rtc.DataPacket(
+        data=payload, kind=rtc.DataPacketKind.KIND_RELIABLE, participant=None, topic=RESPONSE_TOPIC
+    )
+    room.emit("data_received", packet)
+    assert received == [(RESPONSE_TOPIC, payload)]
+    assert parse_event(*received[0]) == {"event_type": "avatar.speak_ended", "event_id": "e1"}
