@@ -26,7 +26,7 @@ from httpx_ws import (
     aconnect_ws,
 )
 
-from avatarkit.errors import ProviderConnectionError
+from avatarkit.errors import ProviderConnectionError, redact
 from avatarkit_heygen.liveavatar_api import PROVIDER
 
 __all__ = ["LiteLink", "parse_message"]
@@ -202,8 +202,9 @@ class LiteLink:
             detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
             if isinstance(exc, WebSocketUpgradeError):
                 detail = f"HTTP {exc.response.status_code} instead of a WebSocket upgrade"
+            query = httpx.URL(self.url).query.decode()  # ws_url may carry a credential
             failure = ProviderConnectionError(
-                f"cannot open the LITE WebSocket: {detail}", provider=PROVIDER
+                f"cannot open the LITE WebSocket: {redact(detail, [query])}", provider=PROVIDER
             )
         if failure is not None:
             raise failure
