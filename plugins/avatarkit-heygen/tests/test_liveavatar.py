@@ -555,3 +555,16 @@ def test_speak_payloads_stay_under_the_message_limit() -> None:
     assert all(len(p) < MAX_MESSAGE_BYTES - 1000 for p in huge)
     assert b"".join(base64.b64decode(p) for p in huge) == pcm
     assert all(len(base64.b64decode(p)) % 2 == 0 for p in huge)  # whole samples
+
+
+async def test_a_hanging_stop_is_bounded_and_reported(
+    fake: FakeLiveAvatar, caplog: pytest.LogCaptureFixture
+) -> None:
+    renderer = make(fake, request_timeout=0.2)
+    await renderer.start()
+    fake.knobs.delay["/v1/sessions/stop"] = 1.0
+    with anyio.fail_after(5):
+        await renderer.close()
+    assert fake.paths().count("/v1/sessions/stop") == 2  # tried, then retried once
+    assert "could not stop LiveAvatar session" in caplog.text
+    assert renderer.state == "closed"

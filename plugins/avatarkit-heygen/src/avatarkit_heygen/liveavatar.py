@@ -263,8 +263,17 @@ class LiveAvatarRenderer:
                 if self._link is not None:
                     await self._link.close()
                 if self._token is not None and self._api is not None:
-                    with anyio.move_on_after(3 * self.options.request_timeout + 1):
+                    # up to three requests (token, API key, one retry), 30 s at most in all
+                    limit = min(30.0, 3 * self.options.request_timeout + 1)
+                    with anyio.move_on_after(limit) as stop_scope:
                         await self._api.stop(self._token)
+                    if stop_scope.cancelled_caught:
+                        logger.error(
+                            "liveavatar: stopping session %s timed out after %gs; it may be "
+                            "billed until LiveAvatar times it out",
+                            self.session_id,
+                            limit,
+                        )
                 if self._transport is not None:
                     with anyio.move_on_after(5):
                         await self._transport.close()
