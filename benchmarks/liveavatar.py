@@ -199,7 +199,7 @@ def pct(values: list[float], q: int) -> float:
 def row(label: str, seconds: list[float]) -> str:
     ms = [s * 1000 for s in seconds]
     return (
-        f"  {label:<62} p50 {pct(ms, 50):7.3f} ms   p95 {pct(ms, 95):7.3f} ms"
+        f"  {label:<67} p50 {pct(ms, 50):7.3f} ms   p95 {pct(ms, 95):7.3f} ms"
         f"   max {max(ms):7.3f} ms   (n={len(ms)})"
     )
 
