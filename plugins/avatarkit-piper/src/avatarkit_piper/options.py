@@ -94,9 +94,7 @@ class PiperTTSOptions(BaseModel):
             return self._check_speaker_index(int(self.speaker))
         if self.speaker not in info.speaker_id_map:
             known = ", ".join(sorted(info.speaker_id_map)[:10]) or "none named"
-            raise ValueError(
-                f"voice {info.name} has no speaker {self.speaker!r} (known: {known})"
-            )
+            raise ValueError(f"voice {info.name} has no speaker {self.speaker!r} (known: {known})")
         return info.speaker_id_map[self.speaker]
 
     def _check_speaker_index(self, speaker: int) -> int:

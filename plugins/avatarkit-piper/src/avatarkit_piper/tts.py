@@ -39,10 +39,6 @@ CHUNK_SECONDS = 0.1
 """Audio is yielded in pieces this long, so a renderer can cut an utterance finely."""
 
 
-class _Done:
-    """Sent by the worker when it has finished (or stopped)."""
-
-
 def _describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"]) or None
@@ -75,8 +71,8 @@ class PiperTTS:
     ) -> None:
         try:
             self.options = PiperTTSOptions(
-                voice=voice,  # type: ignore[arg-type]  # pydantic converts str to Path
-                voice_config=voice_config,  # type: ignore[arg-type]
+                voice=voice,  # pydantic converts str to Path
+                voice_config=voice_config,
                 rate=rate,
                 sentence_silence=sentence_silence,
                 speaker=speaker,
@@ -134,7 +130,7 @@ class PiperTTS:
         if not text.strip():
             return
         voice = await self._load()
-        send, receive = anyio.create_memory_object_stream[np.ndarray[Any, Any] | _Done | Exception](
+        send, receive = anyio.create_memory_object_stream[np.ndarray[Any, Any] | Exception](
             max_buffer_size=float("inf")
         )
         stop = threading.Event()
@@ -150,11 +146,10 @@ class PiperTTS:
             worker.start()
             async with receive:
                 async for item in receive:
-                    if isinstance(item, _Done):
-                        break
                     if isinstance(item, Exception):
                         raise item
                     for start in range(0, len(item), step):
+                        await anyio.lowlevel.checkpoint_if_cancelled()  # a cancel lands at once
                         yield AudioChunk(item[start : start + step].tobytes(), self.sample_rate)
         finally:
             stop.set()  # the worker stops before its next phrase
@@ -163,13 +158,13 @@ class PiperTTS:
         self,
         voice: PiperVoice,
         text: str,
-        send: MemoryObjectSendStream[np.ndarray[Any, Any] | _Done | Exception],
+        send: MemoryObjectSendStream[np.ndarray[Any, Any] | Exception],
         token: anyio.lowlevel.EventLoopToken,
         stop: threading.Event,
     ) -> None:
         """Worker thread: phonemize, synthesise each phrase, hand int16 audio to the loop."""
 
-        def deliver(item: np.ndarray[Any, Any] | _Done | Exception) -> bool:
+        def deliver(item: np.ndarray[Any, Any] | Exception) -> bool:
             try:
                 anyio.from_thread.run_sync(send.send_nowait, item, token=token)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
@@ -187,7 +182,7 @@ class PiperTTS:
                     if stop.is_set():
                         return
                     audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), syn_config)
-                    assert isinstance(audio, np.ndarray)  # noqa: S101 - no alignments asked
+                    assert isinstance(audio, np.ndarray)
                     peak = max(peak, float(np.max(np.abs(audio))) if audio.size else 0.0)
                     gain = 32767.0 * self.options.volume / peak
                     pcm = np.clip(audio * gain, -32767, 32767).astype("<i2")
@@ -198,7 +193,12 @@ class PiperTTS:
                     return
         except Exception as exc:
             logger.exception("Piper synthesis failed")
-            deliver(ProviderError(f"synthesis failed: {type(exc).__name__}: {exc}", provider=PROVIDER))
+            deliver(
+                ProviderError(f"synthesis failed: {type(exc).__name__}: {exc}", provider=PROVIDER)
+            )
         finally:
-            deliver(_Done())
+            try:  # ends the consumer's loop; close() must run on the event loop thread
+                anyio.from_thread.run_sync(send.close, token=token)
+            except anyio.RunFinishedError:
+                send.close()  # no loop left to race with
             self._threads.discard(threading.current_thread())

