@@ -8,7 +8,8 @@ decimation or linear interpolation would alias and is not used.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 import numpy as np
 import soxr
@@ -91,6 +92,19 @@ async def resample_stream(
 
     Follows rate or channel changes mid-stream by starting a new resampler.
     """
+    try:
+        async with aclosing(_resampled(audio, rate, mono=mono)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        aclose = getattr(audio, "aclose", None)
+        if aclose is not None:
+            await aclose()  # an abandoned source is closed now, not when garbage collected
+
+
+async def _resampled(
+    audio: AsyncIterator[AudioChunk], rate: int | None, *, mono: bool
+) -> AsyncGenerator[AudioChunk, None]:
     resampler: Resampler | None = None
     async for chunk in audio:
         if mono:

@@ -10,7 +10,7 @@ import math
 import re
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ __all__ = [
     "registered",
     "tokens",
     "tone",
+    "wait_until",
 ]
 
 
@@ -360,3 +361,13 @@ def installed_distribution(
         for mod in set(sys.modules) - modules_before:
             if mod.split(".")[0] in top_levels:
                 del sys.modules[mod]
+
+
+async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true (fails after ``within`` seconds).
+
+    For tests that wait on a fake's recorded state, which has no event to wait on.
+    """
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - the fakes' state has no event to wait on
+            await anyio.sleep(0.002)
