@@ -33,6 +33,7 @@ def test_missing_voice_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Piper voice model not found") as info:
         PiperTTS(voice=missing)
     assert str(missing) in str(info.value)
+    assert info.value.field == "voice"
 
 
 def test_missing_voice_config(tmp_path: Path) -> None:
@@ -42,6 +43,13 @@ def test_missing_voice_config(tmp_path: Path) -> None:
         PiperTTS(voice=model)
     assert f"{model}.json" in str(info.value)
     assert ".onnx.json beside it" in str(info.value)
+    assert info.value.field == "voice"
+
+
+def test_missing_explicit_voice_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Piper voice config not found") as info:
+        PiperTTS(voice_config=tmp_path / "nope.json")
+    assert info.value.field == "voice_config"
 
 
 def test_voice_config_given_explicitly(tmp_path: Path) -> None:
@@ -103,14 +111,14 @@ def test_voice_config_that_is_not_a_piper_config(tmp_path: Path) -> None:
         ({"sentence_silence": -1}, "sentence_silence", "greater than or equal to 0"),
         ({"volume": 0}, "volume", "greater than 0"),
         ({"threads": 0}, "threads", "greater than or equal to 1"),
-        ({"speaker": 1}, None, "has only one speaker; remove the speaker option"),
+        ({"speaker": 1}, "speaker", "has only one speaker; remove the speaker option"),
     ],
 )
-def test_out_of_range_options(options: dict[str, Any], field: str | None, message: str) -> None:
+def test_out_of_range_options(options: dict[str, Any], field: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         PiperTTS(**options)
     assert info.value.field == field
-    assert str(info.value).startswith(f"{field}: piper: " if field else "piper: ")
+    assert str(info.value).startswith(f"{field}: piper: ")
 
 
 def test_speakers_of_a_multi_speaker_voice(tmp_path: Path) -> None:
@@ -120,8 +128,9 @@ def test_speakers_of_a_multi_speaker_voice(tmp_path: Path) -> None:
     assert PiperTTS(voice=model).options.speaker_id() is None
     with pytest.raises(ConfigError, match=r"speaker 3 is out of range: .* speakers 0\.\.2"):
         PiperTTS(voice=model, speaker=3)
-    with pytest.raises(ConfigError, match=r"no speaker 'eve' \(known: ann, bob\)"):
+    with pytest.raises(ConfigError, match=r"no speaker 'eve' \(known: ann, bob\)") as info:
         PiperTTS(voice=model, speaker="eve")
+    assert info.value.field == "speaker"
 
 
 def test_registry_options_reject_typos_and_bad_paths(tmp_path: Path) -> None:

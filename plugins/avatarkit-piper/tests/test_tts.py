@@ -13,7 +13,7 @@ import anyio
 import numpy as np
 import pytest
 
-from avatarkit import AudioChunk, AvatarSession, ProviderError
+from avatarkit import AudioChunk, AvatarSession, ProviderError, SentenceStarted
 from avatarkit.plugins import default_registry
 from avatarkit.testing import FakeAudioRenderer, FakeLLM
 from avatarkit_piper.options import PiperTTSOptions
@@ -271,3 +271,30 @@ async def test_a_session_speaks_every_sentence_with_piper(
         assert {c.sample_rate for c in utterance.chunks} == {renderer_rate or 22050}
         assert utterance.duration > 0.5
         assert rms(pcm(utterance.chunks)) > 1000
+
+
+async def test_interrupting_a_session_stops_piper_promptly(
+    joe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tts = PiperTTS()
+    renderer = FakeAudioRenderer(realtime=True)
+    session = AvatarSession(llm=FakeLLM([f"{CLAUSES} {CLAUSES}"]), tts=tts, renderer=renderer)
+    async with session:
+        gate = Gate(joe, monkeypatch, hold_from=2)  # every phrase after the first waits
+        async with anyio.create_task_group() as tg, session.subscribe() as events:
+            tg.start_soon(session.send, "Tell me how.")
+            async for event in events:
+                if isinstance(event, SentenceStarted):
+                    break
+            workers = set(tts._threads)
+            await session.interrupt()
+            # the turn ended while Piper's workers were still held mid-phrase: synthesis
+            # never blocks the session
+            assert any(worker.is_alive() for worker in workers)
+        gate.release.set()
+        while tts._threads:  # including any started after the snapshot
+            await join_thread(next(iter(tts._threads)))
+        assert not any(worker.is_alive() for worker in workers)
+    assert renderer.utterances[0].interrupted
+    # two sentences of five clauses each: at most the clause in flight per sentence ran
+    assert gate.calls <= 3

@@ -11,7 +11,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from avatarkit_piper.voices import VoiceInfo, bundled_voice_path, read_voice_info
+from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, bundled_voice_path, read_voice_info
 
 __all__ = ["PiperTTSOptions"]
 
@@ -62,9 +62,10 @@ class PiperTTSOptions(BaseModel):
     @model_validator(mode="after")
     def _check_voice(self) -> Self:
         if self.voice is not None and self.voice.suffix != ".onnx":
-            raise ValueError(
+            raise VoiceOptionError(
                 f"voice must be a Piper .onnx model file, got {self.voice} "
-                "(its .onnx.json must be beside it)"
+                "(its .onnx.json must be beside it)",
+                field="voice",
             )
         self._info = read_voice_info(self.voice or bundled_voice_path(), self.voice_config)
         self._speaker_id()  # raises for a speaker the voice does not have
@@ -84,9 +85,10 @@ class PiperTTSOptions(BaseModel):
         if self.speaker is None:
             return None
         if info.num_speakers <= 1:
-            raise ValueError(
+            raise VoiceOptionError(
                 f"speaker {self.speaker!r} given but voice {info.name} has only one speaker; "
-                "remove the speaker option"
+                "remove the speaker option",
+                field="speaker",
             )
         if isinstance(self.speaker, int):
             return self._check_speaker_index(self.speaker)
@@ -94,15 +96,19 @@ class PiperTTSOptions(BaseModel):
             return self._check_speaker_index(int(self.speaker))
         if self.speaker not in info.speaker_id_map:
             known = ", ".join(sorted(info.speaker_id_map)[:10]) or "none named"
-            raise ValueError(f"voice {info.name} has no speaker {self.speaker!r} (known: {known})")
+            raise VoiceOptionError(
+                f"voice {info.name} has no speaker {self.speaker!r} (known: {known})",
+                field="speaker",
+            )
         return info.speaker_id_map[self.speaker]
 
     def _check_speaker_index(self, speaker: int) -> int:
         info = self._info
         if not 0 <= speaker < info.num_speakers:
-            raise ValueError(
+            raise VoiceOptionError(
                 f"speaker {speaker} is out of range: voice {info.name} has speakers "
-                f"0..{info.num_speakers - 1}"
+                f"0..{info.num_speakers - 1}",
+                field="speaker",
             )
         return speaker
 

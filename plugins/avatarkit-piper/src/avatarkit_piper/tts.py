@@ -25,7 +25,7 @@ from avatarkit.errors import ConfigError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit_piper.options import PiperTTSOptions
 from avatarkit_piper.phrases import split_phrases
-from avatarkit_piper.voices import VoiceInfo, load_voice
+from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, load_voice
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
@@ -40,10 +40,13 @@ CHUNK_SECONDS = 0.1
 
 
 def _describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
+    """The first error's message and the option it is about."""
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"]) or None
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return message, field
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, VoiceOptionError):
+        return str(cause), cause.field
+    return str(error["msg"]).removeprefix("Value error, "), field
 
 
 class PiperTTS:

