@@ -9,9 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, bundled_voice_path, read_voice_info
+from avatarkit_piper.voices import (
+    VoiceInfo,
+    bundled_voice_path,
+    check_voice_config,
+    check_voice_model,
+    read_voice_info,
+    speaker_index,
+)
 
 __all__ = ["PiperTTSOptions"]
 
@@ -21,13 +36,15 @@ class PiperTTSOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    voice: Path | None = Field(
-        None,
-        description="Path to a Piper .onnx voice with its .onnx.json beside it; "
-        "default: the bundled en_US-joe-medium voice.",
-    )
+    # voice_config comes first so voice's check can use it (pydantic validates in field order)
     voice_config: Path | None = Field(
         None, description="The voice's .onnx.json when it is not <voice>.json."
+    )
+    voice: Path | None = Field(
+        None,
+        validate_default=True,
+        description="Path to a Piper .onnx voice with its .onnx.json beside it; "
+        "default: the bundled en_US-joe-medium voice.",
     )
     rate: float = Field(
         1.0,
@@ -59,16 +76,38 @@ class PiperTTSOptions(BaseModel):
 
     _info: VoiceInfo = PrivateAttr()
 
-    @model_validator(mode="after")
-    def _check_voice(self) -> Self:
-        if self.voice is not None and self.voice.suffix != ".onnx":
-            raise VoiceOptionError(
-                f"voice must be a Piper .onnx model file, got {self.voice} "
-                "(its .onnx.json must be beside it)",
-                field="voice",
+    # Checks are field validators so each error carries the option's name (pydantic's loc),
+    # which the YAML loader turns into the file:line of that option.
+
+    @field_validator("voice_config")
+    @classmethod
+    def _check_voice_config(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_voice_config(value)
+        return value
+
+    @field_validator("voice")
+    @classmethod
+    def _check_voice(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:
+            check_voice_model(value)
+        if "voice_config" in info.data:  # absent when voice_config itself was wrong
+            read_voice_info(value or bundled_voice_path(), info.data["voice_config"])
+        return value
+
+    @field_validator("speaker")
+    @classmethod
+    def _check_speaker(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
+        if value is not None and "voice" in info.data and "voice_config" in info.data:
+            voice = read_voice_info(
+                info.data["voice"] or bundled_voice_path(), info.data["voice_config"]
             )
+            speaker_index(voice, value)
+        return value
+
+    @model_validator(mode="after")
+    def _read_voice(self) -> Self:
         self._info = read_voice_info(self.voice or bundled_voice_path(), self.voice_config)
-        self._speaker_id()  # raises for a speaker the voice does not have
         return self
 
     @property
@@ -78,39 +117,7 @@ class PiperTTSOptions(BaseModel):
 
     def speaker_id(self) -> int | None:
         """The numeric speaker id to synthesise with (None for single-speaker voices)."""
-        return self._speaker_id()
-
-    def _speaker_id(self) -> int | None:
-        info = self._info
-        if self.speaker is None:
-            return None
-        if info.num_speakers <= 1:
-            raise VoiceOptionError(
-                f"speaker {self.speaker!r} given but voice {info.name} has only one speaker; "
-                "remove the speaker option",
-                field="speaker",
-            )
-        if isinstance(self.speaker, int):
-            return self._check_speaker_index(self.speaker)
-        if self.speaker.isdigit() and self.speaker not in info.speaker_id_map:
-            return self._check_speaker_index(int(self.speaker))
-        if self.speaker not in info.speaker_id_map:
-            known = ", ".join(sorted(info.speaker_id_map)[:10]) or "none named"
-            raise VoiceOptionError(
-                f"voice {info.name} has no speaker {self.speaker!r} (known: {known})",
-                field="speaker",
-            )
-        return info.speaker_id_map[self.speaker]
-
-    def _check_speaker_index(self, speaker: int) -> int:
-        info = self._info
-        if not 0 <= speaker < info.num_speakers:
-            raise VoiceOptionError(
-                f"speaker {speaker} is out of range: voice {info.name} has speakers "
-                f"0..{info.num_speakers - 1}",
-                field="speaker",
-            )
-        return speaker
+        return speaker_index(self._info, self.speaker)
 
     @property
     def length_scale(self) -> float:

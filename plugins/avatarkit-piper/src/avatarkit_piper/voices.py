@@ -24,10 +24,13 @@ __all__ = [
     "VoiceInfo",
     "VoiceOptionError",
     "bundled_voice_path",
+    "check_voice_config",
+    "check_voice_model",
     "clear_voice_cache",
     "load_voice",
     "loaded_voices",
     "read_voice_info",
+    "speaker_index",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,34 +85,22 @@ def _check_readable(path: Path, what: str, field: str) -> None:
         ) from None
 
 
-def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
-    """Check a voice's files and read its config; raises :class:`VoiceOptionError` naming the
-    bad path and option."""
-    model = (
-        model.expanduser().absolute()
-    )  # not resolve(): a linked model's config is beside the link
-    _check_readable(model, "Piper voice model", "voice")
-    field = "voice_config" if config else "voice"
-    config = (config.expanduser() if config else Path(f"{model}.json")).absolute()
-    if not config.exists():
-        raise VoiceOptionError(
-            f"Piper voice config not found: {config} (a Piper voice is a .onnx file with its "
-            f".onnx.json beside it; set voice_config if it lives elsewhere)",
-            field=field,
-        )
+def _read_config(config: Path, field: str) -> tuple[int, int, dict[str, int], float]:
+    """(sample rate, speakers, speaker names, length scale) from a voice's ``.onnx.json``."""
     _check_readable(config, "Piper voice config", field)
     try:
         data: Any = json.loads(config.read_text(encoding="utf-8"))
-        sample_rate = int(data["audio"]["sample_rate"])
-        num_speakers = int(data["num_speakers"])
-        speakers = {str(k): int(v) for k, v in (data.get("speaker_id_map") or {}).items()}
-        length_scale = float((data.get("inference") or {}).get("length_scale", 1.0))
-        data["espeak"]["voice"]
-        data["phoneme_id_map"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VoiceOptionError(
             f"Piper voice config {config} is not valid JSON: {exc}", field=field
         ) from None
+    try:
+        sample_rate = int(data["audio"]["sample_rate"])
+        num_speakers = int(data["num_speakers"])
+        speakers = {str(k): int(v) for k, v in (data.get("speaker_id_map") or {}).items()}
+        length_scale = float((data.get("inference") or {}).get("length_scale", 1.0))
+        if not (data["espeak"]["voice"] and data["phoneme_id_map"]):  # what piper needs
+            raise ValueError("espeak.voice/phoneme_id_map")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise VoiceOptionError(
             f"Piper voice config {config} is not a Piper voice config "
@@ -120,7 +111,69 @@ def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
         raise VoiceOptionError(
             f"Piper voice config {config} has impossible audio/speaker settings", field=field
         )
+    return sample_rate, num_speakers, speakers, length_scale
+
+
+def check_voice_config(config: Path) -> None:
+    """Check an explicitly given ``.onnx.json``; raises :class:`VoiceOptionError`."""
+    _read_config(config.expanduser().absolute(), "voice_config")
+
+
+def check_voice_model(model: Path) -> None:
+    """Check a ``.onnx`` model file exists and is readable; raises :class:`VoiceOptionError`."""
+    if model.suffix != ".onnx":
+        raise VoiceOptionError(
+            f"voice must be a Piper .onnx model file, got {model} "
+            "(its .onnx.json must be beside it)",
+            field="voice",
+        )
+    _check_readable(model.expanduser().absolute(), "Piper voice model", "voice")
+
+
+def read_voice_info(model: Path, config: Path | None = None) -> VoiceInfo:
+    """Check a voice's files and read its config; raises :class:`VoiceOptionError` naming the
+    bad path and option."""
+    # absolute(), not resolve(): a linked model's config is the one beside the link
+    model = model.expanduser().absolute()
+    _check_readable(model, "Piper voice model", "voice")
+    field = "voice_config" if config else "voice"
+    config = (config.expanduser() if config else Path(f"{model}.json")).absolute()
+    if not config.exists():
+        raise VoiceOptionError(
+            f"Piper voice config not found: {config} (a Piper voice is a .onnx file with its "
+            f".onnx.json beside it; set voice_config if it lives elsewhere)",
+            field=field,
+        )
+    sample_rate, num_speakers, speakers, length_scale = _read_config(config, field)
     return VoiceInfo(model, config, sample_rate, num_speakers, speakers, length_scale)
+
+
+def speaker_index(info: VoiceInfo, speaker: int | str | None) -> int | None:
+    """The numeric id of ``speaker`` in ``info``'s voice; raises :class:`VoiceOptionError`."""
+    if speaker is None:
+        return None
+    if info.num_speakers <= 1:
+        raise VoiceOptionError(
+            f"speaker {speaker!r} given but voice {info.name} has only one speaker; "
+            "remove the speaker option",
+            field="speaker",
+        )
+    if isinstance(speaker, str) and speaker not in info.speaker_id_map:
+        if not speaker.isdigit():
+            known = ", ".join(sorted(info.speaker_id_map)[:10]) or "none named"
+            raise VoiceOptionError(
+                f"voice {info.name} has no speaker {speaker!r} (known: {known})",
+                field="speaker",
+            )
+        speaker = int(speaker)
+    index = info.speaker_id_map[speaker] if isinstance(speaker, str) else speaker
+    if not 0 <= index < info.num_speakers:
+        raise VoiceOptionError(
+            f"speaker {index} is out of range: voice {info.name} has speakers "
+            f"0..{info.num_speakers - 1}",
+            field="speaker",
+        )
+    return index
 
 
 _cache: dict[tuple[Path, Path, int | None], PiperVoice] = {}
