@@ -165,13 +165,16 @@ async def test_audio_streams_before_the_whole_text_is_synthesised(
     assert rms(pcm([first, *rest])) > 1000
 
 
-async def test_whole_sentences_when_phrase_splitting_is_off(
-    joe: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("split", "calls"), [(True, 2), (False, 1)])
+async def test_split_phrases_decides_how_many_model_calls(
+    joe: Any, monkeypatch: pytest.MonkeyPatch, split: bool, calls: int
 ) -> None:
-    gate = Gate(joe, monkeypatch, hold_from=10**6)
-    chunks = await collect(PiperTTS(split_phrases=False), CLAUSES)
-    assert gate.completed == 1
-    assert sum(c.duration for c in chunks) > 3
+    gate = Gate(joe, monkeypatch, hold_from=10**6)  # counts, never holds
+    chunks = await collect(
+        PiperTTS(split_phrases=split), "We open the box very carefully, then we take the parts out."
+    )
+    assert gate.completed == calls
+    assert sum(c.duration for c in chunks) > 2
 
 
 async def test_closing_the_stream_stops_the_worker(
