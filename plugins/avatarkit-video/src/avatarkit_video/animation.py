@@ -20,7 +20,7 @@ __all__ = ["Animator", "Pose"]
 _FLOOR_DB = -48.0  # at or below: mouth closed
 _FULL_DB = -14.0  # at or above: mouth fully open
 _ATTACK_S = 0.025
-_RELEASE_S = 0.07
+_RELEASE_S = 0.05
 _BLINK_S = 0.16
 
 

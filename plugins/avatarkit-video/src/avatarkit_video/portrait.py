@@ -130,7 +130,7 @@ class PortraitFace:
             return
         mx, my, mw, mh = self._mouth
         line = my + mh / 2  # mouth line, scaled-image coordinates
-        drop = pose.mouth_open * mh * 0.6
+        drop = pose.mouth_open * mh * 0.9
         # Warp region: the mouth's width plus a quarter each side, from the line to the chin.
         x0 = int(mx - mw * 0.25)
         x1 = math.ceil(mx + mw * 1.25)
@@ -179,7 +179,14 @@ class PortraitFace:
         if fx0 >= fx1 or fy0 >= fy1:
             return
         # The lid takes the colour of the skin just above the eye, column by column.
-        above = self._image[max(0, int(y) - 2), fx0 + ox : fx1 + ox].astype(np.float32)
+        rows = self._image[max(0, int(y) - 4) : max(1, int(y)), fx0 + ox : fx1 + ox]
+        above = rows.astype(np.float32).mean(axis=0)
+        width = max(1, (fx1 - fx0) // 4)  # smooth across: no stripes from lashes or brows
+        kernel = np.ones(width, np.float32) / width
+        padded = np.pad(above, ((width // 2, width - 1 - width // 2), (0, 0)), mode="edge")
+        above = np.stack(
+            [np.convolve(padded[:, c], kernel, mode="valid") for c in range(3)], axis=1
+        )
         edge = y + h * (1.0 - eyes) - oy  # the lid's lower edge, frame rows
         ys = np.arange(fy0, fy1, dtype=np.float32) + 0.5
         cover = np.clip(edge - ys + 0.5, 0.0, 1.0)[:, None, None]

@@ -25,6 +25,7 @@ __all__ = ["RenderThread"]
 logger = logging.getLogger(__name__)
 
 _IDLE_POLL = 0.1  # seconds between idle top-ups in realtime mode
+_SYNC_EVERY = 0.1  # seconds between WAV header updates while busy (a crash loses no more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ class RenderThread:
                 self._progress.notify_all()
 
     def _loop(self, writer: MediaWriter) -> None:
+        synced = time.monotonic()
         while True:
             try:
                 command = self._queue.get(timeout=_IDLE_POLL if self.realtime else None)
@@ -174,8 +176,10 @@ class RenderThread:
                     self._finish(writer, command)
                     return
                 self._apply(writer, command)
-                if self._queue.empty():
+                now = time.monotonic()
+                if self._queue.empty() or now - synced >= _SYNC_EVERY:
                     writer.sync()
+                    synced = now
             finally:
                 with self._progress:
                     self._done += 1
