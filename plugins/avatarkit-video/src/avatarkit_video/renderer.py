@@ -83,8 +83,7 @@ class VideoRenderer:
     @property
     def duration(self) -> float:
         """Seconds of media rendered so far."""
-        writer = getattr(self._thread, "_writer", None)
-        return writer.seconds if writer is not None else 0.0
+        return self._thread.seconds if self._thread is not None else 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 

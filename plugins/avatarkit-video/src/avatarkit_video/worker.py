@@ -98,6 +98,12 @@ class RenderThread:
         return self._thread.is_alive()
 
     @property
+    def seconds(self) -> float:
+        """Media time rendered so far."""
+        writer = self._writer
+        return writer.seconds if writer is not None else 0.0
+
+    @property
     def backlog(self) -> int:
         """Commands submitted and not yet applied."""
         return self._submitted - self._done
