@@ -17,8 +17,8 @@ import numpy as np
 
 __all__ = ["Animator", "Pose"]
 
-_FLOOR_DB = -48.0  # at or below: mouth closed
-_FULL_DB = -14.0  # at or above: mouth fully open
+_FLOOR_DB = -42.0  # at or below: mouth closed
+_FULL_DB = -12.0  # at or above: mouth fully open
 _ATTACK_S = 0.025
 _RELEASE_S = 0.05
 _BLINK_S = 0.16
@@ -72,7 +72,7 @@ class Animator:
         t = self._frame * self._dt
         self._frame += 1
         db, zcr = self.level(samples)
-        target = min(1.0, max(0.0, (db - _FLOOR_DB) / (_FULL_DB - _FLOOR_DB))) ** 0.8
+        target = min(1.0, max(0.0, (db - _FLOOR_DB) / (_FULL_DB - _FLOOR_DB))) ** 1.5
         rate = self._attack if target > self._open else self._release
         self._open += (target - self._open) * rate
         if self._open < 0.02:

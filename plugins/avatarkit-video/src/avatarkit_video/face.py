@@ -177,7 +177,7 @@ class DrawnFace:
             c.fill(c.ellipse(mx, my, w, 0.012 * s), LIP)
             c.fill(c.ellipse(mx, my, w * 0.92, max(0.8, 0.0035 * s)), LIP_LINE)
             return
-        h = 0.004 * s + 0.065 * s * opening * (1.1 - 0.4 * pose.mouth_wide)
+        h = 0.004 * s + 0.045 * s * opening * (1.1 - 0.3 * pose.mouth_wide)
         c.fill(c.ellipse(mx, my, w + 0.013 * s, h + 0.014 * s), LIP)
         inside = c.ellipse(mx, my, w, h)
         c.fill(inside, MOUTH_INSIDE)
