@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
 
@@ -16,11 +18,12 @@ from avatarkit_video import plugin as video_plugin
 from avatarkit_video.face import DrawnFace
 
 
-async def test_demo_writes_a_talking_video_offline(media, tmp_path: Path) -> None:
-    # One turn of the real demo (all of it takes longer than this suite should).
+def test_demo_writes_a_talking_video_offline(media, tmp_path: Path) -> None:
+    # One turn of the real demo (all of it takes longer than this suite should), on asyncio
+    # as `avatarkit demo` runs it (the renderer and session are tested on trio as well).
     output = tmp_path / "demo out"
     printed = io.StringIO()
-    files = await demo.run(output, turns=demo.TURNS[:1], out=printed)
+    files = anyio.run(functools.partial(demo.run, output, turns=demo.TURNS[:1], out=printed))
     text = printed.getvalue()
 
     assert f"you:    {demo.TURNS[0]}\n" in text
