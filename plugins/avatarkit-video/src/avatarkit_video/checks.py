@@ -21,13 +21,13 @@ def validate_options(options: Mapping[str, Any]) -> VideoRendererOptions:
     try:
         return VideoRendererOptions.model_validate(dict(options))
     except ValidationError as exc:
+        errors = exc.errors()
+        first = ".".join(map(str, errors[0]["loc"]))
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
+            (f"{'.'.join(map(str, e['loc']))}: " if i else "") + e["msg"]
+            for i, e in enumerate(errors)
         )
-        first = exc.errors()[0]["loc"]
-        raise ConfigError(
-            f"video renderer: {problems}", field=str(first[0]) if first else None
-        ) from None
+        raise ConfigError(problems, field=f"renderer.{first}" if first else "renderer") from None
 
 
 def check_output_dir(folder: Path) -> None:
@@ -37,7 +37,7 @@ def check_output_dir(folder: Path) -> None:
     creates for the trial are removed again: the recording creates them when it starts.
     """
     folder = folder.expanduser()
-    where = f"video renderer: output_dir {str(folder)!r}"
+    where = f"the video renderer's output folder {str(folder)!r}"
     missing: list[Path] = []
     probe = folder.absolute()
     while not probe.exists():
@@ -47,7 +47,7 @@ def check_output_dir(folder: Path) -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         what = "is a file" if probe == folder.absolute() else f"is inside the file {str(probe)!r}"
-        raise ConfigError(f"{where} {what}, not a folder", field="output_dir")
+        raise ConfigError(f"{where} {what}, not a folder", field="renderer.output_dir")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".avatarkit-probe-", dir=folder)
@@ -57,7 +57,7 @@ def check_output_dir(folder: Path) -> None:
         reason = exc.strerror or str(exc)
         raise ConfigError(
             f"{where} is not writable ({reason}); choose a folder you can write to",
-            field="output_dir",
+            field="renderer.output_dir",
         ) from None
     finally:
         for path in missing:  # deepest first

@@ -27,9 +27,9 @@ TEETH = hex_color("#ebe6dc")
 
 def load_image(path: Path) -> np.ndarray:
     """Decode the first picture of ``path`` to an RGB array; ConfigError if that is impossible."""
-    where = f"video renderer: portrait {str(path)!r}"
+    where = f"the portrait {str(path)!r}"
     if not path.is_file():
-        raise ConfigError(f"{where} does not exist or is not a file", field="portrait")
+        raise ConfigError(f"{where} does not exist or is not a file", field="renderer.portrait")
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
@@ -37,9 +37,11 @@ def load_image(path: Path) -> np.ndarray:
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise ConfigError(
             f"{where} cannot be read as an image ({exc}); use a PNG or JPEG file",
-            field="portrait",
+            field="renderer.portrait",
         ) from None
-    raise ConfigError(f"{where} holds no picture; use a PNG or JPEG file", field="portrait")
+    raise ConfigError(
+        f"{where} holds no picture; use a PNG or JPEG file", field="renderer.portrait"
+    )
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -54,8 +56,8 @@ def _check_box(box: Box, field: str, image: np.ndarray) -> None:
     height, width = image.shape[:2]
     if x + w > width or y + h > height:
         raise ConfigError(
-            f"video renderer: {field} {list(box)} reaches outside the {width}x{height} portrait",
-            field=field,
+            f"{list(box)} reaches outside the {width}x{height} portrait",
+            field=f"renderer.{field}",
         )
 
 
@@ -93,10 +95,10 @@ class PortraitFace:
         bx, by = self._base
         if x + w <= bx or x >= bx + width or y + h <= by or y >= by + height:
             raise ConfigError(
-                "video renderer: mouth_box falls outside the part of the portrait the frame "
+                "the mouth falls outside the part of the portrait the frame "
                 f"shows ({width}x{height} of the scaled image); use a frame of similar shape "
                 "to the portrait",
-                field="mouth_box",
+                field="renderer.mouth_box",
             )
 
     def _scaled(self, box: Box) -> tuple[float, float, float, float]:
