@@ -86,3 +86,43 @@ def test_sigkill_mid_render_leaves_a_playable_mp4_and_wav(media, tmp_path: Path)
     # The WAV header is rewritten as the file grows (every 0.1 s): readers see the audio.
     wav, rate = media.read_wav(tmp_path / "crash.wav")
     assert wav.size / rate >= rendered - 0.3
+
+
+UNCLOSED = textwrap.dedent(
+    """
+    import sys
+    import anyio
+    from avatarkit.providers import AudioChunk
+    from avatarkit.testing import tone
+    from avatarkit_video.renderer import VideoRenderer
+
+    async def main():
+        renderer = VideoRenderer(
+            output_dir=sys.argv[1], name="unclosed", width=64, height=64, sample_rate=16000,
+            pause=0.0,
+        )
+        await renderer.start()
+
+        async def source():
+            yield AudioChunk(tone(2.0, 16000), 16000)
+
+        await renderer.speak(source())
+        raise RuntimeError("the application crashed without closing the renderer")
+
+    anyio.run(main)
+    """
+)
+
+
+def test_an_unclosed_renderer_is_finished_at_exit(media, tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(UNCLOSED)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "the application crashed" in result.stderr
+    rec = media.read(tmp_path / "unclosed.mp4")
+    assert len(rec.frames) == 2 * media.FPS  # everything: the exit hook closed the files
+    wav, _ = media.read_wav(tmp_path / "unclosed.wav")
+    assert wav.size == 2 * 16000
