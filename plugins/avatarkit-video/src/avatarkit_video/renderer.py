@@ -217,17 +217,16 @@ class VideoRenderer:
                 if not self.realtime:
                     thread.audio(number, pcm)
                     sent += pcm.size
-                    if thread.backlog > _MAX_BACKLOG:
-                        await anyio.to_thread.run_sync(
-                            thread.wait_until, _MAX_BACKLOG // 4, abandon_on_cancel=True
-                        )
-                    self._raise_if_failed(thread)
-                    continue
-                for start in range(0, pcm.size, step):
-                    await _sleep_until(began_at + sent / rate)
-                    piece = pcm[start : start + step]
-                    thread.audio(number, piece)
-                    sent += piece.size
+                else:
+                    for start in range(0, pcm.size, step):
+                        await _sleep_until(began_at + sent / rate)
+                        piece = pcm[start : start + step]
+                        thread.audio(number, piece)
+                        sent += piece.size
+                if thread.backlog > _MAX_BACKLOG:  # the machine renders slower than this comes
+                    await anyio.to_thread.run_sync(
+                        thread.wait_until, _MAX_BACKLOG // 4, abandon_on_cancel=True
+                    )
                 self._raise_if_failed(thread)
         finally:
             await _aclose(stream)
