@@ -10,7 +10,7 @@ import pytest
 
 from avatarkit import AvatarSession
 from avatarkit.errors import SessionError
-from avatarkit.testing import FakeLLM, FakeTTS
+from avatarkit.testing import FakeLLM, FakeTTS, check_renderer
 from avatarkit_video.renderer import VideoRenderer
 
 
@@ -156,3 +156,10 @@ async def test_in_a_session_the_transcript_holds_each_sentence(media, options) -
         assert cue.end - cue.start == pytest.approx(len(cue.text) * 0.02, abs=0.01)
     rec = media.read(renderer.files.video)
     assert [s[2] for s in rec.subtitles] == [c.text for c in renderer.cues]
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+async def test_follows_the_renderer_contract(options, realtime: bool) -> None:
+    renderer = VideoRenderer(**options(realtime=realtime, pause=0.0))
+    await check_renderer(renderer)
+    assert renderer.files.video.stat().st_size > 0

@@ -5,7 +5,11 @@ samples are now complete (see :class:`~avatarkit_video.clock.FrameClock`) is ani
 samples, drawn and encoded. Not thread-safe: one thread owns a writer.
 
 The MP4 is fragmented (``empty_moov`` + ~0.2 s fragments) so that a file whose writer never got
-to close, e.g. after a crash or ``kill -9``, still plays up to its last fragment.
+to close, e.g. after a crash or ``kill -9``, still plays up to its last fragment. One side effect:
+AAC starts with an encoder delay (1024 samples of priming) that a fragmented MP4 cannot trim with
+an edit list, so the muxer shifts every stream by that delay and shows the first video frame
+that much longer. Sound and picture keep their relative timing exactly; players that compute an
+"average" frame rate from the duration report slightly less than ``fps``.
 """
 
 from __future__ import annotations
