@@ -128,8 +128,14 @@ class DrawnFace:
         for side in (-1, 1):
             c.fill(c.ellipse(cx + side * 0.245 * s, cy + 0.02 * s, 0.04 * s, 0.065 * s), SKIN_SHADE)
         c.fill(c.ellipse(cx, cy, 0.25 * s, 0.31 * s, soft=1.5), SKIN)
-        hair = c.rows_above(c.ellipse(cx, cy - 0.05 * s, 0.27 * s, 0.3 * s), cy - 0.04 * s)
-        hair = c.subtract(hair, c.ellipse(cx, cy + 0.07 * s, 0.215 * s, 0.27 * s, soft=2.0))
+        # A cap of hair, rounded off above the ears, with a side-swept fringe.
+        hair = c.intersect(
+            c.ellipse(cx, cy - 0.05 * s, 0.27 * s, 0.3 * s),
+            c.ellipse(cx, cy - 0.16 * s, 0.32 * s, 0.2 * s, soft=2.0),
+        )
+        hair = c.subtract(
+            hair, c.ellipse(cx + 0.03 * s, cy + 0.07 * s, 0.215 * s, 0.25 * s, soft=2.0)
+        )
         c.fill(hair, HAIR)
         for side in (-1, 1):
             ex, ey = cx + side * 0.095 * s, cy - 0.02 * s
