@@ -297,12 +297,12 @@ def test_text_example_is_valid(registry: ProviderRegistry) -> None:
     assert config.renderer.options["voice_id"] is None  # ${LIVEAVATAR_VOICE_ID:-} is unset
 
 
-def test_audio_example_is_valid(registry: ProviderRegistry, tmp_path: Path) -> None:
-    # its tts is piper; the renderer section is checked here with the fake TTS in its place
-    text = (EXAMPLES / "liveavatar-audio.yaml").read_text()
-    assert "provider: piper" in text
-    path = tmp_path / "audio.yaml"
-    path.write_text(text.replace("provider: piper", "provider: fake"))
-    config = load_config(path, registry=registry, env=EXAMPLE_ENV)
+def test_audio_example_is_valid(fakes: FakeProvidersPlugin) -> None:
+    from avatarkit_piper import plugin as piper_plugin
+
+    with registered(fakes, heygen_plugin, piper_plugin) as registry:
+        config = load_config(EXAMPLES / "liveavatar-audio.yaml", registry=registry, env=EXAMPLE_ENV)
     assert config.route == "audio"
+    assert config.tts is not None
+    assert config.tts.provider == "piper"
     assert config.renderer.options["chunk_seconds"] == 1.0
