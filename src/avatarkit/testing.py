@@ -45,6 +45,7 @@ __all__ = [
     "registered",
     "tokens",
     "tone",
+    "wait_until",
 ]
 
 
@@ -372,6 +373,16 @@ def installed_distribution(
         for mod in set(sys.modules) - modules_before:
             if mod.split(".")[0] in top_levels:
                 del sys.modules[mod]
+
+
+async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true (fails after ``within`` seconds).
+
+    For tests that wait on a fake's recorded state, which has no event to wait on.
+    """
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - the fakes' state has no event to wait on
+            await anyio.sleep(0.002)
 
 
 # -- a loopback HTTP server for provider tests ------------------------------------------------
