@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from avatarkit.testing import LoopbackServer, ReceivedRequest, Responder, loopback_server
+from avatarkit.testing import LoopbackServer, ReceivedRequest, Responder, loopback_server, tone
 
 Behaviour = Callable[[Responder], None]
 
@@ -158,27 +158,38 @@ class FakeOpenAI:
         return behaviour
 
     @staticmethod
+    def router(chat: Behaviour, speech: Behaviour) -> Behaviour:
+        """Chat and speech requests answered by their own behaviour (for whole sessions)."""
+
+        def behaviour(r: Responder) -> None:
+            (speech if r.request.path.endswith("/audio/speech") else chat)(r)
+
+        return behaviour
+
+    @staticmethod
     def speech(
-        pcm: bytes,
+        pcm: bytes | None = None,
         *,
         piece: int = 4801,
         delay: float = 0.0,
         gate: Gate | None = None,
         cut_after: int | None = None,
     ) -> Behaviour:
-        """Stream ``pcm`` in pieces of ``piece`` bytes (odd by default, as TCP may split)."""
+        """Stream ``pcm`` in pieces of ``piece`` bytes (odd by default, as TCP may split); with
+        no ``pcm``, 10 ms of 24 kHz tone per character of the input."""
 
         def behaviour(r: Responder) -> None:
             assert r.request.path == "/v1/audio/speech", r.request.path
             assert r.request.headers["accept"] == "application/octet-stream"
+            audio = pcm if pcm is not None else tone(len(r.request.json()["input"]) / 100, 24000)
             r.start(200, {"content-type": "application/octet-stream", "x-request-id": "req_tts"})
-            for n, i in enumerate(range(0, len(pcm), piece)):
+            for n, i in enumerate(range(0, len(audio), piece)):
                 if n == cut_after:
                     r.cut()
                     return
                 if i and delay:
                     r.pause(delay)
-                r.write(pcm[i : i + piece])
+                r.write(audio[i : i + piece])
                 if i == 0 and gate is not None:
                     gate.wait(r)
             r.end()
