@@ -80,8 +80,9 @@ class OpenAILLM:
         return self._client
 
     async def start(self) -> None:
-        """Create the client (no network I/O: connections are opened by the first request)."""
-        _ = self.client
+        """Create the client and load the SDK's resource modules, which it imports lazily, so
+        the first turn does not pay for that. No network I/O."""
+        _ = self.client.chat.completions
 
     async def close(self) -> None:
         """Close the client's connections; idempotent and safe under cancellation."""
