@@ -103,3 +103,14 @@ async def test_close_is_idempotent_and_cancellation_safe() -> None:
         await llm.close()
     await llm.close()
     assert llm._client is None
+
+
+def test_max_tokens_is_named_for_the_server() -> None:
+    def field(base_url: str | None) -> set[str]:
+        llm = OpenAILLM(model="m", api_key="k", base_url=base_url, max_tokens=9)
+        return {"max_tokens", "max_completion_tokens"} & set(llm._request([]))
+
+    assert field(None) == {"max_completion_tokens"}  # api.openai.com
+    assert field("https://res.openai.azure.com/openai/v1/") == {"max_completion_tokens"}
+    assert field("http://localhost:11434/v1") == {"max_tokens"}
+    assert field("https://openrouter.ai/api/v1") == {"max_tokens"}

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 PROVIDER = "openai LLM"
 
 
+def _max_tokens_field(host: str) -> str:
+    official = host == "openai.com" or host.endswith((".openai.com", ".openai.azure.com"))
+    return "max_completion_tokens" if official else "max_tokens"
+
+
 class OpenAILLM:
     """Streams replies from the chat completions endpoint.
 
@@ -118,7 +123,9 @@ class OpenAILLM:
         if o.temperature is not None:
             request["temperature"] = o.temperature
         if o.max_tokens is not None:
-            request["max_tokens"] = o.max_tokens
+            # OpenAI's reasoning models only take max_completion_tokens; compatible servers
+            # (Ollama, vLLM, llama.cpp...) all know max_tokens, not all the newer name
+            request[_max_tokens_field(self.client.base_url.host)] = o.max_tokens
         if o.extra_body:
             request["extra_body"] = o.extra_body
         return request
