@@ -50,3 +50,24 @@ async def test_interrupt_closes_the_stream(fake_anthropic) -> None:
             await session.interrupt()
         assert await fake_anthropic.server.wait_for_disconnects(1, within=5)
     assert renderer.spoken == ["One."]
+
+
+async def test_anthropic_example_runs(fake_anthropic, monkeypatch) -> None:
+    from pathlib import Path
+
+    from avatarkit import load_session
+    from avatarkit.testing import registered
+
+    fake_anthropic.script = [fake_anthropic.reply(["Hello", " from", " Claude."])]
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.url)  # the example's default URL
+    example = Path(__file__).parents[3] / "examples" / "anthropic.yaml"
+    with registered(entry_points=True) as registry:
+        session = load_session(
+            example, registry=registry, env={"ANTHROPIC_API_KEY": fake_anthropic.key}
+        )
+    session.renderer.words_per_minute = 0  # pacing is not under test
+    async with session:
+        assert await session.send("Hi") == "Hello from Claude."
+    body = fake_anthropic.requests[0].json()
+    assert (body["model"], body["max_tokens"]) == ("claude-haiku-4-5", 400)
+    assert body["system"].startswith("You are a concise, friendly assistant.")
