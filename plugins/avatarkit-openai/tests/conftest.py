@@ -100,6 +100,7 @@ class FakeOpenAI:
         parts: Sequence[str],
         *,
         first_delay: float = 0.0,
+        headers_delay: float = 0.0,
         delay: float = 0.0,
         finish: str | None = "stop",
         cut_after: int | None = None,
@@ -114,6 +115,7 @@ class FakeOpenAI:
         def behaviour(r: Responder) -> None:
             assert r.request.path == "/v1/chat/completions", r.request.path
             assert r.request.json()["stream"] is True
+            r.pause(headers_delay)
             r.start(200, {"content-type": "text/event-stream", "x-request-id": "req_chat"})
             r.pause(first_delay)
             r.sse(chunk("", role="assistant"))

@@ -192,6 +192,14 @@ async def test_interrupt_while_waiting_for_the_first_token(fake_openai) -> None:
         assert await fake_openai.server.wait_for_disconnects(1, within=5)
 
 
+async def test_interrupt_before_the_response_headers(fake_openai) -> None:
+    fake_openai.script = [fake_openai.chat(PARTS, headers_delay=30)]
+    async with make(fake_openai) as llm:
+        with anyio.move_on_after(0.2):
+            await collect(llm)
+        assert await fake_openai.server.wait_for_disconnects(1, within=5)
+
+
 async def test_slow_first_token_is_waited_for(fake_openai) -> None:
     fake_openai.script = [fake_openai.chat(PARTS, first_delay=0.3)]
     async with make(fake_openai, timeout=10) as llm:
