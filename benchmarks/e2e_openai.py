@@ -92,7 +92,7 @@ class Server:
         r.end()
 
     def speech(self, r: Responder, received: float) -> None:
-        text = json.loads(r.request.body)["input"]
+        text = r.request.json()["input"]
         audio = tone(len(text) * 0.05, 24000)
         r.start(200, {"content-type": "application/octet-stream"})
         r.pause(self.tts_first)

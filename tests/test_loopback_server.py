@@ -87,3 +87,19 @@ async def test_stop_does_not_wait_for_a_sleeping_handler() -> None:
             with anyio.move_on_after(0.1):
                 await client.get("/")
     assert len(server.requests) == 1
+
+
+async def test_chunked_request_bodies_are_read() -> None:
+    def echo(r: Responder) -> None:
+        r.send(200, r.request.body)
+
+    async def parts():
+        yield b'{"a": '
+        yield b"1}"
+
+    with loopback_server(echo) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            first = await client.post("/", content=parts())
+            second = await client.post("/", content=b"again")  # same connection, still in sync
+    assert (first.content, second.content) == (b'{"a": 1}', b"again")
+    assert server.requests[0].headers["transfer-encoding"] == "chunked"

@@ -595,8 +595,11 @@ class Responder:
     def __init__(self, server: LoopbackServer, handler: BaseHTTPRequestHandler) -> None:
         self.server = server
         self._handler = handler
-        length = int(handler.headers.get("content-length") or 0)
-        body = handler.rfile.read(length) if length else b""
+        if "chunked" in handler.headers.get("transfer-encoding", "").lower():
+            body = _read_chunked(handler.rfile)
+        else:
+            length = int(handler.headers.get("content-length") or 0)
+            body = handler.rfile.read(length) if length else b""
         self.request = ReceivedRequest(
             handler.command,
             handler.path,
@@ -686,6 +689,19 @@ class Responder:
 
 
 Handler = Callable[[Responder], None]
+
+
+def _read_chunked(rfile: Any) -> bytes:
+    """A request body sent with ``transfer-encoding: chunked``."""
+    body = b""
+    while True:
+        size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while rfile.readline().strip():  # trailers, then the blank line
+                pass
+            return body
+        body += rfile.read(size)
+        rfile.readline()  # the CRLF after each chunk
 
 
 class LoopbackServer:
