@@ -103,3 +103,14 @@ async def test_chunked_request_bodies_are_read() -> None:
             second = await client.post("/", content=b"again")  # same connection, still in sync
     assert (first.content, second.content) == (b'{"a": 1}', b"again")
     assert server.requests[0].headers["transfer-encoding"] == "chunked"
+
+
+async def test_a_client_leaving_mid_request_is_a_disconnect() -> None:
+    called = []
+    with loopback_server(lambda r: called.append(r)) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        async with await anyio.connect_tcp("127.0.0.1", port) as sock:
+            await sock.send(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{")
+        assert await server.wait_for_disconnects(1, within=5)
+    assert called == []  # the handler never saw the half-sent request
+    assert server.disconnects[0].body == b"{"

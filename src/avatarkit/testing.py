@@ -596,10 +596,13 @@ class Responder:
         self.server = server
         self._handler = handler
         if "chunked" in handler.headers.get("transfer-encoding", "").lower():
-            body = _read_chunked(handler.rfile)
+            body, complete = _read_chunked(handler.rfile)
+            self.incomplete = not complete
         else:
             length = int(handler.headers.get("content-length") or 0)
             body = handler.rfile.read(length) if length else b""
+            #: the client left while sending its body (e.g. cancelled mid-request)
+            self.incomplete = len(body) < length
         self.request = ReceivedRequest(
             handler.command,
             handler.path,
@@ -691,16 +694,22 @@ class Responder:
 Handler = Callable[[Responder], None]
 
 
-def _read_chunked(rfile: Any) -> bytes:
-    """A request body sent with ``transfer-encoding: chunked``."""
+def _read_chunked(rfile: Any) -> tuple[bytes, bool]:
+    """A request body sent with ``transfer-encoding: chunked``, and whether it was complete."""
     body = b""
     while True:
-        size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+        line = rfile.readline()
+        if not line:
+            return body, False
+        size = int(line.split(b";")[0].strip() or b"0", 16)
         if size == 0:
             while rfile.readline().strip():  # trailers, then the blank line
                 pass
-            return body
-        body += rfile.read(size)
+            return body, True
+        data = rfile.read(size)
+        body += data
+        if len(data) < size:
+            return body, False
         rfile.readline()  # the CRLF after each chunk
 
 
@@ -746,6 +755,8 @@ class LoopbackServer:
         responder = Responder(self, handler)
         self.requests.append(responder.request)
         try:
+            if responder.incomplete:
+                raise ClientGone("the client left while sending its request")
             self.handler(responder)
         except ClientGone:
             with self._changed:
