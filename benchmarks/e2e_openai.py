@@ -9,7 +9,8 @@ TTS and a fake audio renderer runs turns against it. The server timestamps its o
                sent) - (speech request received -> first PCM sent)
 
 is what the SDKs, HTTP, SSE parsing, the engine and the loopback network add on the path to the
-first audio. Also printed: from ``session.interrupt()`` to the server seeing the chat stream's
+first audio. The fake server runs on a thread of this process and shares its GIL, so the figure
+is an upper bound. Also printed: from ``session.interrupt()`` to the server seeing the chat stream's
 connection close.
 
     uv run python benchmarks/e2e_openai.py [--turns 40] [--backend asyncio|trio]
