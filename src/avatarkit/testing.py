@@ -276,6 +276,8 @@ class _FakeTTSOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sample_rate: int = 16000
     ms_per_char: float = 10.0
+    first_chunk_delay: float = 0.0
+    chunk_delay: float = 0.0
 
 
 class _FakeTextRendererOptions(BaseModel):
