@@ -82,3 +82,11 @@ async def test_close_is_idempotent_and_cancellation_safe() -> None:
         await llm.close()
     await llm.close()
     assert llm._client is None
+
+
+async def test_conformance_against_the_fake(fake_anthropic) -> None:
+    from avatarkit.testing import check_llm
+
+    fake_anthropic.script = [fake_anthropic.reply(["One.", " Two."])]
+    llm = AnthropicLLM(model="m", api_key=fake_anthropic.key, base_url=fake_anthropic.url)
+    assert await check_llm(llm) == "One. Two."

@@ -114,3 +114,18 @@ def test_max_tokens_is_named_for_the_server() -> None:
     assert field("https://res.openai.azure.com/openai/v1/") == {"max_completion_tokens"}
     assert field("http://localhost:11434/v1") == {"max_tokens"}
     assert field("https://openrouter.ai/api/v1") == {"max_tokens"}
+
+
+async def test_conformance_against_the_fake(fake_openai) -> None:
+    from avatarkit.testing import check_llm, check_tts
+
+    fake_openai.script = [
+        fake_openai.router(
+            chat=fake_openai.chat(["One.", " Two."]), speech=fake_openai.speech(piece=961)
+        )
+    ]
+    llm = OpenAILLM(model="m", api_key=fake_openai.key, base_url=fake_openai.url)
+    assert await check_llm(llm) == "One. Two."
+    tts = OpenAITTS(api_key=fake_openai.key, base_url=fake_openai.url)
+    chunks = await check_tts(tts)
+    assert {c.sample_rate for c in chunks} == {24000}
