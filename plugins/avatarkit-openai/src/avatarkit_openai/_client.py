@@ -2,59 +2,31 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 import openai
 from pydantic import SecretStr
 
-from avatarkit.errors import ConfigError
+from avatarkit.credentials import LOCAL_PLACEHOLDER_KEY, is_local_url
+from avatarkit.credentials import resolve_api_key as _resolve_key
 
 __all__ = ["LOCAL_PLACEHOLDER_KEY", "build_client", "is_local_url", "resolve_api_key"]
 
 ENV_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
-#: Sent to a server on this machine when no key is configured (Ollama and friends ignore it).
-LOCAL_PLACEHOLDER_KEY = "avatarkit-local"
-
-
-def is_local_url(url: str | None) -> bool:
-    """Whether ``url`` points at this machine (localhost or a loopback address)."""
-    if not url:
-        return False
-    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_api_key(
     api_key: SecretStr | str | None, base_url: str | None, *, provider: str
 ) -> tuple[str, str | None]:
-    """The key to send and the base URL to use; raises :class:`ConfigError` when none is set.
+    """The key to send and the base URL to use (the option, else ``$OPENAI_BASE_URL``).
 
-    Order: the ``api_key`` option, then ``$OPENAI_API_KEY``, then (only for a server on this
-    machine) a placeholder, since local servers such as Ollama need no key.
+    The key follows :func:`avatarkit.credentials.resolve_api_key` with ``$OPENAI_API_KEY``.
     """
     base_url = base_url or os.environ.get(ENV_BASE_URL) or None
-    if isinstance(api_key, SecretStr):
-        api_key = api_key.get_secret_value()
-    key = api_key or os.environ.get(ENV_KEY)
-    if key:
-        return key, base_url
-    if is_local_url(base_url):
-        return LOCAL_PLACEHOLDER_KEY, base_url
-    raise ConfigError(
-        f"{provider}: no API key: set the {ENV_KEY} environment variable or the api_key option "
-        "(a server on this machine, base_url http://localhost:..., needs none; for another "
-        "keyless server set api_key to any placeholder)",
-        field="api_key",
-    )
+    key = _resolve_key(api_key, env_var=ENV_KEY, base_url=base_url, provider=provider)
+    return key, base_url
 
 
 def build_client(
