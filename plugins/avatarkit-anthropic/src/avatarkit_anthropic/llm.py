@@ -12,10 +12,11 @@ import httpx2
 from pydantic import SecretStr, ValidationError
 
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
+from avatarkit.http import RequestContext
 from avatarkit.providers import Message
 from avatarkit_anthropic._client import build_client, resolve_api_key
 from avatarkit_anthropic._messages import to_anthropic
-from avatarkit_anthropic.errors import ErrorContext, map_error
+from avatarkit_anthropic.errors import error_context, map_error
 from avatarkit_anthropic.options import AnthropicLLMOptions
 
 __all__ = ["AnthropicLLM"]
@@ -98,8 +99,8 @@ class AnthropicLLM:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _context(self) -> ErrorContext:
-        return ErrorContext(
+    def _context(self) -> RequestContext:
+        return error_context(
             provider=PROVIDER,
             model=self.options.model,
             base_url=str(self.client.base_url).rstrip("/"),

@@ -1,47 +1,46 @@
 """Turning OpenAI SDK (and transport) exceptions into avatarkit errors that say what to fix.
 
-Retrying is the SDK's job (``max_retries``): by the time an exception reaches us it is final, so
-messages say how often it was tried. Keys never reach a message: the configured key is redacted
-and anything shaped like a key (the API echoes a masked one on 401) is scrubbed.
+This module knows the SDK's exception classes and where the API puts its message; the wording
+and secret scrubbing are :mod:`avatarkit.http`'s, shared with other providers. Retrying is the
+SDK's job (``max_retries``): by the time an exception reaches us it is final.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import httpx2
 import openai
 
-from avatarkit.errors import (
-    ProviderConnectionError,
-    ProviderError,
-    ProviderHTTPError,
-    ProviderTimeout,
-    redact,
+from avatarkit.errors import ProviderError
+from avatarkit.http import (
+    RequestContext,
+    connection_error,
+    status_error,
+    timeout_error,
+    unexpected_error,
 )
 
-__all__ = ["ErrorContext", "map_error"]
+__all__ = ["error_context", "map_error"]
 
 _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
-_MAX_BODY = 2000
 
 
-@dataclass(frozen=True)
-class ErrorContext:
-    """What the provider was doing, to name it in messages."""
-
-    provider: str  # e.g. "openai LLM"
-    model: str
-    base_url: str
-    api_key: str
-    timeout: float
-    max_retries: int
-
-    def clean(self, text: str) -> str:
-        return _KEY_LIKE.sub("***", redact(text, [self.api_key]))
+def error_context(
+    *, provider: str, model: str, base_url: str, api_key: str, timeout: float, max_retries: int
+) -> RequestContext:
+    """What the provider is doing, for :func:`map_error`'s messages."""
+    return RequestContext(
+        provider=provider,
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
+        key_env_var="OPENAI_API_KEY",
+        timeout=timeout,
+        max_retries=max_retries,
+        key_pattern=_KEY_LIKE,
+    )
 
 
 def _server_message(body: object) -> str | None:
@@ -60,82 +59,31 @@ def _server_message(body: object) -> str | None:
     return None
 
 
-def _body_text(body: object) -> str | None:
-    if body is None:
-        return None
-    text = body if isinstance(body, str) else json.dumps(body, default=str)
-    return text[:_MAX_BODY]
-
-
-def _tries(ctx: ErrorContext) -> str:
-    return f"after {ctx.max_retries + 1} attempts" if ctx.max_retries else "(max_retries is 0)"
-
-
-def _status_error(exc: openai.APIStatusError, ctx: ErrorContext) -> ProviderHTTPError:
-    status = exc.status_code
-    detail = _server_message(exc.body)
-    said = f" (server said: {detail})" if detail else ""
-    code = exc.code if isinstance(exc.code, str) else None
-    retryable: bool | None = None
-    if status == 401:
-        message = (
-            f"authentication failed at {ctx.base_url}: check the api_key option or "
-            f"OPENAI_API_KEY{said}"
-        )
-    elif status == 403:
-        message = f"permission denied: this key may not use model {ctx.model!r}{said}"
-    elif status == 404:
-        message = (
-            f"model {ctx.model!r} or the endpoint was not found at {ctx.base_url}: check the "
-            f"model option (and base_url){said}"
-        )
-    elif status in (400, 422):
-        message = f"the request was rejected: check the options{said}"
-    elif status == 429 and code == "insufficient_quota":
-        message = f"quota exhausted: check the account's plan and billing{said}"
-        retryable = False
-    elif status == 429:
-        message = (
-            f"rate limited, still {_tries(ctx)}: slow down, raise max_retries or the "
-            f"account's limits{said}"
-        )
-    elif status >= 500:
-        message = f"server error, still {_tries(ctx)}: try again later{said}"
-    else:
-        message = f"unexpected error status{said}"
-    return ProviderHTTPError(
-        ctx.clean(message),
-        provider=ctx.provider,
-        status_code=status,
-        request_id=exc.request_id,
-        body=ctx.clean(_body_text(exc.body) or "") or None,
-        retryable=retryable,
-    )
-
-
-def map_error(exc: BaseException, ctx: ErrorContext, *, mid_stream: bool = False) -> ProviderError:
+def map_error(
+    exc: BaseException, ctx: RequestContext, *, mid_stream: bool = False
+) -> ProviderError:
     """The avatarkit error for an SDK or transport exception."""
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, openai.APIStatusError):
-        return _status_error(exc, ctx)
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-        return ProviderTimeout(
-            f"no answer from {ctx.base_url} within timeout={ctx.timeout}s {_tries(ctx)}: "
-            "raise the timeout option or check the server",
-            provider=ctx.provider,
+        advice: str | None = None
+        retryable: bool | None = None
+        if exc.status_code == 429 and exc.code == "insufficient_quota":
+            advice, retryable = "quota exhausted: check the account's plan and billing", False
+        return status_error(
+            exc.status_code,
+            ctx,
+            detail=_server_message(exc.body),
+            advice=advice,
+            request_id=exc.request_id,
+            body=exc.body,
+            retryable=retryable,
         )
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return timeout_error(ctx)
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-        why = f" ({type(cause).__name__}: {ctx.clean(str(cause))})" if cause else ""
-        if mid_stream:
-            message = f"the connection to {ctx.base_url} dropped in the middle of the reply{why}"
-        else:
-            message = (
-                f"cannot reach {ctx.base_url} {_tries(ctx)}{why}: is the server running and "
-                "base_url right?"
-            )
-        return ProviderConnectionError(ctx.clean(message), provider=ctx.provider)
+        return connection_error(ctx, cause, mid_stream=mid_stream)
     if isinstance(exc, openai.APIError):  # an error event inside a 200 stream
         detail = _server_message(exc.body) or exc.message
         kind = exc.type or ""
@@ -145,6 +93,4 @@ def map_error(exc: BaseException, ctx: ErrorContext, *, mid_stream: bool = False
             provider=ctx.provider,
             retryable=retryable,
         )
-    return ProviderError(
-        ctx.clean(f"unexpected {type(exc).__name__}: {exc}"), provider=ctx.provider
-    )
+    return unexpected_error(ctx, exc)

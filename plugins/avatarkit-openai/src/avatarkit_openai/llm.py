@@ -12,9 +12,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr, ValidationError
 
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
+from avatarkit.http import RequestContext
 from avatarkit.providers import Message
 from avatarkit_openai._client import build_client, resolve_api_key
-from avatarkit_openai.errors import ErrorContext, map_error
+from avatarkit_openai.errors import error_context, map_error
 from avatarkit_openai.options import OpenAILLMOptions
 
 __all__ = ["OpenAILLM"]
@@ -103,8 +104,8 @@ class OpenAILLM:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _context(self) -> ErrorContext:
-        return ErrorContext(
+    def _context(self) -> RequestContext:
+        return error_context(
             provider=PROVIDER,
             model=self.options.model,
             base_url=str(self.client.base_url).rstrip("/"),
