@@ -9,13 +9,12 @@ from typing import Any
 import anyio
 import openai
 from openai.types.chat import ChatCompletionMessageParam
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
-from avatarkit.http import RequestContext
+from avatarkit.errors import ProviderConnectionError, ProviderError
 from avatarkit.providers import Message
-from avatarkit_openai._client import build_client, resolve_api_key
-from avatarkit_openai.errors import error_context, map_error
+from avatarkit_openai._provider import OpenAIProvider
+from avatarkit_openai.errors import map_error
 from avatarkit_openai.options import OpenAILLMOptions
 
 __all__ = ["OpenAILLM"]
@@ -29,12 +28,14 @@ def _max_tokens_field(host: str) -> str:
     return "max_completion_tokens" if official else "max_tokens"
 
 
-class OpenAILLM:
+class OpenAILLM(OpenAIProvider[OpenAILLMOptions]):
     """Streams replies from the chat completions endpoint.
 
     The SDK client is created on first use and closed by :meth:`close`. Leaving the stream early
     (cancellation, ``aclose``) closes its HTTP response at once, so the server stops generating.
     """
+
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -49,70 +50,26 @@ class OpenAILLM:
         timeout: float = 60.0,
         max_retries: int = 2,
     ) -> None:
-        try:
-            self.options = OpenAILLMOptions(
-                model=model,
-                api_key=SecretStr(api_key) if isinstance(api_key, str) else api_key,
-                base_url=base_url,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                headers=dict(headers or {}),
-                extra_body=dict(extra_body or {}),
-                timeout=timeout,
-                max_retries=max_retries,
-            )
-        except ValidationError as exc:
-            raise ConfigError(f"{PROVIDER}: invalid options: {exc}") from None
-        self._api_key, self._base_url = resolve_api_key(
-            self.options.api_key, self.options.base_url, provider=PROVIDER
+        super().__init__(
+            OpenAILLMOptions,
+            model=model,
+            api_key=api_key,
+            base_url=base_url,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            headers=dict(headers or {}),
+            extra_body=dict(extra_body or {}),
+            timeout=timeout,
+            max_retries=max_retries,
         )
-        self._client: openai.AsyncOpenAI | None = None
 
     def __repr__(self) -> str:
         return f"OpenAILLM(model={self.options.model!r}, base_url={self._base_url!r})"
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        """The SDK client (created on first use)."""
-        if self._client is None:
-            o = self.options
-            self._client = build_client(
-                api_key=self._api_key,
-                base_url=self._base_url,
-                headers=o.headers,
-                timeout=o.timeout,
-                max_retries=o.max_retries,
-            )
-        return self._client
 
     async def start(self) -> None:
         """Create the client and load the SDK's resource modules, which it imports lazily, so
         the first turn does not pay for that. No network I/O."""
         _ = self.client.chat.completions
-
-    async def close(self) -> None:
-        """Close the client's connections; idempotent and safe under cancellation."""
-        client, self._client = self._client, None
-        if client is not None:
-            with anyio.CancelScope(shield=True):
-                await client.close()
-
-    async def __aenter__(self) -> OpenAILLM:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def _context(self) -> RequestContext:
-        return error_context(
-            provider=PROVIDER,
-            model=self.options.model,
-            base_url=str(self.client.base_url).rstrip("/"),
-            api_key=self._api_key,
-            timeout=self.options.timeout,
-            max_retries=self.options.max_retries,
-        )
 
     def _request(self, messages: Sequence[Message]) -> dict[str, Any]:
         o = self.options

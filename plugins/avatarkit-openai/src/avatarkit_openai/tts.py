@@ -9,13 +9,12 @@ from typing import Any
 import anyio
 import httpx2
 import openai
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from avatarkit.errors import ConfigError
-from avatarkit.http import RequestContext
 from avatarkit.providers import AudioChunk
-from avatarkit_openai._client import build_client, resolve_api_key
-from avatarkit_openai.errors import error_context, map_error
+from avatarkit_openai._provider import OpenAIProvider
+from avatarkit_openai.errors import map_error
 from avatarkit_openai.options import OpenAITTSOptions
 
 __all__ = ["OpenAITTS"]
@@ -25,12 +24,14 @@ PROVIDER = "openai TTS"
 _NO_INSTRUCTIONS = ("tts-1", "tts-1-hd")
 
 
-class OpenAITTS:
+class OpenAITTS(OpenAIProvider[OpenAITTSOptions]):
     """Synthesises speech with ``response_format="pcm"`` and yields each piece as it arrives,
     so the first audio reaches the renderer long before the sentence is fully synthesised.
 
     ``sample_rate`` (24 kHz for OpenAI) is the rate of every :class:`AudioChunk` it yields.
     """
+
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -46,79 +47,37 @@ class OpenAITTS:
         timeout: float = 60.0,
         max_retries: int = 2,
     ) -> None:
-        try:
-            self.options = OpenAITTSOptions(
-                model=model,
-                voice=voice,
-                speed=speed,
-                instructions=instructions,
-                sample_rate=sample_rate,
-                api_key=SecretStr(api_key) if isinstance(api_key, str) else api_key,
-                base_url=base_url,
-                headers=dict(headers or {}),
-                timeout=timeout,
-                max_retries=max_retries,
-            )
-        except ValidationError as exc:
-            raise ConfigError(f"{PROVIDER}: invalid options: {exc}") from None
+        super().__init__(
+            OpenAITTSOptions,
+            model=model,
+            voice=voice,
+            speed=speed,
+            instructions=instructions,
+            sample_rate=sample_rate,
+            api_key=api_key,
+            base_url=base_url,
+            headers=dict(headers or {}),
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self.sample_rate = self.options.sample_rate
+
+    def _check_options(self) -> None:
         if self.options.instructions and self.options.model in _NO_INSTRUCTIONS:
             raise ConfigError(
                 f"{PROVIDER}: model {self.options.model!r} does not support instructions; "
                 "use gpt-4o-mini-tts or remove the instructions option",
                 field="instructions",
             )
-        self.sample_rate = self.options.sample_rate
-        self._api_key, self._base_url = resolve_api_key(
-            self.options.api_key, self.options.base_url, provider=PROVIDER
-        )
-        self._client: openai.AsyncOpenAI | None = None
 
     def __repr__(self) -> str:
         o = self.options
         return f"OpenAITTS(model={o.model!r}, voice={o.voice!r}, base_url={self._base_url!r})"
 
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        """The SDK client (created on first use)."""
-        if self._client is None:
-            o = self.options
-            self._client = build_client(
-                api_key=self._api_key,
-                base_url=self._base_url,
-                headers=o.headers,
-                timeout=o.timeout,
-                max_retries=o.max_retries,
-            )
-        return self._client
-
     async def start(self) -> None:
         """Create the client and load the SDK's resource modules, which it imports lazily, so
         the first turn does not pay for that. No network I/O."""
         _ = self.client.audio.speech.with_streaming_response
-
-    async def close(self) -> None:
-        """Close the client's connections; idempotent and safe under cancellation."""
-        client, self._client = self._client, None
-        if client is not None:
-            with anyio.CancelScope(shield=True):
-                await client.close()
-
-    async def __aenter__(self) -> OpenAITTS:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def _context(self) -> RequestContext:
-        return error_context(
-            provider=PROVIDER,
-            model=self.options.model,
-            base_url=str(self.client.base_url).rstrip("/"),
-            api_key=self._api_key,
-            timeout=self.options.timeout,
-            max_retries=self.options.max_retries,
-        )
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         """Yield ``text`` as 16-bit mono PCM chunks, each a whole number of samples."""
