@@ -4,7 +4,7 @@ import anyio
 import httpx
 import pytest
 
-from avatarkit.testing import Responder, loopback_server
+from avatarkit.testing import Responder, ResponseGate, loopback_server
 
 
 def streaming(r: Responder) -> None:
@@ -34,6 +34,45 @@ async def test_json_and_sse_framing() -> None:
             )
     assert [r.path for r in server.requests] == ["/json", "/sse"]
     assert server.requests[0].headers["content-type"] == "application/json"
+
+
+async def test_response_gate_holds_the_rest_until_the_first_piece_arrived() -> None:
+    gate = ResponseGate()
+
+    def gated(r: Responder) -> None:
+        r.start(200, {"content-type": "text/plain"})
+        r.write("first")
+        gate.wait(r)
+        r.write("rest")
+        r.end()
+
+    with loopback_server(gated) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.url) as client,
+            client.stream("GET", "/") as response,
+        ):
+            pieces = response.aiter_raw()
+            received = b""
+            while len(received) < len(b"first"):
+                received += await anext(pieces)
+            assert received == b"first"  # nothing more: the server is held
+            assert gate.server_finished_first is None
+            gate.open()
+            assert b"".join([piece async for piece in pieces]) == b"rest"
+    assert gate.server_finished_first is False
+
+
+async def test_response_gate_gives_up_when_never_opened() -> None:
+    gate = ResponseGate(within=0.05)
+
+    def gated(r: Responder) -> None:
+        gate.wait(r)
+        r.send(200, "done")
+
+    with loopback_server(gated) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            assert (await client.get("/")).text == "done"
+    assert gate.server_finished_first is True
 
 
 async def test_cut_is_a_protocol_error_for_the_client() -> None:

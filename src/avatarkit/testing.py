@@ -41,6 +41,7 @@ __all__ = [
     "LoopbackServer",
     "ReceivedRequest",
     "Responder",
+    "ResponseGate",
     "check_llm",
     "check_renderer",
     "check_tts",
@@ -691,6 +692,35 @@ class Responder:
             left = deadline - time.monotonic()
             if left <= 0 or self.server._stopping.wait(min(left, 0.005)):
                 return
+
+
+@dataclass
+class ResponseGate:
+    """Holds a streamed response after its first piece until the test has received that piece.
+
+    Proves that a provider hands pieces on as they arrive, without timing anything: the handler
+    calls :meth:`wait` after writing the first piece, the test calls :meth:`open` once the
+    provider yielded it, and :attr:`server_finished_first` is then ``False``. If the provider
+    buffers, the test never sees the piece, the gate gives up after ``within`` seconds and
+    :attr:`server_finished_first` is ``True``.
+    """
+
+    within: float = 5.0
+    opened: threading.Event = field(default_factory=threading.Event)
+    #: ``None`` until :meth:`wait` returned; then whether it gave up waiting for :meth:`open`.
+    server_finished_first: bool | None = None
+
+    def open(self) -> None:
+        """Called by the test: the first piece has arrived."""
+        self.opened.set()
+
+    def wait(self, r: Responder) -> None:
+        """Called by the handler: wait for :meth:`open` (raises :class:`ClientGone` if the
+        client leaves meanwhile)."""
+        deadline = time.monotonic() + self.within
+        while not self.opened.is_set() and time.monotonic() < deadline:
+            r.pause(0.005)
+        self.server_finished_first = not self.opened.is_set()
 
 
 Handler = Callable[[Responder], None]

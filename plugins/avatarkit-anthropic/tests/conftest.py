@@ -9,15 +9,18 @@ request (the last one repeats), built with ``fake_anthropic.reply/error``.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from avatarkit.testing import LoopbackServer, ReceivedRequest, Responder, loopback_server
+from avatarkit.testing import (
+    LoopbackServer,
+    ReceivedRequest,
+    Responder,
+    ResponseGate,
+    loopback_server,
+)
 
 Behaviour = Callable[[Responder], None]
 
@@ -31,24 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "filterwarnings",
         r"ignore:Async generator '(anthropic|httpx2|httpcore2)\.:ResourceWarning",
     )
-
-
-@dataclass
-class Gate:
-    """Holds the server after its first text until the test has received it: proves that
-    deltas are delivered as they are sent, without timing anything."""
-
-    opened: threading.Event = field(default_factory=threading.Event)
-    server_finished_first: bool | None = None
-
-    def open(self) -> None:
-        self.opened.set()
-
-    def wait(self, r: Responder) -> None:
-        deadline = time.monotonic() + 5
-        while not self.opened.is_set() and time.monotonic() < deadline:
-            r.pause(0.005)
-        self.server_finished_first = not self.opened.is_set()
 
 
 class FakeAnthropic:
@@ -87,7 +72,7 @@ class FakeAnthropic:
         stop_details: dict[str, Any] | None = None,
         cut_after: int | None = None,
         end_early: bool = False,
-        gate: Gate | None = None,
+        gate: ResponseGate | None = None,
         error_event: dict[str, Any] | None = None,
         thinking: str | None = None,
     ) -> Behaviour:
@@ -204,8 +189,8 @@ class FakeAnthropic:
 
 
 @pytest.fixture
-def gate() -> Gate:
-    return Gate()
+def gate() -> ResponseGate:
+    return ResponseGate()
 
 
 @pytest.fixture

@@ -8,15 +8,19 @@ request (the last one repeats), built with ``fake_openai.chat/error/speech``.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from avatarkit.testing import LoopbackServer, ReceivedRequest, Responder, loopback_server, tone
+from avatarkit.testing import (
+    LoopbackServer,
+    ReceivedRequest,
+    Responder,
+    ResponseGate,
+    loopback_server,
+    tone,
+)
 
 Behaviour = Callable[[Responder], None]
 
@@ -45,24 +49,6 @@ def chunk(content: str | None = None, finish: str | None = None, **delta: Any) -
         "system_fingerprint": "fp_test",
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
-
-
-@dataclass
-class Gate:
-    """Holds the server after its first piece until the test has received it: proves that
-    pieces are delivered as they are sent, without timing anything."""
-
-    opened: threading.Event = field(default_factory=threading.Event)
-    server_finished_first: bool | None = None
-
-    def open(self) -> None:
-        self.opened.set()
-
-    def wait(self, r: Responder) -> None:
-        deadline = time.monotonic() + 5
-        while not self.opened.is_set() and time.monotonic() < deadline:
-            r.pause(0.005)
-        self.server_finished_first = not self.opened.is_set()
 
 
 class FakeOpenAI:
@@ -105,7 +91,7 @@ class FakeOpenAI:
         finish: str | None = "stop",
         cut_after: int | None = None,
         end_early: bool = False,
-        gate: Gate | None = None,
+        gate: ResponseGate | None = None,
         refusal: str | None = None,
         mid_stream_error: dict[str, Any] | None = None,
     ) -> Behaviour:
@@ -174,7 +160,7 @@ class FakeOpenAI:
         *,
         piece: int = 4801,
         delay: float = 0.0,
-        gate: Gate | None = None,
+        gate: ResponseGate | None = None,
         cut_after: int | None = None,
     ) -> Behaviour:
         """Stream ``pcm`` in pieces of ``piece`` bytes (odd by default, as TCP may split); with
@@ -200,8 +186,8 @@ class FakeOpenAI:
 
 
 @pytest.fixture
-def gate() -> Gate:
-    return Gate()
+def gate() -> ResponseGate:
+    return ResponseGate()
 
 
 @pytest.fixture
