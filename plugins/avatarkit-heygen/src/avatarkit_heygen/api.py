@@ -30,6 +30,7 @@ from avatarkit.errors import (
     ProviderError,
     ProviderHTTPError,
     ProviderTimeout,
+    redact,
 )
 from avatarkit_heygen.heygen_options import DEFAULT_BASE_URL
 
@@ -275,10 +276,7 @@ class JSONService:
         raise error
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
 
 class HeyGenAPI(JSONService):
