@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncGenerator
 
+import anyio
+import anyio.lowlevel
 import pytest
 
-from avatarkit.errors import ProviderConnectionError, ProviderHTTPError, ProviderTimeout
+from avatarkit.errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderTimeout,
+)
 from avatarkit.http import (
     RequestContext,
     connection_error,
     status_error,
+    streamed_response,
     timeout_error,
     unexpected_error,
 )
@@ -104,3 +113,104 @@ def test_unexpected_error_is_named_and_not_retryable() -> None:
     error = unexpected_error(context(), ValueError(f"odd {KEY}"))
     assert str(error) == "acme LLM: unexpected ValueError: odd ***"
     assert not error.retryable
+
+
+# -- streamed_response: the client's errors mapped, the response always closed ----------------
+
+
+class VendorError(Exception):
+    """Stands in for an SDK's exception class."""
+
+
+class Response:
+    """A streamed response as SDKs give them: iterable, with an async close()."""
+
+    def __init__(self, pieces: list[str], fail_after: int | None = None) -> None:
+        self.pieces = pieces
+        self.fail_after = fail_after
+        self.closed = 0
+        self.read = 0
+
+    def __aiter__(self) -> Response:
+        return self
+
+    async def __anext__(self) -> str:  # not an async generator: nothing left for the GC to close
+        await anyio.lowlevel.checkpoint()
+        if self.read == self.fail_after:
+            raise VendorError("connection reset")
+        if self.read == len(self.pieces):
+            raise StopAsyncIteration
+        self.read += 1
+        return self.pieces[self.read - 1]
+
+    async def close(self) -> None:
+        await anyio.lowlevel.checkpoint()  # a cancelled, unshielded close would stop here
+        self.closed += 1
+
+
+def to_error(exc: BaseException, mid_stream: bool) -> ProviderError:
+    return ProviderError(f"{exc} (mid_stream={mid_stream})", provider="acme")
+
+
+async def opened(response: Response) -> Response:
+    return response
+
+
+async def failing() -> Response:
+    raise VendorError("refused")
+
+
+async def read(response: Response) -> list[str]:
+    async with streamed_response(opened(response), errors=VendorError, to_error=to_error) as r:
+        return [piece async for piece in r]
+
+
+async def test_reads_the_whole_response_and_closes_it() -> None:
+    response = Response(["a", "b"])
+    assert await read(response) == ["a", "b"]
+    assert response.closed == 1
+
+
+async def test_an_error_while_opening_is_not_mid_stream() -> None:
+    with pytest.raises(ProviderError, match=r"refused \(mid_stream=False\)"):
+        async with streamed_response(failing(), errors=VendorError, to_error=to_error):
+            raise AssertionError("the block must not run")
+
+
+async def test_an_error_while_reading_is_mid_stream_and_the_response_is_closed() -> None:
+    response = Response(["a", "b"], fail_after=1)
+    with pytest.raises(ProviderError, match=r"reset \(mid_stream=True\)") as info:
+        await read(response)
+    assert info.value.__cause__ is None
+    assert response.closed == 1
+
+
+async def test_other_exceptions_pass_through_unmapped() -> None:
+    response = Response(["a"])
+    with pytest.raises(KeyError):
+        async with streamed_response(opened(response), errors=VendorError, to_error=to_error):
+            raise KeyError("ours")
+    assert response.closed == 1
+
+
+async def test_closed_when_cancelled_mid_stream() -> None:
+    response = Response(["a"] * 1000)
+    with anyio.CancelScope() as scope:
+        async with streamed_response(opened(response), errors=VendorError, to_error=to_error) as r:
+            async for _ in r:
+                scope.cancel()
+    assert response.closed == 1
+
+
+async def test_closed_when_the_consumer_stops_early() -> None:
+    response = Response(["a", "b", "c"])
+
+    async def deltas() -> AsyncGenerator[str, None]:
+        async with streamed_response(opened(response), errors=VendorError, to_error=to_error) as r:
+            async for piece in r:
+                yield piece
+
+    stream = deltas()
+    assert await anext(stream) == "a"
+    await stream.aclose()  # what an interrupt does
+    assert response.closed == 1

@@ -6,6 +6,7 @@ so these messages say how often it was tried. The plugin keeps the SDK-specific 
 exception class means what, where the server's message sits in the body) and hands the facts to
 :func:`status_error`, :func:`timeout_error`, :func:`connection_error` or
 :func:`unexpected_error`; users then read the same advice whichever provider failed.
+:func:`streamed_response` applies such a mapping around a streamed reply and always closes it.
 
 Secrets never reach a message: :meth:`RequestContext.clean` redacts the configured key and
 anything shaped like a key (APIs echo a masked key on 401).
@@ -15,7 +16,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import anyio
 
 from avatarkit.errors import (
     ProviderConnectionError,
@@ -29,6 +35,7 @@ __all__ = [
     "RequestContext",
     "connection_error",
     "status_error",
+    "streamed_response",
     "timeout_error",
     "unexpected_error",
 ]
@@ -163,3 +170,44 @@ def unexpected_error(ctx: RequestContext, exc: BaseException) -> ProviderError:
     return ProviderError(
         ctx.clean(f"unexpected {type(exc).__name__}: {exc}"), provider=ctx.provider
     )
+
+
+class _Closable(Protocol):
+    def close(self) -> Awaitable[None]: ...
+
+
+_ResponseT = TypeVar("_ResponseT", bound=_Closable)
+
+
+@asynccontextmanager
+async def streamed_response(
+    opening: Awaitable[_ResponseT],
+    *,
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    to_error: Callable[[BaseException, bool], ProviderError],
+) -> AsyncIterator[_ResponseT]:
+    """Open a streamed reply, read it in the block, and close it however the block ends.
+
+    ``opening`` is the client's request (e.g. an SDK's ``create(..., stream=True)``), awaited
+    here; the response it gives needs an async ``close()``. A client exception of the
+    ``errors`` types becomes ``to_error(exc, mid_stream)``: ``False`` while opening, ``True``
+    while reading, when the connection dropped partway. The response is closed on leaving the
+    block, shielded from cancellation, even when the consumer stops early (an interrupt), so the
+    server sees the disconnect and stops generating::
+
+        opening = client.chat.completions.create(model=m, messages=history, stream=True)
+        async with streamed_response(opening, errors=..., to_error=...) as stream:
+            async for chunk in stream:
+                yield chunk.text
+    """
+    try:
+        response = await opening
+    except errors as exc:
+        raise to_error(exc, False) from None
+    try:
+        yield response
+    except errors as exc:
+        raise to_error(exc, True) from None
+    finally:
+        with anyio.CancelScope(shield=True):
+            await response.close()

@@ -12,7 +12,7 @@ import httpx2
 from pydantic import SecretStr, ValidationError
 
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
-from avatarkit.http import RequestContext
+from avatarkit.http import RequestContext, streamed_response
 from avatarkit.providers import Message
 from avatarkit_anthropic._client import build_client, resolve_api_key
 from avatarkit_anthropic._messages import to_anthropic
@@ -129,14 +129,14 @@ class AnthropicLLM:
     async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         """Yield the reply's text deltas as they arrive."""
         ctx = self._context()
-        try:
-            stream = await self.client.messages.create(**self._request(messages))
-        except anthropic.AnthropicError as exc:
-            raise map_error(exc, ctx) from None
         stop_reason: str | None = None
         stop_details: str | None = None
         complete = False
-        try:
+        async with streamed_response(
+            self.client.messages.create(**self._request(messages)),
+            errors=(anthropic.AnthropicError, httpx2.TransportError),
+            to_error=lambda exc, mid_stream: map_error(exc, ctx, mid_stream=mid_stream),
+        ) as stream:
             async for event in stream:
                 if event.type == "content_block_delta":
                     if event.delta.type == "text_delta" and event.delta.text:
@@ -148,13 +148,6 @@ class AnthropicLLM:
                         stop_details = details.explanation or details.category
                 elif event.type == "message_stop":
                     complete = True
-        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
-            raise map_error(exc, ctx, mid_stream=True) from None
-        finally:
-            # closes the HTTP response at once (and the connection, if the body was not read to
-            # the end): the server sees the disconnect and stops generating
-            with anyio.CancelScope(shield=True):
-                await stream.close()
         if not complete:
             raise ProviderConnectionError(
                 f"the stream from {ctx.base_url} ended before the reply was complete (no "

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import anyio
+import httpx2
 import openai
 from pydantic import SecretStr, ValidationError
 
 from avatarkit.errors import ConfigError
-from avatarkit.http import RequestContext
+from avatarkit.http import RequestContext, streamed_response
 from avatarkit_openai._client import build_client, resolve_api_key
-from avatarkit_openai.errors import error_context
+from avatarkit_openai.errors import error_context, map_error
 
 __all__ = ["OpenAIProvider"]
 
@@ -35,6 +37,13 @@ class _Options(Protocol):
 
 
 OptionsT = TypeVar("OptionsT", bound=_Options)
+
+
+class _Closable(Protocol):
+    def close(self) -> Awaitable[None]: ...
+
+
+_ResponseT = TypeVar("_ResponseT", bound=_Closable)
 
 
 class OpenAIProvider(Generic[OptionsT]):
@@ -100,4 +109,15 @@ class OpenAIProvider(Generic[OptionsT]):
             api_key=self._api_key,
             timeout=self.options.timeout,
             max_retries=self.options.max_retries,
+        )
+
+    def _streamed(
+        self, opening: Awaitable[_ResponseT], ctx: RequestContext
+    ) -> AbstractAsyncContextManager[_ResponseT]:
+        """The SDK's streamed response, its errors mapped, closed at once when left (so an
+        interrupted reply stops being generated or synthesised)."""
+        return streamed_response(
+            opening,
+            errors=(openai.OpenAIError, httpx2.TransportError),
+            to_error=lambda exc, mid_stream: map_error(exc, ctx, mid_stream=mid_stream),
         )

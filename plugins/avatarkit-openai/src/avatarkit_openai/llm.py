@@ -6,15 +6,12 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import anyio
-import openai
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from avatarkit.errors import ProviderConnectionError, ProviderError
 from avatarkit.providers import Message
 from avatarkit_openai._provider import OpenAIProvider
-from avatarkit_openai.errors import map_error
 from avatarkit_openai.options import OpenAILLMOptions
 
 __all__ = ["OpenAILLM"]
@@ -91,13 +88,10 @@ class OpenAILLM(OpenAIProvider[OpenAILLMOptions]):
     async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         """Yield the reply's text deltas as they arrive."""
         ctx = self._context()
-        try:
-            stream = await self.client.chat.completions.create(**self._request(messages))
-        except openai.OpenAIError as exc:
-            raise map_error(exc, ctx) from None
+        opening = self.client.chat.completions.create(**self._request(messages))
         finish_reason: str | None = None
         refusal = ""
-        try:
+        async with self._streamed(opening, ctx) as stream:
             async for chunk in stream:
                 if not chunk.choices:  # a usage or prompt-filter chunk
                     continue
@@ -108,13 +102,6 @@ class OpenAILLM(OpenAIProvider[OpenAILLMOptions]):
                     refusal += choice.delta.refusal
                 if choice.finish_reason:
                     finish_reason = choice.finish_reason
-        except openai.OpenAIError as exc:
-            raise map_error(exc, ctx, mid_stream=True) from None
-        finally:
-            # closes the HTTP response at once (and the connection, if the body was not read to
-            # the end): the server sees the disconnect and stops generating
-            with anyio.CancelScope(shield=True):
-                await stream.close()
         if finish_reason is None:
             raise ProviderConnectionError(
                 f"the stream from {ctx.base_url} ended before the reply was complete (no "

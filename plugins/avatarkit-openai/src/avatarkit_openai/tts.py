@@ -6,15 +6,11 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import anyio
-import httpx2
-import openai
 from pydantic import SecretStr
 
 from avatarkit.errors import ConfigError
 from avatarkit.providers import AudioChunk
 from avatarkit_openai._provider import OpenAIProvider
-from avatarkit_openai.errors import map_error
 from avatarkit_openai.options import OpenAITTSOptions
 
 __all__ = ["OpenAITTS"]
@@ -94,25 +90,14 @@ class OpenAITTS(OpenAIProvider[OpenAITTSOptions]):
             params["speed"] = o.speed
         if o.instructions:
             params["instructions"] = o.instructions
-        ctx = self._context()
         speech = self.client.audio.speech.with_streaming_response.create(**params)
-        try:
-            response = await speech.__aenter__()
-        except openai.OpenAIError as exc:
-            raise map_error(exc, ctx) from None
         pending = b""
-        try:
+        async with self._streamed(speech.__aenter__(), self._context()) as response:
             async for data in response.iter_bytes():
                 data = pending + data
                 whole = len(data) - len(data) % 2
                 pending = data[whole:]
                 if whole:
                     yield AudioChunk(data[:whole], self.sample_rate)
-        except (openai.OpenAIError, httpx2.TransportError) as exc:
-            raise map_error(exc, ctx, mid_stream=True) from None
-        finally:
-            # closes the HTTP response at once: an interrupted sentence stops being synthesised
-            with anyio.CancelScope(shield=True):
-                await response.close()
         if pending:
             logger.warning("%s: dropped a trailing odd byte of PCM", PROVIDER)
