@@ -25,7 +25,7 @@ from avatarkit.errors import ConfigError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit_piper.options import PiperTTSOptions
 from avatarkit_piper.phrases import split_phrases
-from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, load_voice
+from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, load_voice, run_lock
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
@@ -176,6 +176,7 @@ class PiperTTS:
 
         try:
             syn_config = self._synthesis_config()
+            lock = run_lock(voice)
             silence = np.zeros(round(self.options.sentence_silence * self.sample_rate), np.int16)
             peak = 1e-4  # running peak: normalise like Piper without level jumps between phrases
             for sentence in voice.phonemize(text):
@@ -184,7 +185,11 @@ class PiperTTS:
                 for phonemes in pieces:
                     if stop.is_set():
                         return
-                    audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), syn_config)
+                    ids = voice.phonemes_to_ids(phonemes)
+                    with lock:  # one model run at a time per voice: see run_lock
+                        if stop.is_set():  # cancelled while waiting for our turn
+                            return
+                        audio = voice.phoneme_ids_to_audio(ids, syn_config)
                     assert isinstance(audio, np.ndarray)
                     peak = max(peak, float(np.max(np.abs(audio))) if audio.size else 0.0)
                     gain = 32767.0 * self.options.volume / peak
