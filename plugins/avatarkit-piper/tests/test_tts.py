@@ -193,13 +193,31 @@ async def test_closing_the_stream_stops_the_worker(
     gate = Gate(joe, monkeypatch, hold_from=2)
     stream = tts.synthesize(CLAUSES)
     await stream.__anext__()
-    (worker,) = tts._threads
+    (worker,) = tts._workers
     await stream.aclose()  # what a renderer does when interrupted
     gate.release.set()  # let the phrase in flight finish
     await join_thread(worker)
     assert not worker.is_alive()
     assert gate.calls <= 2  # at most the phrase in flight (of 5), nothing after it
-    assert not tts._threads
+    assert not tts._workers
+
+
+async def test_close_stops_workers_of_streams_left_open(
+    joe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tts = PiperTTS()
+    await tts.start()
+    gate = Gate(joe, monkeypatch, hold_from=2)
+    stream = tts.synthesize(CLAUSES)
+    await stream.__anext__()
+    (worker,) = tts._workers
+    await tts.close()  # the stream itself is still open
+    gate.release.set()
+    await join_thread(worker)
+    assert not worker.is_alive()
+    assert gate.calls <= 2
+    rest = [chunk async for chunk in stream]  # what was made before the stop, then the end
+    assert sum(c.duration for c in rest) < 5
 
 
 async def test_cancellation_stops_the_worker(joe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +228,7 @@ async def test_cancellation_stops_the_worker(joe: Any, monkeypatch: pytest.Monke
     with anyio.CancelScope() as scope:
         async for chunk in tts.synthesize(CLAUSES):
             received.append(chunk)
-            workers = set(tts._threads)
+            workers = set(tts._workers)
             scope.cancel()
     assert scope.cancelled_caught
     assert len(received) == 1
@@ -310,15 +328,15 @@ async def test_interrupting_a_session_stops_piper_promptly(
                 if renderer.utterances and renderer.utterances[0].chunks:
                     break
                 await anyio.sleep(0.01)
-            workers = set(tts._threads)
+            workers = set(tts._workers)
             await session.interrupt()
             # the turn ended while Piper's workers were still held: synthesis never blocks
             # the session
             assert len(workers) == 2
             assert all(worker.is_alive() for worker in workers)
         gate.release.set()
-        while tts._threads:  # including any started after the snapshot
-            await join_thread(next(iter(tts._threads)))
+        while tts._workers:  # including any started after the snapshot
+            await join_thread(next(iter(tts._workers)))
         assert not any(worker.is_alive() for worker in workers)
     assert renderer.utterances[0].interrupted
     assert renderer.utterances[0].chunks

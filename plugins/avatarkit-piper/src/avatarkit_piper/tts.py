@@ -91,7 +91,7 @@ class PiperTTS:
         self.info: VoiceInfo = self.options.info
         self.sample_rate: int = self.info.sample_rate
         self._voice: PiperVoice | None = None
-        self._threads: set[threading.Thread] = set()
+        self._workers: dict[threading.Thread, threading.Event] = {}  # worker -> its stop flag
 
     def __repr__(self) -> str:
         return f"PiperTTS(voice={self.info.name!r}, sample_rate={self.sample_rate})"
@@ -106,7 +106,10 @@ class PiperTTS:
         await self._load()
 
     async def close(self) -> None:
-        """Stop producing; the shared voice stays loaded for other instances."""
+        """Stop every worker of this instance before its next phrase (streams left open by a
+        caller included); the shared voice stays loaded for other instances."""
+        for stop in list(self._workers.values()):
+            stop.set()
 
     async def _load(self) -> PiperVoice:
         if self._voice is None:
@@ -143,7 +146,7 @@ class PiperTTS:
             name=f"avatarkit-piper-{self.info.name}",
             daemon=True,
         )
-        self._threads.add(worker)
+        self._workers[worker] = stop
         step = max(1, round(self.sample_rate * CHUNK_SECONDS))
         try:
             worker.start()
@@ -209,4 +212,4 @@ class PiperTTS:
                 anyio.from_thread.run_sync(send.close, token=token)
             except anyio.RunFinishedError:
                 send.close()  # no loop left to race with
-            self._threads.discard(threading.current_thread())
+            self._workers.pop(threading.current_thread(), None)
