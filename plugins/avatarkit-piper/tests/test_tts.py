@@ -78,6 +78,18 @@ async def join_thread(thread: threading.Thread) -> None:
     await anyio.to_thread.run_sync(thread.join, 60)
 
 
+def workers_of(tts: PiperTTS) -> set[threading.Thread]:
+    with tts._workers_lock:
+        return set(tts._workers)
+
+
+async def join_all(tts: PiperTTS) -> None:
+    """Wait for every worker of ``tts``, including any started while waiting."""
+    while remaining := workers_of(tts):
+        for worker in remaining:
+            await join_thread(worker)
+
+
 def test_importing_the_plugin_imports_no_piper_or_onnxruntime() -> None:
     code = (
         "import sys, avatarkit_piper.plugin\n"
@@ -193,13 +205,13 @@ async def test_closing_the_stream_stops_the_worker(
     gate = Gate(joe, monkeypatch, hold_from=2)
     stream = tts.synthesize(CLAUSES)
     await stream.__anext__()
-    (worker,) = tts._workers
+    (worker,) = workers_of(tts)
     await stream.aclose()  # what a renderer does when interrupted
     gate.release.set()  # let the phrase in flight finish
     await join_thread(worker)
     assert not worker.is_alive()
     assert gate.calls <= 2  # at most the phrase in flight (of 5), nothing after it
-    assert not tts._workers
+    assert not workers_of(tts)
 
 
 async def test_close_stops_workers_of_streams_left_open(
@@ -210,7 +222,7 @@ async def test_close_stops_workers_of_streams_left_open(
     gate = Gate(joe, monkeypatch, hold_from=2)
     stream = tts.synthesize(CLAUSES)
     await stream.__anext__()
-    (worker,) = tts._workers
+    (worker,) = workers_of(tts)
     await tts.close()  # the stream itself is still open
     gate.release.set()
     await join_thread(worker)
@@ -228,7 +240,7 @@ async def test_cancellation_stops_the_worker(joe: Any, monkeypatch: pytest.Monke
     with anyio.CancelScope() as scope:
         async for chunk in tts.synthesize(CLAUSES):
             received.append(chunk)
-            workers = set(tts._workers)
+            workers = workers_of(tts)
             scope.cancel()
     assert scope.cancelled_caught
     assert len(received) == 1
@@ -328,15 +340,14 @@ async def test_interrupting_a_session_stops_piper_promptly(
                 if renderer.utterances and renderer.utterances[0].chunks:
                     break
                 await anyio.sleep(0.01)
-            workers = set(tts._workers)
+            workers = workers_of(tts)
             await session.interrupt()
             # the turn ended while Piper's workers were still held: synthesis never blocks
             # the session
             assert len(workers) == 2
             assert all(worker.is_alive() for worker in workers)
         gate.release.set()
-        while tts._workers:  # including any started after the snapshot
-            await join_thread(next(iter(tts._workers)))
+        await join_all(tts)  # including any started after the snapshot
         assert not any(worker.is_alive() for worker in workers)
     assert renderer.utterances[0].interrupted
     assert renderer.utterances[0].chunks

@@ -92,6 +92,7 @@ class PiperTTS:
         self.sample_rate: int = self.info.sample_rate
         self._voice: PiperVoice | None = None
         self._workers: dict[threading.Thread, threading.Event] = {}  # worker -> its stop flag
+        self._workers_lock = threading.Lock()  # workers remove themselves from their thread
 
     def __repr__(self) -> str:
         return f"PiperTTS(voice={self.info.name!r}, sample_rate={self.sample_rate})"
@@ -108,7 +109,9 @@ class PiperTTS:
     async def close(self) -> None:
         """Stop every worker of this instance before its next phrase (streams left open by a
         caller included); the shared voice stays loaded for other instances."""
-        for stop in list(self._workers.values()):
+        with self._workers_lock:
+            stops = list(self._workers.values())
+        for stop in stops:
             stop.set()
 
     async def _load(self) -> PiperVoice:
@@ -146,7 +149,8 @@ class PiperTTS:
             name=f"avatarkit-piper-{self.info.name}",
             daemon=True,
         )
-        self._workers[worker] = stop
+        with self._workers_lock:
+            self._workers[worker] = stop
         step = max(1, round(self.sample_rate * CHUNK_SECONDS))
         try:
             worker.start()
@@ -212,4 +216,5 @@ class PiperTTS:
                 anyio.from_thread.run_sync(send.close, token=token)
             except anyio.RunFinishedError:
                 send.close()  # no loop left to race with
-            self._workers.pop(threading.current_thread(), None)
+            with self._workers_lock:
+                self._workers.pop(threading.current_thread(), None)
