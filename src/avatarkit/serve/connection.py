@@ -136,29 +136,33 @@ class _Connection:
 
     async def run(self) -> None:
         events = self.session.subscribe()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._forward, events)
-            tg.start_soon(self._drive, tg)
+        with events, self.pending_send, self.pending_receive:
             try:
-                await self._receive(tg)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._forward, events)
+                    tg.start_soon(self._drive, tg)
+                    try:
+                        await self._receive(tg)
+                    finally:
+                        tg.cancel_scope.cancel()
             finally:
-                tg.cancel_scope.cancel()
+                # Close before our end of the event stream goes, so the session closes its end.
+                with anyio.CancelScope(shield=True):
+                    await self.session.close()
 
     async def _forward(self, events: MemoryObjectReceiveStream[Event]) -> None:
-        async with events:
-            async for event in events:
-                await self.page.send_json(event_to_dict(event))
+        async for event in events:
+            await self.page.send_json(event_to_dict(event))
 
     async def _drive(self, tg: TaskGroup) -> None:
         try:
             async with self.session:
                 await self._announce()
-                async with self.pending_receive:
-                    async for text in self.pending_receive:
-                        try:
-                            await self.session.send(text)
-                        except AvatarKitError as exc:  # already sent as an "error" event
-                            logger.info("turn failed: %s", exc)
+                async for text in self.pending_receive:
+                    try:
+                        await self.session.send(text)
+                    except AvatarKitError as exc:  # already sent as an "error" event
+                        logger.info("turn failed: %s", exc)
         except AvatarKitError as exc:
             await self.page.send_json(error_message("start", str(exc)))
         except Exception as exc:
