@@ -65,12 +65,14 @@ Route = Literal["text", "audio"]
 class Timeouts:
     """Limits (seconds) that turn a hung provider into an error; ``None`` waits forever.
 
-    ``speak`` is added to the utterance's own expected length.
+    ``speak`` is added to the utterance's own expected length. ``interrupt_grace`` is how long
+    a renderer may take to return from speaking after ``interrupt()`` before it is cancelled.
     """
 
     first_token: float | None = None
     tts_first_chunk: float | None = None
     speak: float | None = None
+    interrupt_grace: float = 2.0
 
 
 @dataclass
@@ -87,8 +89,10 @@ class _Sentence:
 class _Turn:
     number: int
     started: float
-    scope: anyio.CancelScope
+    scope: anyio.CancelScope  # the whole turn
+    producers: anyio.CancelScope  # the LLM stream and TTS requests
     done: anyio.Event
+    slots: anyio.Semaphore  # audio route: one sentence speaking + `lookahead` synthesising
     interrupted: bool = False
     first_token_at: float | None = None
     first_speech_at: float | None = None
@@ -329,13 +333,24 @@ class AvatarSession:
         if turn is None or turn.done.is_set():
             return
         turn.interrupted = True
-        turn.scope.cancel()
+        turn.producers.cancel()
         try:
             await self.renderer.interrupt()
         except Exception as exc:
             logger.warning("renderer %s failed to interrupt: %s", _name(self.renderer), exc)
         with anyio.CancelScope(shield=True):
-            await turn.done.wait()
+            # speak()/speak_text() return by themselves once interrupted; one that does not is
+            # cancelled after a grace period so a misbehaving renderer cannot hang the session.
+            with anyio.move_on_after(self.timeouts.interrupt_grace):
+                await turn.done.wait()
+            if not turn.done.is_set():
+                logger.warning(
+                    "renderer %s did not return from speaking %.1f s after interrupt()",
+                    _name(self.renderer),
+                    self.timeouts.interrupt_grace,
+                )
+                turn.scope.cancel()
+                await turn.done.wait()
 
     async def _run(self, text: str, *, use_llm: bool) -> str:
         if self._closed:
@@ -347,7 +362,13 @@ class AvatarSession:
         async with self._turn_lock:
             self._turns += 1
             turn = _Turn(
-                self._turns, time.perf_counter(), anyio.CancelScope(), anyio.Event(), spoken=[]
+                self._turns,
+                time.perf_counter(),
+                anyio.CancelScope(),
+                anyio.CancelScope(),
+                anyio.Event(),
+                anyio.Semaphore(self.lookahead + 1),
+                spoken=[],
             )
             self._turn = turn
             failure: _Failed | None = None
@@ -404,16 +425,35 @@ class AvatarSession:
 
     async def _turn_body(self, turn: _Turn, text: str, use_llm: bool) -> None:
         send, receive = anyio.create_memory_object_stream[_Sentence](math.inf)
+        if use_llm:
+            self._set_state("thinking")
         async with anyio.create_task_group() as tg:
-            if use_llm:
-                self._set_state("thinking")
-                tg.start_soon(self._produce_from_llm, turn, send)
-            else:
-                tg.start_soon(self._produce_from_text, text, send)
             if self.route == "text":
+                tg.start_soon(self._producers, turn, text, use_llm, send, None)
                 await self._speak_text_sentences(turn, receive)
             else:
-                await self._speak_audio_sentences(turn, receive, tg)
+                ready_send, ready_receive = anyio.create_memory_object_stream[_Sentence](math.inf)
+                tg.start_soon(self._producers, turn, text, use_llm, send, (receive, ready_send))
+                await self._speak_audio_sentences(turn, ready_receive)
+
+    async def _producers(
+        self,
+        turn: _Turn,
+        text: str,
+        use_llm: bool,
+        sentences: MemoryObjectSendStream[_Sentence],
+        audio: tuple[MemoryObjectReceiveStream[_Sentence], MemoryObjectSendStream[_Sentence]]
+        | None,
+    ) -> None:
+        """Everything that costs money or CPU ahead of speech: one scope, cancelled by interrupt."""
+        with turn.producers:
+            async with anyio.create_task_group() as tg:
+                if use_llm:
+                    tg.start_soon(self._produce_from_llm, turn, sentences)
+                else:
+                    tg.start_soon(self._produce_from_text, text, sentences)
+                if audio is not None:
+                    tg.start_soon(self._schedule_tts, turn, *audio, tg)
 
     # -- producing sentences -------------------------------------------------------------------
 
@@ -470,6 +510,8 @@ class AvatarSession:
     ) -> None:
         async with sentences:
             async for sentence in sentences:
+                if turn.interrupted:
+                    return
                 await self._begin_sentence(turn, sentence)
                 if turn.first_speech_at is None:
                     turn.first_speech_at = time.perf_counter()
@@ -478,42 +520,42 @@ class AvatarSession:
                 try:
                     await self._bounded_speak(self.renderer.speak_text(sentence.speech), expected)
                 finally:
-                    if turn.interrupted:
-                        fraction = (time.perf_counter() - started) / (expected or 1.0)
-                    else:
-                        fraction = 1.0
-                    self._end_sentence(turn, sentence, fraction)
-                if turn.interrupted:
-                    return
+                    self._end_sentence(turn, sentence, _elapsed_fraction(turn, started, expected))
 
     # -- speaking: audio route ------------------------------------------------------------------
 
-    async def _speak_audio_sentences(
-        self, turn: _Turn, sentences: MemoryObjectReceiveStream[_Sentence], tg: TaskGroup
+    async def _schedule_tts(
+        self,
+        turn: _Turn,
+        sentences: MemoryObjectReceiveStream[_Sentence],
+        ready: MemoryObjectSendStream[_Sentence],
+        tg: TaskGroup,
     ) -> None:
-        # At most one sentence speaking plus `lookahead` being synthesised ahead of it.
-        slots = anyio.Semaphore(self.lookahead + 1)
-        ready_send, ready_receive = anyio.create_memory_object_stream[_Sentence](math.inf)
+        async with sentences, ready:
+            async for sentence in sentences:
+                await turn.slots.acquire()
+                audio_send, sentence.audio = anyio.create_memory_object_stream[AudioChunk](math.inf)
+                tg.start_soon(self._synthesize, sentence, audio_send)
+                ready.send_nowait(sentence)
 
-        async def schedule() -> None:
-            async with sentences, ready_send:
-                async for sentence in sentences:
-                    await slots.acquire()
-                    audio_send, sentence.audio = anyio.create_memory_object_stream[AudioChunk](
-                        math.inf
-                    )
-                    tg.start_soon(self._synthesize, sentence, audio_send)
-                    ready_send.send_nowait(sentence)
-
-        tg.start_soon(schedule)
-        async with ready_receive:
-            async for sentence in ready_receive:
-                try:
-                    await self._speak_one_audio(turn, sentence)
-                finally:
-                    slots.release()
-                if turn.interrupted:
-                    return
+    async def _speak_audio_sentences(
+        self, turn: _Turn, ready: MemoryObjectReceiveStream[_Sentence]
+    ) -> None:
+        async with ready:
+            try:
+                async for sentence in ready:
+                    try:
+                        if not turn.interrupted:
+                            await self._speak_one_audio(turn, sentence)
+                    finally:
+                        _discard(sentence)
+                        turn.slots.release()
+            finally:
+                while True:  # sentences synthesised but never spoken (interrupt, error)
+                    try:
+                        _discard(ready.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                        break
 
     async def _synthesize(
         self, sentence: _Sentence, out: MemoryObjectSendStream[AudioChunk]
@@ -637,6 +679,18 @@ async def _aclose(stream: object) -> None:
                 await aclose()
             except Exception as exc:
                 logger.debug("closing stream %r failed: %s", stream, exc)
+
+
+def _discard(sentence: _Sentence) -> None:
+    if sentence.audio is not None:
+        sentence.audio.close()
+
+
+def _elapsed_fraction(turn: _Turn, started: float, expected: float) -> float:
+    """How much of an utterance of ``expected`` seconds was said when the turn stopped."""
+    if not turn.interrupted:
+        return 1.0
+    return (time.perf_counter() - started) / (expected or 1.0)
 
 
 def _since(start: float, at: float | None) -> float | None:

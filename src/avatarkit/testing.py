@@ -10,13 +10,14 @@ import math
 import re
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict
 
 from avatarkit.hookspecs import hookimpl
@@ -29,10 +30,14 @@ __all__ = [
     "FakeProvidersPlugin",
     "FakeTTS",
     "FakeTextRenderer",
+    "check_llm",
+    "check_renderer",
+    "check_tts",
     "installed_distribution",
     "registered",
     "tokens",
     "tone",
+    "wait_until",
 ]
 
 
@@ -259,6 +264,8 @@ class _FakeTTSOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sample_rate: int = 16000
     ms_per_char: float = 10.0
+    first_chunk_delay: float = 0.0
+    chunk_delay: float = 0.0
 
 
 class _FakeTextRendererOptions(BaseModel):
@@ -292,6 +299,7 @@ class FakeProvidersPlugin:
 
         factory.__name__ = cls.__name__
         factory.__qualname__ = cls.__qualname__
+        factory.__wrapped__ = cls  # type: ignore[attr-defined]  # capabilities seen at load time
         return factory
 
     def of(self, cls: type[Any]) -> list[Any]:
@@ -360,3 +368,185 @@ def installed_distribution(
         for mod in set(sys.modules) - modules_before:
             if mod.split(".")[0] in top_levels:
                 del sys.modules[mod]
+
+
+async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true (fails after ``within`` seconds).
+
+    For tests that wait on a fake's recorded state, which has no event to wait on.
+    """
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - the fakes' state has no event to wait on
+            await anyio.sleep(0.002)
+
+
+# -- conformance checks for plugin authors ------------------------------------------------------
+
+_CHECK_MESSAGES = (
+    Message("system", "You are a test."),
+    Message("user", "Say something short, please."),
+)
+
+
+async def _maybe_close(provider: object) -> None:
+    close = getattr(provider, "close", None)
+    if close is not None:
+        result = close()
+        if hasattr(result, "__await__"):
+            await result
+
+
+async def _close_twice_and_cancelled(provider: object, what: str) -> None:
+    """``close`` must be idempotent and must not fail when called from a cancelled scope."""
+    if getattr(provider, "close", None) is None:
+        return
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await _maybe_close(provider)
+    try:
+        await _maybe_close(provider)
+        await _maybe_close(provider)
+    except Exception as exc:
+        raise AssertionError(f"{what}.close() is not idempotent: {exc!r}") from exc
+
+
+async def _aclose(iterator: object) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def check_llm(
+    llm: Any, messages: Sequence[Message] = _CHECK_MESSAGES, *, patience: float = 30.0
+) -> str:
+    """Check that ``llm`` behaves as the session expects; returns the reply it streamed.
+
+    ``stream`` yields non-empty ``str`` deltas; abandoning the stream after the first delta
+    (what an interrupt does) does not raise; ``close`` is idempotent and cancellation-safe.
+    Call it inside your test's own ``start``/``close`` if the provider needs starting.
+    """
+    with anyio.fail_after(patience):
+        deltas: list[str] = []
+        stream = llm.stream(list(messages))
+        try:
+            async for delta in stream:
+                assert isinstance(delta, str), f"stream yielded {type(delta).__name__}, not str"
+                deltas.append(delta)
+        finally:
+            await _aclose(stream)
+        reply = "".join(deltas)
+        assert reply.strip(), "stream yielded no text"
+        stream = llm.stream(list(messages))
+        first = await stream.__anext__()
+        assert isinstance(first, str), f"stream yielded {type(first).__name__}, not str"
+        await _aclose(stream)  # an interrupt abandons the stream like this
+    await _close_twice_and_cancelled(llm, "llm")
+    return reply
+
+
+async def _collect_audio(audio: Any, chunks: list[AudioChunk]) -> None:
+    async for chunk in audio:
+        assert isinstance(chunk, AudioChunk), f"yielded {type(chunk).__name__}, not AudioChunk"
+        assert isinstance(chunk.data, bytes), "AudioChunk.data must be bytes"
+        assert isinstance(chunk.sample_rate, int), "sample_rate must be an int"
+        assert chunk.sample_rate > 0, f"sample_rate must be positive, got {chunk.sample_rate}"
+        assert chunk.channels >= 1, f"channels must be 1 or more, got {chunk.channels}"
+        assert len(chunk.data) % (2 * chunk.channels) == 0, (
+            f"chunk of {len(chunk.data)} bytes is not whole 16-bit frames of "
+            f"{chunk.channels} channel(s)"
+        )
+        chunks.append(chunk)
+
+
+async def check_tts(
+    tts: Any, text: str = "Hello there, this is a test.", *, patience: float = 30.0
+) -> list[AudioChunk]:
+    """Check that ``tts`` yields valid PCM for ``text``; returns the chunks.
+
+    Every chunk is an :class:`~avatarkit.AudioChunk` of whole 16-bit frames at one positive
+    sample rate, the audio is not empty, abandoning the stream after one chunk does not raise,
+    and ``close`` is idempotent and cancellation-safe.
+    """
+    with anyio.fail_after(patience):
+        chunks: list[AudioChunk] = []
+        audio = tts.synthesize(text)
+        try:
+            await _collect_audio(audio, chunks)
+        finally:
+            await _aclose(audio)
+        assert chunks, "synthesize yielded no audio"
+        rates = {(c.sample_rate, c.channels) for c in chunks}
+        assert len(rates) == 1, f"chunks change sample rate or channels mid-stream: {rates}"
+        assert sum(c.frames for c in chunks) > 0, "synthesize yielded only empty chunks"
+        stream = tts.synthesize(text)
+        await stream.__anext__()
+        await _aclose(stream)
+    await _close_twice_and_cancelled(tts, "tts")
+    return chunks
+
+
+async def _audio(sample_rate: int, chunks: int) -> AsyncGenerator[AudioChunk, None]:
+    chunk = tone(0.02, sample_rate)
+    for _ in range(chunks):
+        yield AudioChunk(chunk, sample_rate)
+        await anyio.lowlevel.checkpoint()
+
+
+async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
+    """Check that ``renderer`` follows the renderer contract.
+
+    It has ``speak_text`` and/or ``speak`` (async); after ``start``, each returns for a short
+    utterance; ``interrupt`` during a long utterance makes it return promptly (within
+    ``patience`` seconds, a hang guard, not a speed test); ``close`` is idempotent and
+    cancellation-safe. Starts and closes the renderer itself.
+    """
+    from avatarkit.providers import renderer_capabilities
+
+    caps = renderer_capabilities(renderer)
+    assert caps.text or caps.audio, "renderer has neither async speak_text nor async speak"
+    for method in ("start", "interrupt", "close"):
+        assert callable(getattr(renderer, method, None)), f"renderer has no {method}()"
+    rate = getattr(renderer, "sample_rate", None) or 16000
+    with anyio.fail_after(patience):
+        await renderer.start()
+    try:
+        if caps.text:
+            with anyio.fail_after(patience):
+                await renderer.speak_text("Hello.")
+            await _check_interrupt(
+                renderer, lambda: renderer.speak_text("word " * 2000), patience, "speak_text"
+            )
+        if caps.audio:
+            short = _audio(rate, 3)
+            try:
+                with anyio.fail_after(patience):
+                    await renderer.speak(short)
+            finally:
+                await short.aclose()
+            endless = _audio(rate, 3000)  # a minute: interrupt must end speak long before
+            try:
+                await _check_interrupt(renderer, lambda: renderer.speak(endless), patience, "speak")
+            finally:
+                await endless.aclose()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _close_twice_and_cancelled(renderer, "renderer")
+
+
+async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str) -> None:
+    returned = anyio.Event()
+
+    async def run() -> None:
+        await speak()
+        returned.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()  # let the utterance begin
+        await renderer.interrupt()
+        with anyio.move_on_after(patience):
+            await returned.wait()
+        tg.cancel_scope.cancel()
+    if not returned.is_set():
+        raise AssertionError(f"{name} did not return within {patience}s of interrupt()")

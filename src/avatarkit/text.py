@@ -10,6 +10,11 @@ We tried pysbd (the usual library for sentence boundaries): it works on whole te
 about a millisecond per call and would have to be re-run on the growing buffer at every token,
 which alone would exceed the engine's whole latency budget. The rules here are few, cheap, and
 tested by property tests (no text lost or duplicated; any chunking gives the same sentences).
+
+Releasing at the full stop assumes what LLM tokenizers guarantee in practice: a token that ends
+in ``.``, ``!`` or ``?`` is followed by a space or the end, unless the word itself is ambiguous
+(tokenizers keep "3.14", "example.com", "..." and "?!" together). Under that assumption any
+chunking of a stream gives exactly the sentences of the whole text.
 """
 
 from __future__ import annotations
