@@ -23,7 +23,6 @@ from avatarkit.testing import FakeLLM, FakeTextRenderer
 ServerThread = Any  # tests/serve/conftest.py: a uvicorn server in a thread
 
 
-
 class CountingTextRenderer(FakeTextRenderer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -121,6 +122,27 @@ async def test_speak_gives_up_after_the_audio_length_plus_grace() -> None:
     with anyio.fail_after(5):
         await renderer.speak(chunks(AudioChunk(tone(0.1, 8000), 8000)))
     assert anyio.current_time() - started >= 0.1
+
+
+async def test_audio_is_pulled_at_playback_speed_not_all_at_once() -> None:
+    """The engine counts pulled audio as spoken: the renderer must not race ahead of playback."""
+    renderer = BrowserRenderer(playback_grace=60, buffer_ahead=0.1)
+    page = RecordingPage()
+    renderer.attach_page(page)
+    audio = [AudioChunk(tone(0.02, 8000), 8000) for _ in range(100)]  # 2 s, available at once
+    async with aclosing(chunks(*audio)) as stream, anyio.create_task_group() as tg:
+        tg.start_soon(renderer.speak, stream)
+        with anyio.fail_after(5):
+            while not page.frames():
+                await anyio.sleep(0.01)
+        started = anyio.current_time()
+        await anyio.sleep(0.3)
+        sent = len(page.frames()) * 0.02
+        elapsed = anyio.current_time() - started
+        assert sent <= elapsed + 0.1 + 0.02 + 0.02  # played so far + buffer_ahead + one chunk
+        assert sent >= 0.1  # but it does keep a buffer ahead
+        await renderer.interrupt()
+    assert len(page.frames()) < 100
 
 
 async def test_interrupt_returns_speak_at_once_and_tells_the_page_to_stop() -> None:

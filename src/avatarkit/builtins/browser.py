@@ -4,9 +4,10 @@ It is an audio renderer (``speak`` only), so any TTS feeds it. Each utterance go
 over the session's WebSocket: a JSON ``audio_start``, binary frames of PCM, a JSON ``audio_end``
 (see :func:`audio_frame` for the binary layout). The page plays the frames back to back with Web
 Audio and answers ``played`` when the last one has finished, which is when ``speak`` returns, so
-the engine's timing follows what the person actually hears. If the page never answers (a
-background tab whose audio is suspended), ``speak`` gives up after the audio's own length plus
-``playback_grace`` seconds.
+the engine's timing follows what the person actually hears. Audio is pulled from the TTS at
+playback speed, at most ``buffer_ahead`` seconds ahead, so an interrupted reply's history holds
+about what was heard. If the page never answers (a background tab whose audio is suspended),
+``speak`` gives up after the audio's own length plus ``playback_grace`` seconds.
 
 The server attaches the page with :meth:`BrowserRenderer.attach_page` before the session starts;
 outside ``avatarkit serve`` there is no page, and ``start`` says so.
@@ -72,6 +73,12 @@ class BrowserRendererOptions(BaseModel):
         ge=0,
         description="Seconds past the audio's length to wait for the page to report playback.",
     )
+    buffer_ahead: float = Field(
+        0.5,
+        ge=0.05,
+        description="Seconds of audio sent ahead of playback: more rides out network hiccups, "
+        "less keeps an interrupted reply's history closer to what was heard.",
+    )
 
 
 class _Utterance:
@@ -83,10 +90,18 @@ class _Utterance:
 class BrowserRenderer:
     """Plays the avatar's speech in the ``avatarkit serve`` page (which also draws the face)."""
 
-    def __init__(self, sample_rate: int | None = None, playback_grace: float = 2.0) -> None:
-        options = BrowserRendererOptions(sample_rate=sample_rate, playback_grace=playback_grace)
+    def __init__(
+        self,
+        sample_rate: int | None = None,
+        playback_grace: float = 2.0,
+        buffer_ahead: float = 0.5,
+    ) -> None:
+        options = BrowserRendererOptions(
+            sample_rate=sample_rate, playback_grace=playback_grace, buffer_ahead=buffer_ahead
+        )
         self.sample_rate = options.sample_rate
         self.playback_grace = options.playback_grace
+        self.buffer_ahead = options.buffer_ahead
         self._page: PageLink | None = None
         self._current: _Utterance | None = None
         self._utterances = 0
@@ -119,6 +134,14 @@ class BrowserRenderer:
                 return  # interrupted while the TTS was still producing
             if not chunk.data:
                 continue
+            if first_sent is not None:
+                # Pull audio at playback speed: the engine counts what we pulled as spoken.
+                ahead = seconds - (anyio.current_time() - first_sent)
+                if ahead > self.buffer_ahead:
+                    with anyio.move_on_after(ahead - self.buffer_ahead):
+                        await utterance.finished.wait()
+                    if utterance.finished.is_set():
+                        return
             await page.send_bytes(audio_frame(utterance.number, chunk))
             if first_sent is None:
                 first_sent = anyio.current_time()

@@ -79,22 +79,25 @@ def run(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_sessions: int | None = None,
 ) -> None:
     """Serve the session described by the YAML file ``path`` until interrupted (Ctrl-C).
 
-    The file is loaded once up front, so a broken file fails here (``ConfigError``) rather than
-    in the first page; nothing is started until a page connects.
+    The file is validated up front, so a broken file fails here (``ConfigError``) rather than
+    in the first page; each page then loads its own fresh session from it, and nothing is
+    started until a page connects. ``max_sessions`` defaults to ``DEFAULT_MAX_SESSIONS``.
     """
     require_serve_extra()
     import uvicorn
 
-    from avatarkit.config import load_session
+    from avatarkit.config import load_config, load_session
 
+    if max_sessions is None:
+        max_sessions = DEFAULT_MAX_SESSIONS
     if max_sessions < 1:
         raise AvatarKitError(f"--max-sessions must be at least 1, not {max_sessions}")
     source = Path(path)
-    load_session(source)  # validate now; each page loads its own fresh session
+    load_config(source)  # validates everything, builds no provider
 
     def factory() -> Any:
         return load_session(source)

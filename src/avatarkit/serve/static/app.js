@@ -41,7 +41,12 @@ window.avatarkit = {
   errors: [],
   metrics: null,
   get audio() {
-    return { ...player.stats, context: player.state, playing: player.playing };
+    return {
+      ...player.stats,
+      context: player.state,
+      playing: player.playing,
+      output: player.outputLevel(),
+    };
   },
   get mouth() {
     return face.openness;

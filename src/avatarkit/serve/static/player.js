@@ -22,7 +22,14 @@ export class Player {
 
   // Create or resume the AudioContext; call it from a user gesture too (autoplay rules).
   unlock() {
-    if (!this.context) this.context = new AudioContext();
+    if (!this.context) {
+      this.context = new AudioContext();
+      // Everything plays through an analyser: `outputLevel()` measures what is really audible.
+      this.output = this.context.createAnalyser();
+      this.output.fftSize = 2048;
+      this.output.connect(this.context.destination);
+      this.probe = new Float32Array(this.output.fftSize);
+    }
     if (this.context.state === "suspended") this.context.resume().catch(() => {});
     return this.context;
   }
@@ -55,7 +62,7 @@ export class Player {
 
     const source = context.createBufferSource();
     source.buffer = buffer;
-    source.connect(context.destination);
+    source.connect(this.output);
     const start = Math.max(this.nextTime, context.currentTime + LEAD_SECONDS);
     source.start(start);
     this.nextTime = start + buffer.duration;
@@ -99,7 +106,16 @@ export class Player {
     this.stats.stops += 1;
   }
 
-  // Loudness (RMS, 0..1) of what is audible right now.
+  // RMS of the audio leaving the AudioContext over the last ~50 ms (0 when silent).
+  outputLevel() {
+    if (!this.context) return 0;
+    this.output.getFloatTimeDomainData(this.probe);
+    let sum = 0;
+    for (const x of this.probe) sum += x * x;
+    return Math.sqrt(sum / this.probe.length);
+  }
+
+  // Loudness (RMS, 0..1) of what is scheduled to be audible right now (drives the mouth).
   level() {
     if (!this.context) return 0;
     const now = this.context.currentTime;

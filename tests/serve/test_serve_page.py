@@ -1,0 +1,457 @@
+"""The serve page in real headless Chromium (Debian's, driven by Playwright) against the app on
+127.0.0.1: streamed replies, Web Audio playback and the talking face, interrupt, tab close, the
+LiveKit viewer, limits and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.sync.client import connect
+
+from avatarkit import AudioChunk, AvatarSession, ViewerConnection
+from avatarkit.builtins.browser import BrowserRenderer
+from avatarkit.serve.assets import find_livekit_client
+from avatarkit.testing import FakeLLM, FakeTextRenderer, FakeTTS, tone
+
+ServerThread = Any  # conftest.py: uvicorn serving an app in a thread
+Page = Any  # playwright.sync_api.Page
+REPO = Path(__file__).resolve().parents[2]
+MOUTH_RGB = (0x7A, 0x1F, 0x2B)  # face.js MOUTH_COLOR
+
+
+def wait_until(condition: Callable[[], Any], *, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class SyllableTTS(FakeTTS):
+    """FakeTTS whose tone is gated 250 ms on / 250 ms off, like syllables, so a mouth that
+    follows the audio has to open and close within one sentence."""
+
+    gate = 0.25
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        self.texts.append(text)
+        rate = self.sample_rate
+        samples = np.frombuffer(tone(len(text) * self.ms_per_char / 1000, rate), "<i2").copy()
+        period = int(2 * self.gate * rate)
+        samples[(np.arange(samples.size) % period) >= period // 2] = 0
+        pcm = samples.tobytes()
+        step = int(rate * 0.02) * 2
+        for offset in range(0, len(pcm), step):
+            yield AudioChunk(pcm[offset : offset + step], rate)
+
+
+class CountingBrowserRenderer(BrowserRenderer):
+    def __init__(self) -> None:
+        super().__init__(playback_grace=5.0)
+        self.closes = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+        await super().close()
+
+
+class AudioFactory:
+    def __init__(self, reply: str, tts: FakeTTS) -> None:
+        self.reply = reply
+        self.tts = tts
+        self.sessions: list[AvatarSession] = []
+
+    def __call__(self) -> AvatarSession:
+        session = AvatarSession(
+            llm=FakeLLM([self.reply], token_delay=0.01),
+            tts=self.tts,
+            renderer=CountingBrowserRenderer(),
+        )
+        self.sessions.append(session)
+        return session
+
+
+def open_served(new_page: Callable[[], Page], server: ServerThread) -> Page:
+    page = new_page()
+    page.goto(server.url + "/")
+    page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'connected'")
+    return page
+
+
+def say(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+# Samples, once per animation frame, how many canvas pixels have the mouth's colour.
+SAMPLE_MOUTH = """
+async ({ rgb, maxMs }) => {
+  const canvas = document.getElementById("face");
+  const g = canvas.getContext("2d");
+  const top = Math.floor(canvas.height * 0.5), height = Math.floor(canvas.height * 0.35);
+  const samples = [];
+  const t0 = performance.now();
+  let idleSince = null;
+  while (performance.now() - t0 < maxMs) {
+    await new Promise((resolve) => requestAnimationFrame(resolve));
+    const data = g.getImageData(0, top, canvas.width, height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (Math.abs(data[i] - rgb[0]) < 10 && Math.abs(data[i + 1] - rgb[1]) < 10 &&
+          Math.abs(data[i + 2] - rgb[2]) < 10) n++;
+    }
+    const a = window.avatarkit;
+    const audio = a.audio;
+    samples.push({ n, playing: audio.playing, output: audio.output, mouth: a.mouth });
+    if (a.state === "idle" && a.metrics && !a.audio.playing) {
+      idleSince = idleSince ?? performance.now();
+      if (performance.now() - idleSince > 400) break;  // keep sampling the closed mouth a bit
+    }
+  }
+  return samples;
+}
+"""
+
+
+def test_typing_a_message_shows_the_streamed_reply(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    reply = "Hello there, I am your avatar. It is nice to meet you! What shall we talk about?"
+
+    def factory() -> AvatarSession:
+        return AvatarSession(
+            llm=FakeLLM([reply], token_delay=0.03),
+            renderer=FakeTextRenderer(seconds_per_char=0.002),
+        )
+
+    server = serve(factory, title="chat.yaml")
+    page = open_served(new_page, server)
+    assert page.inner_text("#title") == "chat.yaml"
+    # Record every text the avatar's bubble shows while the reply streams in.
+    page.evaluate(
+        """() => {
+          window.seenTexts = [];
+          new MutationObserver(() => {
+            const li = document.querySelector("#transcript li.avatar");
+            if (li) window.seenTexts.push(li.textContent);
+          }).observe(document.getElementById("transcript"),
+                     { childList: true, subtree: true, characterData: true });
+        }"""
+    )
+    say(page, "Who are you?")
+    page.wait_for_function("window.avatarkit.metrics !== null && window.avatarkit.state === 'idle'")
+    assert page.inner_text("#transcript li.user") == "Who are you?"
+    assert page.inner_text("#transcript li.avatar") == reply
+    seen = page.evaluate("window.seenTexts")
+    partial = {t for t in seen if t and t != reply}
+    assert len(partial) >= 5 and all(reply.startswith(t) for t in partial)  # streamed in pieces
+    assert page.inner_text("#m-first-speech").endswith(" ms")
+    assert page.inner_text("#state") == "idle"
+    assert page.errors == []
+
+
+def test_browser_renderer_plays_audio_and_the_mouth_follows_it(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    tts = SyllableTTS(ms_per_char=30)
+    factory = AudioFactory("Hello there, I am your avatar. It is nice to meet you!", tts)
+    server = serve(factory, title="browser.yaml")
+    page = open_served(new_page, server)
+    assert page.is_visible("#face")
+    say(page, "Hi!")
+    samples = page.evaluate(SAMPLE_MOUTH, {"rgb": list(MOUTH_RGB), "maxMs": 20000})
+    screenshot = os.environ.get("AVATARKIT_SERVE_SCREENSHOT")
+    stats = page.evaluate("window.avatarkit.audio")
+    metrics = page.evaluate("window.avatarkit.metrics")
+
+    # All the synthesised audio reached the page and was scheduled and played.
+    expected_seconds = sum(len(t) for t in tts.texts) * tts.ms_per_char / 1000
+    assert len(tts.texts) == 2
+    assert stats["context"] == "running"
+    assert stats["buffers"] >= 2 * len(tts.texts)
+    assert stats["seconds"] == pytest.approx(expected_seconds, abs=0.05)
+    assert stats["played"] == 2 and stats["stops"] == 0
+    # speak() returned only when the page had played each sentence: the turn lasted that long.
+    assert metrics["duration"] >= expected_seconds and not metrics["interrupted"]
+
+    # The mouth on the canvas: a thin line when silent, opening and closing with the syllables.
+    closed = samples[-1]["n"]
+    assert 0 < closed < 1000 and not samples[-1]["playing"]
+    assert max(s["output"] for s in samples) > 0.1  # it was audible, not just scheduled
+    speaking = [s["n"] for s in samples if s["playing"]]
+    assert max(speaking) > 4 * closed
+    phases = [n > 2 * closed for n in speaking]
+    openings = sum(1 for a, b in zip(phases, phases[1:], strict=False) if b and not a)
+    assert openings >= 3  # ~2.8 s of 0.5 s syllables: several open/close cycles
+    assert page.errors == []
+    if screenshot:  # docs/guide/serve.md's picture: AVATARKIT_SERVE_SCREENSHOT=path pytest ...
+        say(page, "Tell me more.")
+        page.wait_for_function("window.avatarkit.mouth > 0.8")
+        page.screenshot(path=screenshot)
+
+
+def test_interrupt_stops_playback_at_once(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    reply = (
+        "This is a long answer that takes many seconds to say out loud. "
+        "It goes on and on, so there is plenty of time to cut it short."
+    )
+    factory = AudioFactory(reply, FakeTTS(ms_per_char=60))
+    server = serve(factory)
+    page = open_served(new_page, server)
+    say(page, "Talk for a while.")
+    page.wait_for_function("window.avatarkit.audio.output > 0.1 && window.avatarkit.mouth > 0.5")
+    page.click("#interrupt")
+    at_click = page.evaluate("window.avatarkit.audio")
+    assert not at_click["playing"] and at_click["stops"] >= 1  # silenced locally, at once
+    # What leaves the AudioContext goes silent (the analyser's window is ~50 ms).
+    page.wait_for_function("window.avatarkit.audio.output === 0", timeout=2000)
+    page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert page.evaluate("window.avatarkit.metrics.interrupted")
+    assert page.is_visible("#transcript li.avatar.interrupted")
+    buffers = page.evaluate("window.avatarkit.audio.buffers")
+    page.wait_for_timeout(400)
+    after = page.evaluate("window.avatarkit.audio")
+    assert after["buffers"] == buffers and not after["playing"]  # nothing more arrives
+    assert after["output"] == 0
+    assert after["seconds"] < len(reply) * 0.06  # not the whole reply
+    page.wait_for_function("window.avatarkit.mouth === 0")
+    session = factory.sessions[0]
+    spoken = session.history[-1]
+    assert spoken.role == "assistant" and len(spoken.content) < len(reply)
+    say(page, "Are you still there?")  # the session carries on
+    page.wait_for_function("window.avatarkit.metrics.turn === 2 && window.avatarkit.state==='idle'")
+    assert page.errors == []
+
+
+def test_closing_the_tab_closes_the_session(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    factory = AudioFactory("A reply that is still playing when the tab closes.", FakeTTS())
+    server = serve(factory)
+    page = open_served(new_page, server)
+    say(page, "hello")
+    page.wait_for_function("window.avatarkit.audio.buffers > 0")
+    assert httpx.get(server.url + "/healthz", trust_env=False).json()["sessions"] == 1
+    page.close()
+    renderer = factory.sessions[0].renderer
+    wait_until(lambda: renderer.closes == 1, what="the renderer to be closed")
+    wait_until(
+        lambda: httpx.get(server.url + "/healthz", trust_env=False).json()["sessions"] == 0,
+        what="the session slot to be released",
+    )
+    assert factory.sessions[0].state == "closed"
+    time.sleep(0.2)
+    assert renderer.closes == 1
+
+
+# -- the LiveKit viewer (HeyGen) -------------------------------------------------------------
+
+
+class ViewerRenderer(FakeTextRenderer):
+    """Stands in for a HeyGen renderer: speaks text and, once started, exposes its LiveKit
+    room as ``viewer``; counts ``close`` (what stops the paid session)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        super().__init__(seconds_per_char=0.001)
+        self._room = (url, token)
+        self.viewer: ViewerConnection | None = None
+        self.closes = 0
+
+    async def start(self) -> None:
+        await super().start()
+        url, token = self._room
+        self.viewer = ViewerConnection(url, token, session_id="fake-session-1")
+
+    async def close(self) -> None:
+        self.closes += 1
+        self.viewer = None
+        await super().close()
+
+
+class FakeLivekitServer:
+    """Records livekit-client's signalling attempts (``<url>/rtc...?access_token=``) and refuses
+    them the way a LiveKit server refuses a bad token (its validate endpoint answers 401)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[dict[str, Any]] = []
+        self.app = Starlette(
+            routes=[
+                WebSocketRoute("/rtc", self.signal),
+                WebSocketRoute("/rtc/v1", self.signal),
+                Route("/rtc/validate", self.validate),
+                Route("/rtc/v1/validate", self.validate),
+            ]
+        )
+
+    async def signal(self, websocket: WebSocket) -> None:
+        self.attempts.append(
+            {"kind": "websocket", "path": websocket.url.path, "query": dict(websocket.query_params)}
+        )
+        await websocket.close(code=1008)  # before accept: the handshake is refused
+
+    async def validate(self, request: Request) -> Response:
+        self.attempts.append(
+            {"kind": "validate", "path": request.url.path, "query": dict(request.query_params)}
+        )
+        return PlainTextResponse("fake livekit: invalid token", status_code=401)
+
+
+@pytest.fixture(scope="session")
+def livekit_client() -> Path:
+    """livekit-client from the npm registry (scripts/fetch-livekit-client), never committed."""
+    found = find_livekit_client()
+    if found is None and shutil.which("npm"):
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "fetch-livekit-client")], check=True, timeout=300
+        )
+        found = find_livekit_client()
+    if found is None:
+        message = "livekit-client is not installed and npm is missing: scripts/fetch-livekit-client"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_livekit_viewer_joins_exactly_the_renderers_room(
+    serve: Callable[..., ServerThread],
+    serve_asgi: Callable[[Any], ServerThread],
+    new_page: Callable[[], Page],
+    livekit_client: Path,
+) -> None:
+    livekit = FakeLivekitServer()
+    room = serve_asgi(livekit.app)
+    room_url = f"ws://127.0.0.1:{room.port}"
+    token = "viewer-token-123.abc"
+    renderers: list[ViewerRenderer] = []
+
+    def factory() -> AvatarSession:
+        renderers.append(ViewerRenderer(room_url, token))
+        return AvatarSession(llm=FakeLLM(["Hi, I am on video."]), renderer=renderers[-1])
+
+    server = serve(factory)
+    page = open_served(new_page, server)
+    assert page.evaluate("window.avatarkit.display") == "livekit"
+    wait_until(lambda: livekit.attempts, what="livekit-client to connect to the room")
+    signal = next(a for a in livekit.attempts if a["kind"] == "websocket")
+    assert signal["path"] in ("/rtc", "/rtc/v1")
+    assert signal["query"]["access_token"] == token
+    # The page says plainly that the room could not be reached.
+    page.wait_for_function("window.avatarkit.room.state === 'failed'")
+    note = page.inner_text("#stage-note")
+    assert note.startswith(f"cannot reach the avatar's room at {room_url}")
+    # The conversation still works over the text route.
+    say(page, "hello")
+    page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert renderers[0].spoken == ["Hi, I am on video."]
+    page.close()
+    wait_until(lambda: renderers[0].closes == 1, what="the avatar session to be stopped")
+    assert page_errors_ok(page)
+
+
+def page_errors_ok(page: Page) -> bool:
+    return all("livekit" in e.lower() or "room" in e.lower() for e in page.errors)
+
+
+def test_page_explains_a_missing_livekit_client(
+    serve: Callable[..., ServerThread],
+    new_page: Callable[[], Page],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AVATARKIT_LIVEKIT_CLIENT", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def factory() -> AvatarSession:
+        return AvatarSession(
+            llm=FakeLLM(), renderer=ViewerRenderer("ws://127.0.0.1:9", "unused-token")
+        )
+
+    server = serve(factory)
+    page = open_served(new_page, server)
+    page.wait_for_function("window.avatarkit.room.state === 'unavailable'")
+    assert "npm install --prefix ~/.cache/avatarkit/npm livekit-client@2" in page.inner_text(
+        "#stage-note"
+    )
+
+
+# -- limits and bad input ----------------------------------------------------------------------
+
+
+def test_over_the_limit_page_says_so(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    server = serve(
+        lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer()), max_sessions=1
+    )
+    first = open_served(new_page, server)
+    second = new_page()
+    second.goto(server.url + "/")
+    second.wait_for_function("window.avatarkit.closeCode === 1013")
+    assert "already runs 1 avatar session" in second.inner_text("#transcript li.error")
+    assert second.inner_text("#connection") == "disconnected: the server is at its session limit"
+    assert second.is_disabled("#text")
+    say(first, "still here?")
+    first.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+
+
+@pytest.fixture
+def flood_messages() -> Iterator[list[str | bytes]]:
+    yield [
+        "{not json",
+        json.dumps({"type": "who-knows"}),
+        json.dumps({"type": "send", "text": "z" * (1 << 20)}),
+        *(json.dumps({"type": "send", "text": f"rapid {i}"}) for i in range(50)),
+    ]
+
+
+def test_bad_input_leaves_the_server_serving_other_pages(
+    serve: Callable[..., ServerThread],
+    new_page: Callable[[], Page],
+    flood_messages: list[str | bytes],
+) -> None:
+    server = serve(
+        lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(seconds_per_char=0.01))
+    )
+    with connect(server.ws_url, proxy=None, max_size=None) as abuser:
+        for message in flood_messages:
+            abuser.send(message)
+        errors = 0
+        for _ in range(500):
+            data = json.loads(abuser.recv(timeout=10))
+            errors += data["type"] == "error"
+            if errors >= 4:  # malformed, unknown type, 1 MB, and at least one "busy"
+                break
+        assert errors >= 4
+        page = open_served(new_page, server)
+        say(page, "Hello, anyone home?")
+        page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+        assert page.inner_text("#transcript li.avatar") == "Hello there. How can I help you today?"
+        abuser.send(json.dumps({"type": "send", "text": "and me?"}))  # the abuser is still served
+        for _ in range(2000):
+            data = json.loads(abuser.recv(timeout=20))
+            if data["type"] == "metrics" and not data["interrupted"]:
+                break
+        else:
+            raise AssertionError("no complete turn for the flooding connection")
