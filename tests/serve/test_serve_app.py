@@ -115,14 +115,17 @@ def test_hello_ready_and_a_streamed_turn(serve: Callable[..., ServerThread]) -> 
         ws.send(json.dumps({"type": "send", "text": "  hi  "}))
         _, seen = recv_until(ws, lambda m: m["type"] == "metrics")
     types = [m["type"] for m in seen]
-    assert types[0] == "state" and seen[0]["state"] == "thinking"
+    assert types[0] == "state"
+    assert seen[0]["state"] == "thinking"
     assert "".join(m["text"] for m in seen if m["type"] == "delta") == "Hello there. How are you?"
     assert [m["text"] for m in seen if m["type"] == "sentence_start"] == [
         "Hello there.",
         "How are you?",
     ]
     metrics = seen[-1]
-    assert metrics["turn"] == 1 and metrics["sentences"] == 2 and not metrics["interrupted"]
+    assert metrics["turn"] == 1
+    assert metrics["sentences"] == 2
+    assert not metrics["interrupted"]
     assert metrics["time_to_first_speech"] is not None
     assert factory.sessions[0].history[0].content == "hi"
     assert factory.renderers[0].spoken == ["Hello there.", "How are you?"]
@@ -178,7 +181,8 @@ def test_bad_messages_get_an_error_and_the_session_stays_up(
         handshake(ws)
         ws.send(raw)
         error = recv(ws)
-        assert error["type"] == "error" and error["stage"] == "protocol"
+        assert error["type"] == "error"
+        assert error["stage"] == "protocol"
         assert expected in error["message"]
         ws.send(json.dumps({"type": "send", "text": "still there?"}))
         metrics, _ = recv_until(ws, lambda m: m["type"] == "metrics")
@@ -212,7 +216,8 @@ def test_fifty_rapid_messages_leave_the_server_serving_others(
         flood.send(json.dumps({"type": "send", "text": "one more"}))
         recv_until(flood, lambda m: m["type"] == "metrics" and not m["interrupted"])
     user_messages = [m.content for m in factory.sessions[0].history if m.role == "user"]
-    assert user_messages[0] == "message 0" and user_messages[-1] == "one more"
+    assert user_messages[0] == "message 0"
+    assert user_messages[-1] == "one more"
     assert len(user_messages) < 50
 
 
@@ -227,7 +232,8 @@ def test_a_new_message_interrupts_the_current_reply(serve: Callable[..., ServerT
         ws.send(json.dumps({"type": "send", "text": "second"}))
         first, _ = recv_until(ws, lambda m: m["type"] == "metrics")
         second, _ = recv_until(ws, lambda m: m["type"] == "metrics")
-    assert first["interrupted"] and first["turn"] == 1
+    assert first["interrupted"]
+    assert first["turn"] == 1
     assert second["turn"] == 2
 
 
@@ -242,7 +248,8 @@ def test_interrupt_message_stops_the_avatar(serve: Callable[..., ServerThread]) 
         ws.send(json.dumps({"type": "interrupt"}))
         ended, _ = recv_until(ws, lambda m: m["type"] == "sentence_end")
         metrics, _ = recv_until(ws, lambda m: m["type"] == "metrics")
-    assert ended["interrupted"] and metrics["interrupted"]
+    assert ended["interrupted"]
+    assert metrics["interrupted"]
     assert factory.renderers[0].interrupts >= 1
     assert factory.renderers[0].completed == []
 
@@ -254,11 +261,13 @@ def test_over_the_limit_gets_a_clear_message(serve: Callable[..., ServerThread])
         handshake(first)
         with ws_connect(server) as second:
             error = recv(second)
-            assert error["type"] == "error" and error["stage"] == "limit"
+            assert error["type"] == "error"
+            assert error["stage"] == "limit"
             assert "already runs 1 avatar session" in error["message"]
             with pytest.raises(ConnectionClosed) as closed:
                 second.recv(timeout=10)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1013
         first.send(json.dumps({"type": "send", "text": "still fine"}))
         recv_until(first, lambda m: m["type"] == "metrics")
     assert len(factory.sessions) == 1  # the refused page never built a session
@@ -285,7 +294,8 @@ def test_a_broken_session_file_is_reported_to_the_page(
         }
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1011
 
 
 def test_a_renderer_that_fails_to_start_is_reported_and_closed(
@@ -309,7 +319,8 @@ def test_a_renderer_that_fails_to_start_is_reported_and_closed(
         assert error["message"] == "heygen: HTTP 401: invalid API key"
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1011
     assert renderers[0].closes == 1  # a half-started paid session is stopped
 
 
@@ -330,7 +341,8 @@ def test_the_page_and_its_modules_are_served(serve: Callable[..., ServerThread])
     server = serve(Factory())
     with httpx.Client(base_url=server.url, trust_env=False) as client:
         index = client.get("/")
-        assert index.status_code == 200 and '<script type="module"' in index.text
+        assert index.status_code == 200
+        assert '<script type="module"' in index.text
         for name in ("app.js", "player.js", "face.js", "room.js"):
             module = client.get(f"/static/{name}")
             assert module.status_code == 200
@@ -354,7 +366,8 @@ def test_livekit_client_is_served_from_the_npm_cache_or_explained(
         (dist / "livekit-client.esm.mjs").write_text("export const Room = 1;\n")
         monkeypatch.setenv("AVATARKIT_LIVEKIT_CLIENT", str(tmp_path / "npm"))
         found = client.get("/vendor/livekit-client.mjs")
-        assert found.status_code == 200 and found.text == "export const Room = 1;\n"
+        assert found.status_code == 200
+        assert found.text == "export const Room = 1;\n"
         assert found.headers["content-type"].startswith("text/javascript")
 
 

@@ -23,15 +23,20 @@ class RecordingPage:
         self.messages: list[dict[str, Any] | bytes] = []
         self.renderer = renderer
         self.delay = delay
+        self.audio_ended = anyio.Event()
+        self.got_audio = anyio.Event()
 
     async def send_json(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
+        if message["type"] == "audio_end":
+            self.audio_ended.set()
         if message["type"] == "audio_end" and self.renderer is not None:
             await anyio.sleep(self.delay)
             self.renderer.played(message["utterance"])
 
     async def send_bytes(self, data: bytes) -> None:
         self.messages.append(data)
+        self.got_audio.set()
 
     def json(self) -> list[dict[str, Any]]:
         return [m for m in self.messages if isinstance(m, dict)]
@@ -49,9 +54,12 @@ def test_registered_as_an_audio_renderer() -> None:
     spec = default_registry(refresh=True).get("renderer", "browser")
     assert spec.source.distribution == "avatarkit"
     caps = spec.capabilities()
-    assert caps is not None and caps.audio and not caps.text
+    assert caps is not None
+    assert caps.audio
+    assert not caps.text
     renderer = spec.create(sample_rate=24000)
-    assert isinstance(renderer, BrowserRenderer) and renderer.sample_rate == 24000
+    assert isinstance(renderer, BrowserRenderer)
+    assert renderer.sample_rate == 24000
 
 
 def test_options_are_validated() -> None:
@@ -103,8 +111,7 @@ async def test_speak_waits_for_the_page_not_just_for_sending() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(speak)
         with anyio.fail_after(5):
-            while not page.json() or page.json()[-1]["type"] != "audio_end":
-                await anyio.sleep(0.01)
+            await page.audio_ended.wait()
         await anyio.sleep(0.05)
         assert not done.is_set()
         renderer.played(999)  # another utterance's report does not count
@@ -133,8 +140,7 @@ async def test_audio_is_pulled_at_playback_speed_not_all_at_once() -> None:
     async with aclosing(chunks(*audio)) as stream, anyio.create_task_group() as tg:
         tg.start_soon(renderer.speak, stream)
         with anyio.fail_after(5):
-            while not page.frames():
-                await anyio.sleep(0.01)
+            await page.got_audio.wait()
         started = anyio.current_time()
         await anyio.sleep(0.3)
         sent = len(page.frames()) * 0.02
@@ -152,8 +158,7 @@ async def test_interrupt_returns_speak_at_once_and_tells_the_page_to_stop() -> N
     async with anyio.create_task_group() as tg:
         tg.start_soon(renderer.speak, chunks(AudioChunk(tone(0.5, 8000), 8000)))
         with anyio.fail_after(5):
-            while not page.json() or page.json()[-1]["type"] != "audio_end":
-                await anyio.sleep(0.01)
+            await page.audio_ended.wait()
         with anyio.fail_after(5):  # speak must not wait out its 60 s grace
             await renderer.interrupt()
     assert page.json()[-1] == {"type": "audio_stop"}

@@ -4,12 +4,13 @@ LiveKit viewer, limits and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +75,14 @@ class CountingBrowserRenderer(BrowserRenderer):
 
 
 class AudioFactory:
-    def __init__(self, reply: str, tts: FakeTTS) -> None:
-        self.reply = reply
+    def __init__(self, reply: str, tts: FakeTTS, *more_replies: str) -> None:
+        self.replies = [reply, *more_replies]
         self.tts = tts
         self.sessions: list[AvatarSession] = []
 
     def __call__(self) -> AvatarSession:
         session = AvatarSession(
-            llm=FakeLLM([self.reply], token_delay=0.01),
+            llm=FakeLLM(self.replies, token_delay=0.01),
             tts=self.tts,
             renderer=CountingBrowserRenderer(),
         )
@@ -162,7 +163,8 @@ def test_typing_a_message_shows_the_streamed_reply(
     assert page.inner_text("#transcript li.avatar") == reply
     seen = page.evaluate("window.seenTexts")
     partial = {t for t in seen if t and t != reply}
-    assert len(partial) >= 5 and all(reply.startswith(t) for t in partial)  # streamed in pieces
+    assert len(partial) >= 5
+    assert all(reply.startswith(t) for t in partial)  # streamed in pieces
     assert page.inner_text("#m-first-speech").endswith(" ms")
     assert page.inner_text("#state") == "idle"
     assert page.errors == []
@@ -188,18 +190,21 @@ def test_browser_renderer_plays_audio_and_the_mouth_follows_it(
     assert stats["context"] == "running"
     assert stats["buffers"] >= 2 * len(tts.texts)
     assert stats["seconds"] == pytest.approx(expected_seconds, abs=0.05)
-    assert stats["played"] == 2 and stats["stops"] == 0
+    assert stats["played"] == 2
+    assert stats["stops"] == 0
     # speak() returned only when the page had played each sentence: the turn lasted that long.
-    assert metrics["duration"] >= expected_seconds and not metrics["interrupted"]
+    assert metrics["duration"] >= expected_seconds
+    assert not metrics["interrupted"]
 
     # The mouth on the canvas: a thin line when silent, opening and closing with the syllables.
     closed = samples[-1]["n"]
-    assert 0 < closed < 1000 and not samples[-1]["playing"]
+    assert 0 < closed < 1000
+    assert not samples[-1]["playing"]
     assert max(s["output"] for s in samples) > 0.1  # it was audible, not just scheduled
     speaking = [s["n"] for s in samples if s["playing"]]
     assert max(speaking) > 4 * closed
     phases = [n > 2 * closed for n in speaking]
-    openings = sum(1 for a, b in zip(phases, phases[1:], strict=False) if b and not a)
+    openings = sum(1 for a, b in itertools.pairwise(phases) if b and not a)
     assert openings >= 3  # ~2.8 s of 0.5 s syllables: several open/close cycles
     assert page.errors == []
     if screenshot:  # docs/guide/serve.md's picture: AVATARKIT_SERVE_SCREENSHOT=path pytest ...
@@ -215,14 +220,15 @@ def test_interrupt_stops_playback_at_once(
         "This is a long answer that takes many seconds to say out loud. "
         "It goes on and on, so there is plenty of time to cut it short."
     )
-    factory = AudioFactory(reply, FakeTTS(ms_per_char=60))
+    factory = AudioFactory(reply, FakeTTS(ms_per_char=60), "Yes.")
     server = serve(factory)
     page = open_served(new_page, server)
     say(page, "Talk for a while.")
     page.wait_for_function("window.avatarkit.audio.output > 0.1 && window.avatarkit.mouth > 0.5")
     page.click("#interrupt")
     at_click = page.evaluate("window.avatarkit.audio")
-    assert not at_click["playing"] and at_click["stops"] >= 1  # silenced locally, at once
+    assert not at_click["playing"]
+    assert at_click["stops"] >= 1  # silenced locally, at once
     # What leaves the AudioContext goes silent (the analyser's window is ~50 ms).
     page.wait_for_function("window.avatarkit.audio.output === 0", timeout=2000)
     page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
@@ -231,13 +237,15 @@ def test_interrupt_stops_playback_at_once(
     buffers = page.evaluate("window.avatarkit.audio.buffers")
     page.wait_for_timeout(400)
     after = page.evaluate("window.avatarkit.audio")
-    assert after["buffers"] == buffers and not after["playing"]  # nothing more arrives
+    assert after["buffers"] == buffers
+    assert not after["playing"]  # nothing more arrives
     assert after["output"] == 0
     assert after["seconds"] < len(reply) * 0.06  # not the whole reply
     page.wait_for_function("window.avatarkit.mouth === 0")
     session = factory.sessions[0]
     spoken = session.history[-1]
-    assert spoken.role == "assistant" and len(spoken.content) < len(reply)
+    assert spoken.role == "assistant"
+    assert len(spoken.content) < len(reply)
     say(page, "Are you still there?")  # the session carries on
     page.wait_for_function("window.avatarkit.metrics.turn === 2 && window.avatarkit.state==='idle'")
     assert page.errors == []
@@ -417,8 +425,8 @@ def test_over_the_limit_page_says_so(
 
 
 @pytest.fixture
-def flood_messages() -> Iterator[list[str | bytes]]:
-    yield [
+def flood_messages() -> list[str | bytes]:
+    return [
         "{not json",
         json.dumps({"type": "who-knows"}),
         json.dumps({"type": "send", "text": "z" * (1 << 20)}),
@@ -432,7 +440,7 @@ def test_bad_input_leaves_the_server_serving_other_pages(
     flood_messages: list[str | bytes],
 ) -> None:
     server = serve(
-        lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(seconds_per_char=0.01))
+        lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(seconds_per_char=0.002))
     )
     with connect(server.ws_url, proxy=None, max_size=None) as abuser:
         for message in flood_messages:
