@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.sync.client import connect
 
-from avatarkit import AudioChunk, AvatarSession, ViewerConnection
+from avatarkit import AudioChunk, AvatarSession, ViewerConnection, load_session
 from avatarkit.builtins.browser import BrowserRenderer
 from avatarkit.serve.assets import find_livekit_client
 from avatarkit.testing import FakeLLM, FakeTextRenderer, FakeTTS, tone
@@ -375,6 +375,96 @@ def test_livekit_viewer_joins_exactly_the_renderers_room(
     page.close()
     wait_until(lambda: renderers[0].closes == 1, what="the avatar session to be stopped")
     assert page_errors_ok(page)
+
+
+class FakeHeyGenAndLivekit:
+    """HeyGen's streaming API (POST /v1/streaming.<op>, x-api-key, ``{"code": 100, "data"}``,
+    per shared/reference/heygen-api.md) whose sessions point at a LiveKit "server" on the same
+    port that records livekit-client's signalling attempts."""
+
+    api_key = "hg-serve-test-key"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.sessions: dict[str, str] = {}
+        self.livekit = FakeLivekitServer()
+        self.url = ""  # set once served
+        self.app = Starlette(
+            routes=[
+                Route("/v1/{op:path}", self.operate, methods=["POST"]),
+                *self.livekit.app.routes,
+            ]
+        )
+
+    def ops(self, op: str) -> list[dict[str, Any]]:
+        return [body for name, body in self.calls if name == op]
+
+    async def operate(self, request: Request) -> Response:
+        op = request.path_params["op"].removeprefix("streaming.")
+        body = await request.json()
+        self.calls.append((op, body))
+        if request.headers.get("x-api-key") != self.api_key:
+            return JSONResponse({"code": 401, "message": "Unauthorized"}, status_code=401)
+        data: dict[str, Any] | None = None
+        if op == "new":
+            session_id = f"sess-{len(self.sessions) + 1}"
+            self.sessions[session_id] = "new"
+            data = {
+                "session_id": session_id,
+                "url": self.url,
+                "access_token": f"lk-viewer-{session_id}",
+                "realtime_endpoint": "",
+                "session_duration_limit": 600,
+                "is_paid": True,
+            }
+        elif self.sessions.get(body.get("session_id")) in (None, "stopped"):
+            return JSONResponse({"code": 10005, "message": "Session not found"}, status_code=400)
+        elif op in ("start", "stop"):
+            self.sessions[body["session_id"]] = {"start": "started", "stop": "stopped"}[op]
+        elif op == "task":
+            data = {"task_id": f"task-{len(self.ops('task'))}", "duration_ms": 50}
+        return JSONResponse({"code": 100, "message": "success", "data": data})
+
+
+def test_heygen_page_joins_the_room_and_closing_the_tab_stops_the_session(
+    serve: Callable[..., ServerThread],
+    serve_asgi: Callable[[Any], ServerThread],
+    new_page: Callable[[], Page],
+    livekit_client: Path,
+) -> None:
+    fake = FakeHeyGenAndLivekit()
+    served = serve_asgi(fake.app)
+    fake.url = f"ws://127.0.0.1:{served.port}"
+    config = {
+        "llm": {"provider": "scripted", "replies": ["Hello from HeyGen."]},
+        "renderer": {
+            "provider": "heygen",
+            "api_key": fake.api_key,
+            "base_url": served.url,
+            "avatar_id": "Wayne_20240711",
+        },
+    }
+    server = serve(lambda: load_session(config))
+    page = open_served(new_page, server)
+    assert page.evaluate("window.avatarkit.display") == "livekit"
+    assert [op for op, _ in fake.calls] == ["new", "start"]
+    session_id = fake.ops("start")[0]["session_id"]
+    # livekit-client tries exactly the room and token HeyGen handed out.
+    wait_until(lambda: fake.livekit.attempts, what="livekit-client to connect to the room")
+    signal = next(a for a in fake.livekit.attempts if a["kind"] == "websocket")
+    assert signal["path"] in ("/rtc", "/rtc/v1")
+    assert signal["query"]["access_token"] == f"lk-viewer-{session_id}"
+    page.wait_for_function("window.avatarkit.room.state === 'failed'")
+    assert page.inner_text("#stage-note").startswith(
+        f"cannot reach the avatar's room at {fake.url}"
+    )
+    say(page, "hi")
+    page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert [b["text"] for b in fake.ops("task")] == ["Hello from HeyGen."]
+    assert fake.sessions[session_id] == "started"
+    page.close()
+    wait_until(lambda: fake.sessions[session_id] == "stopped", what="HeyGen stop")
+    assert len(fake.ops("stop")) == 1
 
 
 def page_errors_ok(page: Page) -> bool:
