@@ -104,11 +104,9 @@ def run(
 
     app = create_app(factory, max_sessions=max_sessions, title=source.name)
     server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
-    display_host = f"[{host}]" if ":" in host else host
+    # uvicorn logs the address it listens on ("Uvicorn running on http://...") right after this.
     logging.getLogger("uvicorn.error").info(
-        "avatarkit serve: open http://%s:%d/ to talk to %s (at most %d session(s) at once)",
-        display_host,
-        port,
+        "avatarkit serve: %s, at most %d avatar session(s) at once; open the address below",
         source.name,
         max_sessions,
     )
