@@ -75,16 +75,23 @@ class CountingBrowserRenderer(BrowserRenderer):
 
 
 class AudioFactory:
-    def __init__(self, reply: str, tts: FakeTTS, *more_replies: str) -> None:
+    def __init__(
+        self,
+        reply: str,
+        tts: FakeTTS,
+        *more_replies: str,
+        renderer: Callable[[], BrowserRenderer] = CountingBrowserRenderer,
+    ) -> None:
         self.replies = [reply, *more_replies]
         self.tts = tts
+        self.renderer = renderer
         self.sessions: list[AvatarSession] = []
 
     def __call__(self) -> AvatarSession:
         session = AvatarSession(
             llm=FakeLLM(self.replies, token_delay=0.01),
             tts=self.tts,
-            renderer=CountingBrowserRenderer(),
+            renderer=self.renderer(),
         )
         self.sessions.append(session)
         return session
@@ -174,7 +181,12 @@ def test_browser_renderer_plays_audio_and_the_mouth_follows_it(
     serve: Callable[..., ServerThread], new_page: Callable[[], Page]
 ) -> None:
     tts = SyllableTTS(ms_per_char=30)
-    factory = AudioFactory("Hello there, I am your avatar. It is nice to meet you!", tts)
+    factory = AudioFactory(
+        "Hello there, I am your avatar. It is nice to meet you!",
+        tts,
+        "I draw this face on a canvas, and my mouth follows the sound you hear.",
+        renderer=BrowserRenderer,
+    )
     server = serve(factory, title="browser.yaml")
     page = open_served(new_page, server)
     assert page.is_visible("#face")
@@ -208,7 +220,7 @@ def test_browser_renderer_plays_audio_and_the_mouth_follows_it(
     assert openings >= 3  # ~2.8 s of 0.5 s syllables: several open/close cycles
     assert page.errors == []
     if screenshot:  # docs/guide/serve.md's picture: AVATARKIT_SERVE_SCREENSHOT=path pytest ...
-        say(page, "Tell me more.")
+        say(page, "How do you move your lips?")
         page.wait_for_function("window.avatarkit.mouth > 0.8")
         page.screenshot(path=screenshot)
 

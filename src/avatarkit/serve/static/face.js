@@ -40,41 +40,87 @@ export class Face {
   draw(now) {
     const g = this.context;
     const { width: w, height: h } = this.canvas;
+    const cx = w / 2;
     g.clearRect(0, 0, w, h);
+    // backdrop
+    g.fillStyle = "#eef1f7";
+    g.beginPath();
+    g.arc(cx, h / 2, w * 0.48, 0, Math.PI * 2);
+    g.fill();
+    // neck and shoulders
+    g.fillStyle = "#e4b393";
+    g.fillRect(cx - w * 0.08, h * 0.78, w * 0.16, h * 0.12);
+    g.fillStyle = "#3d5afe";
+    g.beginPath();
+    g.ellipse(cx, h * 1.02, w * 0.34, h * 0.16, 0, Math.PI, Math.PI * 2);
+    g.fill();
+    // hair behind the head
+    g.fillStyle = "#3b2a20";
+    g.beginPath();
+    g.ellipse(cx, h * 0.43, w * 0.31, h * 0.35, 0, 0, Math.PI * 2);
+    g.fill();
     // head
     g.fillStyle = "#f2c7a5";
     g.beginPath();
-    g.ellipse(w / 2, h / 2, w * 0.36, h * 0.42, 0, 0, Math.PI * 2);
+    g.ellipse(cx, h * 0.5, w * 0.27, h * 0.32, 0, 0, Math.PI * 2);
     g.fill();
-    // hair
+    // fringe
     g.fillStyle = "#3b2a20";
     g.beginPath();
-    g.ellipse(w / 2, h * 0.2, w * 0.34, h * 0.14, 0, Math.PI, Math.PI * 2);
+    g.ellipse(cx, h * 0.25, w * 0.27, h * 0.11, 0, Math.PI, Math.PI * 2);
+    g.ellipse(cx - w * 0.1, h * 0.25, w * 0.17, h * 0.08, 0.3, 0, Math.PI);
     g.fill();
-    // eyes
-    const blinking = now < this.blinkUntil;
-    g.fillStyle = "#1d2330";
-    for (const x of [w * 0.38, w * 0.62]) {
+    // cheeks
+    g.fillStyle = "rgba(232, 120, 120, 0.18)";
+    for (const x of [cx - w * 0.15, cx + w * 0.15]) {
       g.beginPath();
-      g.ellipse(x, h * 0.42, w * 0.035, blinking ? h * 0.004 : h * 0.04, 0, 0, Math.PI * 2);
+      g.arc(x, h * 0.58, w * 0.045, 0, Math.PI * 2);
       g.fill();
     }
+    // eyes: white, iris, blink
+    const blinking = now < this.blinkUntil;
+    for (const x of [cx - w * 0.1, cx + w * 0.1]) {
+      const y = h * 0.46;
+      g.fillStyle = "#ffffff";
+      g.beginPath();
+      g.ellipse(x, y, w * 0.045, blinking ? h * 0.004 : h * 0.032, 0, 0, Math.PI * 2);
+      g.fill();
+      if (!blinking) {
+        g.fillStyle = "#2f3a56";
+        g.beginPath();
+        g.arc(x, y + h * 0.004, w * 0.022, 0, Math.PI * 2);
+        g.fill();
+      }
+      g.strokeStyle = "#3b2a20";
+      g.lineWidth = 3;
+      g.beginPath();
+      g.moveTo(x - w * 0.05, y - h * 0.06);
+      g.quadraticCurveTo(x, y - h * 0.075, x + w * 0.05, y - h * 0.06);
+      g.stroke();
+    }
+    // nose
+    g.strokeStyle = "#d9a184";
+    g.lineWidth = 3;
+    g.beginPath();
+    g.moveTo(cx, h * 0.5);
+    g.quadraticCurveTo(cx - w * 0.02, h * 0.57, cx + w * 0.01, h * 0.575);
+    g.stroke();
     // mouth: a closed line when silent, an open ellipse that follows the loudness
-    const mouthY = h * 0.66;
-    const mouthW = w * (0.14 + 0.04 * this.openness);
-    const mouthH = h * 0.11 * this.openness;
+    const mouthY = h * 0.665;
+    const mouthW = w * (0.075 + 0.025 * this.openness);
+    const mouthH = h * 0.065 * this.openness;
     g.fillStyle = MOUTH_COLOR;
     g.strokeStyle = MOUTH_COLOR;
     if (mouthH < 1.5) {
       g.lineWidth = 4;
       g.lineCap = "round";
       g.beginPath();
-      g.moveTo(w / 2 - mouthW, mouthY);
-      g.lineTo(w / 2 + mouthW, mouthY);
+      g.moveTo(cx - mouthW, mouthY);
+      g.quadraticCurveTo(cx, mouthY + h * 0.012, cx + mouthW, mouthY);
       g.stroke();
     } else {
       g.beginPath();
-      g.ellipse(w / 2, mouthY, mouthW, mouthH, 0, 0, Math.PI * 2);
+      g.ellipse(cx, mouthY, mouthW, mouthH, 0, 0, Math.PI * 2);
       g.fill();
     }
   }
