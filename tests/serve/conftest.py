@@ -112,9 +112,13 @@ def wait_until(
         time.sleep(0.02)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium (``apt-get install chromium``), never a downloaded browser build."""
+    """Debian's Chromium (``apt-get install chromium``), never a downloaded browser build.
+
+    Module-scoped on purpose: Playwright's sync API keeps an asyncio loop marked as running in
+    this thread until it stops, which would break the async tests of later modules.
+    """
     if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
         message = f"{CHROMIUM} not found: apt-get install chromium (scripts/check does it in CI)"
         if os.environ.get("CI"):
