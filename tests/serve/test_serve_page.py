@@ -565,3 +565,26 @@ def test_bad_input_leaves_the_server_serving_other_pages(
                 break
         else:
             raise AssertionError("no complete turn for the flooding connection")
+
+
+def test_offline_example_speaks_with_piper_in_the_page(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    """examples/browser.yaml as shipped: scripted LLM, Piper's real voice, the drawn face."""
+    from avatarkit.plugins import default_registry
+
+    if ("tts", "piper") not in default_registry(refresh=True):
+        pytest.skip("avatarkit-piper is not installed (examples/browser.yaml uses its voice)")
+    example = REPO / "examples" / "browser.yaml"
+    server = serve(lambda: load_session(example, env={"SCRIPTED_DELAY": "0"}))
+    page = open_served(new_page, server)
+    say(page, "hello")
+    samples = page.evaluate(SAMPLE_MOUTH, {"rgb": list(MOUTH_RGB), "maxMs": 60000})
+    audio = page.evaluate("window.avatarkit.audio")
+    assert page.inner_text("#transcript li.avatar").startswith("Hello! I live in your browser.")
+    assert audio["played"] == 2
+    assert audio["seconds"] > 2.0  # two sentences of real speech
+    assert max(s["output"] for s in samples) > 0.02
+    closed = samples[-1]["n"]
+    phases = [s["n"] > 2 * closed for s in samples if s["playing"]]
+    assert sum(1 for a, b in itertools.pairwise(phases) if b and not a) >= 2  # lips move

@@ -155,8 +155,10 @@ class _Connection:
             await self.page.send_json(event_to_dict(event))
 
     async def _drive(self, tg: TaskGroup) -> None:
+        started = False
         try:
             async with self.session:
+                started = True
                 await self._announce()
                 async for text in self.pending_receive:
                     try:
@@ -164,10 +166,11 @@ class _Connection:
                     except AvatarKitError as exc:  # already sent as an "error" event
                         logger.info("turn failed: %s", exc)
         except AvatarKitError as exc:
-            await self.page.send_json(error_message("start", str(exc)))
+            await self.page.send_json(error_message("session" if started else "start", str(exc)))
         except Exception as exc:
             logger.exception("avatar session failed")
-            await self.page.send_json(error_message("start", f"{type(exc).__name__}: {exc}"))
+            message = f"{type(exc).__name__}: {exc}"
+            await self.page.send_json(error_message("session" if started else "start", message))
         finally:
             tg.cancel_scope.cancel()  # the page cannot talk to a closed session: disconnect
 

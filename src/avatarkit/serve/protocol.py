@@ -33,7 +33,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: Longest user message accepted, in characters.
 MAX_TEXT_CHARS = 4000
 
-ErrorStage: TypeAlias = Literal["protocol", "busy", "limit", "config", "start", "origin"]
+ErrorStage: TypeAlias = Literal["protocol", "busy", "limit", "config", "start", "session", "origin"]
 
 
 class ProtocolError(ValueError):
