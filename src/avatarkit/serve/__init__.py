@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
     from avatarkit.serve.connection import Limits, SessionFactory
 
-__all__ = ["DEFAULT_MAX_SESSIONS", "WS_MAX_SIZE", "create_app", "require_serve_extra", "run"]
+__all__ = [
+    "DEFAULT_MAX_SESSIONS",
+    "WS_MAX_SIZE",
+    "create_app",
+    "require_serve_extra",
+    "run",
+    "uvicorn_config",
+]
 
 logger = logging.getLogger(__name__)
 
