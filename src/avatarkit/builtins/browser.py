@@ -51,7 +51,11 @@ def audio_frame(utterance: int, chunk: AudioChunk) -> bytes:
 
 
 class PageLink(Protocol):
-    """The page's end of the connection, as the server gives it to the renderer."""
+    """The page's end of the connection, as the server gives it to the renderer.
+
+    Sends do not raise once the page has gone: the server notices the disconnect itself and
+    closes the session (and so this renderer).
+    """
 
     async def send_json(self, message: dict[str, Any]) -> None: ...
 
