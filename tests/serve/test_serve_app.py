@@ -62,7 +62,9 @@ def wait_until(condition: Callable[[], Any], *, what: str, timeout: float = 10.0
 
 
 def ws_connect(server: ServerThread, **kwargs: Any) -> ClientConnection:
-    return connect(server.ws_url, proxy=None, open_timeout=10, max_size=None, **kwargs)
+    return connect(
+        server.ws_url, proxy=None, open_timeout=10, max_size=None, max_queue=None, **kwargs
+    )
 
 
 def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:

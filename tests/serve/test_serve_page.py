@@ -544,7 +544,7 @@ def test_bad_input_leaves_the_server_serving_other_pages(
     server = serve(
         lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(seconds_per_char=0.002))
     )
-    with connect(server.ws_url, proxy=None, max_size=None) as abuser:
+    with connect(server.ws_url, proxy=None, max_size=None, max_queue=None) as abuser:
         for message in flood_messages:
             abuser.send(message)
         errors = 0
