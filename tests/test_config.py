@@ -440,3 +440,34 @@ def test_secrets_never_shown_in_errors(tmp_path: Path, registry: ProviderRegistr
         load_session(high, registry=registry, env=ENV)
     assert "could not be built: ValueError: temperature too high for key ***" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+class KeylessLLM:
+    def __init__(self) -> None:
+        raise ConfigError("no API key: set THE_KEY", field="api_key")
+
+    async def stream(self, messages: Any) -> Any:
+        yield "never"
+
+
+class KeylessPlugin:
+    __name__ = "keyless-plugin"
+
+    @avatarkit.hookimpl
+    def register_providers(self, registry: ProviderRegistry) -> None:
+        registry.llm("keyless", KeylessLLM)
+
+
+def test_a_providers_own_config_error_gets_file_line_and_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        renderer: {provider: fake-text}
+        llm:
+          provider: keyless
+        """,
+    )
+    with registered(FakeProvidersPlugin(), KeylessPlugin()) as reg:
+        with pytest.raises(ConfigError) as info:
+            load_session(path, registry=reg)
+    assert str(info.value) == f"{path}:3:3: llm.api_key: no API key: set THE_KEY"

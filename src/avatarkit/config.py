@@ -107,6 +107,12 @@ class ProviderConfig:
         factory = self.spec.load_factory()
         try:
             return factory(**self.options)
+        except ConfigError as exc:
+            if exc.path is not None or self.location.path is None:
+                raise
+            # A provider's own option check (e.g. a missing API key): say where in the file.
+            field_name = f"{self.kind}.{exc.field}" if exc.field else self.kind
+            raise _config_error(exc.message, self.location, field_name) from None
         except AvatarKitError:
             raise
         except Exception as exc:

@@ -6,13 +6,20 @@ exact, so benchmarks can subtract them. Register them for one test with :func:`r
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import select
+import socket
 import struct
 import sys
+import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +32,20 @@ from avatarkit.plugins import PluginManager, ProviderRegistry, get_plugin_manage
 from avatarkit.providers import AudioChunk, Message
 
 __all__ = [
+    "ClientGone",
     "FakeAudioRenderer",
     "FakeLLM",
     "FakeProvidersPlugin",
     "FakeTTS",
     "FakeTextRenderer",
+    "LoopbackServer",
+    "ReceivedRequest",
+    "Responder",
     "check_llm",
     "check_renderer",
     "check_tts",
     "installed_distribution",
+    "loopback_server",
     "registered",
     "tokens",
     "tone",
@@ -550,3 +562,291 @@ async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str
         tg.cancel_scope.cancel()
     if not returned.is_set():
         raise AssertionError(f"{name} did not return within {patience}s of interrupt()")
+
+
+# -- a loopback HTTP server for provider tests ------------------------------------------------
+
+
+class ClientGone(Exception):
+    """Raised inside a :class:`Responder` when the client closed the connection."""
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request a :class:`LoopbackServer` received (header names lower-cased)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.body)
+
+
+class Responder:
+    """Writes one response, on the server's thread, the way a real service would.
+
+    A handler either calls :meth:`send` once, or :meth:`start`, then :meth:`write` / :meth:`sse`
+    any number of times, then :meth:`end` (or :meth:`cut` to drop the connection mid-body, as a
+    crashed server does). Writing after the client went away raises :class:`ClientGone`, which
+    the server records as a disconnect.
+    """
+
+    def __init__(self, server: LoopbackServer, handler: BaseHTTPRequestHandler) -> None:
+        self.server = server
+        self._handler = handler
+        if "chunked" in handler.headers.get("transfer-encoding", "").lower():
+            body, complete = _read_chunked(handler.rfile)
+            self.incomplete = not complete
+        else:
+            length = int(handler.headers.get("content-length") or 0)
+            body = handler.rfile.read(length) if length else b""
+            #: the client left while sending its body (e.g. cancelled mid-request)
+            self.incomplete = len(body) < length
+        self.request = ReceivedRequest(
+            handler.command,
+            handler.path,
+            {k.lower(): v for k, v in handler.headers.items()},
+            body,
+        )
+        self._streaming = False
+        self.finished = False
+
+    def _raw(self, data: bytes) -> None:
+        try:
+            self._handler.wfile.write(data)
+        except OSError as exc:  # BrokenPipe, ConnectionReset: the client closed
+            raise ClientGone(str(exc)) from exc
+
+    def _head(self, status: int, headers: Mapping[str, str]) -> None:
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        lines = [f"HTTP/1.1 {status} {phrase}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self._raw(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def send(
+        self,
+        status: int = 200,
+        body: bytes | str | Mapping[str, Any] | list[Any] = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """A complete response with a ``content-length``; a mapping or list is sent as JSON."""
+        hdrs = dict(headers or {})
+        if isinstance(body, Mapping | list):
+            body = json.dumps(body)
+            hdrs.setdefault("content-type", "application/json")
+        data = body.encode() if isinstance(body, str) else body
+        hdrs["content-length"] = str(len(data))
+        self._head(status, hdrs)
+        self._raw(data)
+        self.finished = True
+
+    def start(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        """Begin a streamed (chunked) response."""
+        self._head(status, {**(headers or {}), "transfer-encoding": "chunked"})
+        self._streaming = True
+
+    def write(self, data: bytes | str) -> None:
+        """Send one chunk of a streamed response, immediately."""
+        chunk = data.encode() if isinstance(data, str) else data
+        if chunk:
+            self._raw(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+    def sse(self, data: str | Mapping[str, Any], event: str | None = None) -> None:
+        """Send one server-sent event (a mapping is sent as JSON)."""
+        text = json.dumps(data) if isinstance(data, Mapping) else data
+        frame = f"event: {event}\n" if event else ""
+        frame += "".join(f"data: {line}\n" for line in text.split("\n")) + "\n"
+        self.write(frame)
+
+    def end(self) -> None:
+        """Finish a streamed response."""
+        self._raw(b"0\r\n\r\n")
+        self.finished = True
+
+    def cut(self) -> None:
+        """Drop the connection without finishing the response, as a crashed server would."""
+        self._handler.close_connection = True
+        with suppress(OSError):
+            self._handler.connection.shutdown(socket.SHUT_RDWR)
+        self.finished = True
+
+    def client_gone(self) -> bool:
+        """Whether the client has closed its end (it sends nothing while awaiting a reply)."""
+        conn = self._handler.connection
+        try:
+            readable, _, _ = select.select([conn], [], [], 0)
+            return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def pause(self, seconds: float) -> None:
+        """Wait like a slow server; raises :class:`ClientGone` as soon as the client leaves."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.client_gone():
+                raise ClientGone("client closed the connection while the server waited")
+            left = deadline - time.monotonic()
+            if left <= 0 or self.server._stopping.wait(min(left, 0.005)):
+                return
+
+
+Handler = Callable[[Responder], None]
+
+
+def _read_chunked(rfile: Any) -> tuple[bytes, bool]:
+    """A request body sent with ``transfer-encoding: chunked``, and whether it was complete."""
+    body = b""
+    while True:
+        line = rfile.readline()
+        if not line:
+            return body, False
+        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while rfile.readline().strip():  # trailers, then the blank line
+                pass
+            return body, True
+        data = rfile.read(size)
+        body += data
+        if len(data) < size:
+            return body, False
+        rfile.readline()  # the CRLF after each chunk
+
+
+class LoopbackServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 whose responses are written by ``handler``.
+
+    Every request is kept in :attr:`requests`; a response the client abandoned is kept in
+    :attr:`disconnects`; an exception raised by the handler is kept in :attr:`errors` and
+    re-raised when the :func:`loopback_server` block exits, so a broken fake cannot pass quietly.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[ReceivedRequest] = []
+        self.disconnects: list[ReceivedRequest] = []
+        self.errors: list[BaseException] = []
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._httpd = _LoopbackHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    async def wait_for_disconnects(self, count: int = 1, *, within: float = 5.0) -> bool:
+        """Wait until ``count`` responses were abandoned by the client, at most ``within``
+        seconds; returns whether they were."""
+
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: len(self.disconnects) >= count, within)
+
+        return await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        responder = Responder(self, handler)
+        self.requests.append(responder.request)
+        try:
+            if responder.incomplete:
+                raise ClientGone("the client left while sending its request")
+            self.handler(responder)
+        except ClientGone:
+            with self._changed:
+                self.disconnects.append(responder.request)
+                self._changed.notify_all()
+            handler.close_connection = True
+        except Exception as exc:
+            self.errors.append(exc)
+            handler.close_connection = True
+            if not responder.finished:
+                with suppress(ClientGone):
+                    responder.send(599, f"loopback handler raised {exc!r}")
+        else:
+            if not responder.finished:
+                self.errors.append(AssertionError("handler returned without a response"))
+                handler.close_connection = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        with self._lock:
+            for conn in self._connections:
+                with suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()  # joins the handler threads
+        self._thread.join()
+
+
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    daemon_threads = False  # joined by server_close, so no thread outlives the test
+    block_on_close = True
+
+
+def _handler_class(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            with suppress(OSError):
+                super().finish()
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except OSError:  # the connection was closed under us (client left, server stopping)
+                self.close_connection = True
+
+        def _dispatch(self) -> None:
+            server._serve(self)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return _Handler
+
+
+@contextmanager
+def loopback_server(handler: Handler) -> Iterator[LoopbackServer]:
+    """Run a :class:`LoopbackServer` in a thread for the block, then stop it.
+
+    Works the same under asyncio and trio, since the server runs on its own thread::
+
+        def handler(r: Responder) -> None:
+            r.start(200, {"content-type": "text/event-stream"})
+            r.sse({"hello": "world"})
+            r.end()
+
+        with loopback_server(handler) as server:
+            ...  # point the SDK's base_url at server.url
+    """
+    server = LoopbackServer(handler)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    if server.errors:
+        raise server.errors[0]

@@ -73,8 +73,11 @@ class LiveKitRoom:
         on_data: OnData | None = None,
         on_state_change: OnState | None = None,
         connect_timeout: float = 20.0,
+        auto_subscribe: bool = True,
     ) -> None:
         self.provider = provider
+        #: False joins for data messages only (no media downloaded), e.g. as a control peer.
+        self.auto_subscribe = auto_subscribe
         self.on_track = on_track
         self.on_data = on_data
         self.on_state_change = on_state_change
@@ -91,7 +94,7 @@ class LiveKitRoom:
     # -- joining and leaving -----------------------------------------------------------------
 
     async def connect(self, url: str, token: str) -> None:
-        """Join the room at ``url`` with the viewer ``token`` (auto-subscribing to tracks)."""
+        """Join the room at ``url`` with ``token`` (subscribing to tracks if ``auto_subscribe``)."""
         if sniffio.current_async_library() != "asyncio":
             raise ProviderError(
                 "media needs asyncio: the livekit SDK runs only on an asyncio event loop; run "
@@ -111,7 +114,8 @@ class LiveKitRoom:
         self._set_state("connecting")
         try:
             with anyio.fail_after(self.connect_timeout):
-                await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True))
+                options = rtc.RoomOptions(auto_subscribe=self.auto_subscribe)
+                await room.connect(url, token, options)
         except BaseException as exc:
             await self.disconnect()
             if isinstance(exc, TimeoutError):

@@ -14,3 +14,11 @@ def register_providers(registry: avatarkit.ProviderRegistry) -> None:
         options=HeyGenRendererOptions,
         description="HeyGen streaming avatar: speaks text itself (no TTS), video via LiveKit",
     )
+    from avatarkit_heygen.liveavatar_options import LiveAvatarOptions  # pydantic only
+
+    registry.renderer(
+        "liveavatar",
+        "avatarkit_heygen.liveavatar:LiveAvatarRenderer",
+        options=LiveAvatarOptions,
+        description="HeyGen LiveAvatar: its own voice (prefer: text) or your TTS (prefer: audio).",
+    )
