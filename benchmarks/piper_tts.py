@@ -7,7 +7,11 @@ bundled voice unless ``--voice`` is given. For each text it prints p50/p95 over 
 * real-time factor (RTF): synthesis time / audio duration (below 1 is faster than real time).
 
 The long sentence is run with phrase splitting on (the default) and off, to show what streaming
-clause by clause buys. The machine's load is printed too: these are CPU-bound numbers.
+clause by clause buys. A last row runs a three-sentence reply through an ``AvatarSession``
+(scripted LLM, a renderer that records audio as fast as it comes) and gives the time from
+``send()`` to the first audio reaching the renderer, with the next sentences being synthesised
+ahead (look-ahead) at the same time. The machine's load is printed too: these are CPU-bound
+numbers.
 
     uv run python benchmarks/piper_tts.py [--runs 20] [--threads N] [--voice path.onnx]
 """
@@ -24,6 +28,8 @@ from pathlib import Path
 import anyio
 import numpy as np
 
+from avatarkit import AvatarSession
+from avatarkit.testing import FakeAudioRenderer, FakeLLM
 from avatarkit_piper.tts import PiperTTS
 
 TEXTS = {
@@ -34,6 +40,12 @@ TEXTS = {
         "back home before it gets dark outside."
     ),
 }
+
+
+REPLY = (
+    "Sure, I can help you with that today. The first step is to open the settings page, and "
+    "then choose the account tab. After that, press the button at the bottom."
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -50,6 +62,17 @@ async def measure(tts: PiperTTS, text: str) -> tuple[float, float, float]:
             first = time.perf_counter() - start
         audio += chunk.duration
     return first, time.perf_counter() - start, audio
+
+
+async def session_first_audio(tts: PiperTTS) -> float:
+    """Seconds from ``send()`` to the renderer's first audio, for a three-sentence reply."""
+    renderer = FakeAudioRenderer()
+    async with AvatarSession(llm=FakeLLM([REPLY]), tts=tts, renderer=renderer) as session:
+        start = anyio.current_time()
+        await session.send("How do I change my account?")
+    first = renderer.utterances[0].first_audio_at
+    assert first is not None
+    return first - start
 
 
 async def main(runs: int, threads: int | None, voice: Path | None) -> None:
@@ -97,6 +120,13 @@ async def main(runs: int, threads: int | None, voice: Path | None) -> None:
             f"{pct(firsts, 50):>14.3f} / {pct(firsts, 95):<7.3f}"
             f"{pct(rtfs, 50):>8.3f} / {pct(rtfs, 95):<6.3f}"
         )
+    await session_first_audio(tts)  # warm-up
+    firsts = [await session_first_audio(tts) for _ in range(runs)]
+    label = "session, 3 sentences"
+    print(
+        f"{label:<24}{len(REPLY.split()):>6}{'':>9}"
+        f"{pct(firsts, 50):>14.3f} / {pct(firsts, 95):<7.3f}{'(to renderer)':>16}"
+    )
 
 
 if __name__ == "__main__":

@@ -118,5 +118,5 @@ def test_allow_and_deny_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_builtins_register_through_the_hook() -> None:
     registry = load_registry(get_plugin_manager(entry_points=False))
     assert registry.names("llm") == ["scripted"]
-    assert registry.names("renderer") == ["console"]
+    assert registry.names("renderer") == ["browser", "console"]
     assert registry.get("renderer", "console").source.distribution == "avatarkit"

@@ -88,6 +88,16 @@ def test_unreadable_voice_file(tmp_path: Path) -> None:
         PiperTTS(voice=model)
 
 
+@pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux /proc")
+def test_voice_file_that_fails_to_read(tmp_path: Path) -> None:
+    model = tmp_path / "voice.onnx"
+    model.symlink_to("/proc/self/mem")  # a regular file whose first byte cannot be read
+    with pytest.raises(ConfigError, match=r"is not readable \(Input/output error\)") as info:
+        PiperTTS(voice=model)
+    assert str(model) in str(info.value)
+    assert info.value.field == "voice"
+
+
 def test_voice_config_that_is_not_json(tmp_path: Path) -> None:
     model = make_voice(tmp_path)
     Path(f"{model}.json").write_text("{ not json")

@@ -13,7 +13,7 @@ import anyio
 import numpy as np
 import pytest
 
-from avatarkit import AudioChunk, AvatarSession, ProviderError, SentenceStarted
+from avatarkit import AudioChunk, AvatarSession, ProviderError
 from avatarkit.plugins import default_registry
 from avatarkit.testing import FakeAudioRenderer, FakeLLM
 from avatarkit_piper.options import PiperTTSOptions
@@ -43,6 +43,8 @@ class Gate:
     def __init__(self, voice: Any, monkeypatch: pytest.MonkeyPatch, *, hold_from: int) -> None:
         self.calls = 0
         self.completed = 0
+        self.running = 0
+        self.most_running = 0
         self.release = threading.Event()
         self._lock = threading.Lock()
         real: Callable[..., Any] = voice.phoneme_ids_to_audio
@@ -51,9 +53,15 @@ class Gate:
             with self._lock:
                 self.calls += 1
                 number = self.calls
-            if number >= hold_from:
-                assert self.release.wait(timeout=60), "gate never released"
-            audio = real(*args, **kwargs)
+                self.running += 1
+                self.most_running = max(self.most_running, self.running)
+            try:
+                if number >= hold_from:
+                    assert self.release.wait(timeout=60), "gate never released"
+                audio = real(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.running -= 1
             with self._lock:
                 self.completed += 1
             return audio
@@ -68,6 +76,18 @@ async def collect(tts: PiperTTS, text: str) -> list[AudioChunk]:
 async def join_thread(thread: threading.Thread) -> None:
     """Wait for a worker without blocking the loop (the timeout only guards against a hang)."""
     await anyio.to_thread.run_sync(thread.join, 60)
+
+
+def workers_of(tts: PiperTTS) -> set[threading.Thread]:
+    with tts._workers_lock:
+        return set(tts._workers)
+
+
+async def join_all(tts: PiperTTS) -> None:
+    """Wait for every worker of ``tts``, including any started while waiting."""
+    while remaining := workers_of(tts):
+        for worker in remaining:
+            await join_thread(worker)
 
 
 def test_importing_the_plugin_imports_no_piper_or_onnxruntime() -> None:
@@ -185,13 +205,31 @@ async def test_closing_the_stream_stops_the_worker(
     gate = Gate(joe, monkeypatch, hold_from=2)
     stream = tts.synthesize(CLAUSES)
     await stream.__anext__()
-    (worker,) = tts._threads
+    (worker,) = workers_of(tts)
     await stream.aclose()  # what a renderer does when interrupted
     gate.release.set()  # let the phrase in flight finish
     await join_thread(worker)
     assert not worker.is_alive()
     assert gate.calls <= 2  # at most the phrase in flight (of 5), nothing after it
-    assert not tts._threads
+    assert not workers_of(tts)
+
+
+async def test_close_stops_workers_of_streams_left_open(
+    joe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tts = PiperTTS()
+    await tts.start()
+    gate = Gate(joe, monkeypatch, hold_from=2)
+    stream = tts.synthesize(CLAUSES)
+    await stream.__anext__()
+    (worker,) = workers_of(tts)
+    await tts.close()  # the stream itself is still open
+    gate.release.set()
+    await join_thread(worker)
+    assert not worker.is_alive()
+    assert gate.calls <= 2
+    rest = [chunk async for chunk in stream]  # what was made before the stop, then the end
+    assert sum(c.duration for c in rest) < 5
 
 
 async def test_cancellation_stops_the_worker(joe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +240,7 @@ async def test_cancellation_stops_the_worker(joe: Any, monkeypatch: pytest.Monke
     with anyio.CancelScope() as scope:
         async for chunk in tts.synthesize(CLAUSES):
             received.append(chunk)
-            workers = set(tts._threads)
+            workers = workers_of(tts)
             scope.cancel()
     assert scope.cancelled_caught
     assert len(received) == 1
@@ -244,7 +282,10 @@ async def test_the_voice_is_loaded_once_and_shared(joe: Any, tmp_path: Path) -> 
     assert loaded_voices() == before
 
 
-async def test_concurrent_synthesis_on_one_voice(joe: Any) -> None:
+async def test_concurrent_requests_take_turns_on_the_model(
+    joe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(joe, monkeypatch, hold_from=1)  # the first model run waits for us
     tts = PiperTTS(noise_scale=0.0, noise_w_scale=0.0)
     results: dict[int, list[AudioChunk]] = {}
 
@@ -254,7 +295,14 @@ async def test_concurrent_synthesis_on_one_voice(joe: Any) -> None:
     async with anyio.create_task_group() as tg:
         for i in range(2):
             tg.start_soon(run, i)
+        for _ in range(50):  # give the second worker ample time to reach the model
+            await anyio.sleep(0.01)
+            if gate.calls > 1:
+                break
+        assert gate.calls == 1  # it waits for its turn instead of competing for the cores
+        gate.release.set()
     assert pcm(results[0]).size == pcm(results[1]).size > 0
+    assert (gate.completed, gate.most_running) == (2, 1)
 
 
 @pytest.mark.parametrize("renderer_rate", [None, 16000])
@@ -283,21 +331,26 @@ async def test_interrupting_a_session_stops_piper_promptly(
     renderer = FakeAudioRenderer(realtime=True)
     session = AvatarSession(llm=FakeLLM([f"{CLAUSES} {CLAUSES}"]), tts=tts, renderer=renderer)
     async with session:
-        gate = Gate(joe, monkeypatch, hold_from=2)  # every phrase after the first waits
-        async with anyio.create_task_group() as tg, session.subscribe() as events:
+        # The first model run goes through; the second is held inside the model (holding the
+        # voice's run lock), so the other sentence's worker is left waiting for its turn.
+        gate = Gate(joe, monkeypatch, hold_from=2)
+        async with anyio.create_task_group() as tg:
             tg.start_soon(session.send, "Tell me how.")
-            async for event in events:
-                if isinstance(event, SentenceStarted):
+            for _ in range(3000):  # bounded wait for the first audio to reach the renderer
+                if renderer.utterances and renderer.utterances[0].chunks:
                     break
-            workers = set(tts._threads)
+                await anyio.sleep(0.01)
+            workers = workers_of(tts)
             await session.interrupt()
-            # the turn ended while Piper's workers were still held mid-phrase: synthesis
-            # never blocks the session
-            assert any(worker.is_alive() for worker in workers)
+            # the turn ended while Piper's workers were still held: synthesis never blocks
+            # the session
+            assert len(workers) == 2
+            assert all(worker.is_alive() for worker in workers)
         gate.release.set()
-        while tts._threads:  # including any started after the snapshot
-            await join_thread(next(iter(tts._threads)))
+        await join_all(tts)  # including any started after the snapshot
         assert not any(worker.is_alive() for worker in workers)
     assert renderer.utterances[0].interrupted
-    # two sentences of five clauses each: at most the clause in flight per sentence ran
-    assert gate.calls <= 3
+    assert renderer.utterances[0].chunks
+    # Two sentences of five clauses each: after the first clause, only the model run in
+    # flight at the interrupt finished; the worker waiting for its turn gave up.
+    assert gate.calls == 2

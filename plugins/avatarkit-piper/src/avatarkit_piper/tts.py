@@ -25,7 +25,7 @@ from avatarkit.errors import ConfigError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit_piper.options import PiperTTSOptions
 from avatarkit_piper.phrases import split_phrases
-from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, load_voice
+from avatarkit_piper.voices import VoiceInfo, VoiceOptionError, load_voice, run_lock
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
@@ -91,7 +91,8 @@ class PiperTTS:
         self.info: VoiceInfo = self.options.info
         self.sample_rate: int = self.info.sample_rate
         self._voice: PiperVoice | None = None
-        self._threads: set[threading.Thread] = set()
+        self._workers: dict[threading.Thread, threading.Event] = {}  # worker -> its stop flag
+        self._workers_lock = threading.Lock()  # workers remove themselves from their thread
 
     def __repr__(self) -> str:
         return f"PiperTTS(voice={self.info.name!r}, sample_rate={self.sample_rate})"
@@ -106,7 +107,12 @@ class PiperTTS:
         await self._load()
 
     async def close(self) -> None:
-        """Stop producing; the shared voice stays loaded for other instances."""
+        """Stop every worker of this instance before its next phrase (streams left open by a
+        caller included); the shared voice stays loaded for other instances."""
+        with self._workers_lock:
+            stops = list(self._workers.values())
+        for stop in stops:
+            stop.set()
 
     async def _load(self) -> PiperVoice:
         if self._voice is None:
@@ -143,7 +149,8 @@ class PiperTTS:
             name=f"avatarkit-piper-{self.info.name}",
             daemon=True,
         )
-        self._threads.add(worker)
+        with self._workers_lock:
+            self._workers[worker] = stop
         step = max(1, round(self.sample_rate * CHUNK_SECONDS))
         try:
             worker.start()
@@ -176,6 +183,7 @@ class PiperTTS:
 
         try:
             syn_config = self._synthesis_config()
+            lock = run_lock(voice)
             silence = np.zeros(round(self.options.sentence_silence * self.sample_rate), np.int16)
             peak = 1e-4  # running peak: normalise like Piper without level jumps between phrases
             for sentence in voice.phonemize(text):
@@ -184,7 +192,11 @@ class PiperTTS:
                 for phonemes in pieces:
                     if stop.is_set():
                         return
-                    audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), syn_config)
+                    ids = voice.phonemes_to_ids(phonemes)
+                    with lock:  # one model run at a time per voice: see run_lock
+                        if stop.is_set():  # cancelled while waiting for our turn
+                            return
+                        audio = voice.phoneme_ids_to_audio(ids, syn_config)
                     assert isinstance(audio, np.ndarray)
                     peak = max(peak, float(np.max(np.abs(audio))) if audio.size else 0.0)
                     gain = 32767.0 * self.options.volume / peak
@@ -204,4 +216,5 @@ class PiperTTS:
                 anyio.from_thread.run_sync(send.close, token=token)
             except anyio.RunFinishedError:
                 send.close()  # no loop left to race with
-            self._threads.discard(threading.current_thread())
+            with self._workers_lock:
+                self._workers.pop(threading.current_thread(), None)

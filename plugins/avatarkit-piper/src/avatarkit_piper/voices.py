@@ -30,6 +30,7 @@ __all__ = [
     "load_voice",
     "loaded_voices",
     "read_voice_info",
+    "run_lock",
     "speaker_index",
 ]
 
@@ -178,6 +179,18 @@ def speaker_index(info: VoiceInfo, speaker: int | str | None) -> int | None:
 
 _cache: dict[tuple[Path, Path, int | None], PiperVoice] = {}
 _cache_lock = threading.Lock()
+_run_locks: dict[int, threading.Lock] = {}  # id(voice) -> lock; voices live as long as the cache
+
+
+def run_lock(voice: PiperVoice) -> threading.Lock:
+    """The lock a worker holds while the voice's model runs.
+
+    ONNX Runtime already spreads one run over every core, so two runs at once (the session
+    synthesising the next sentence while this one's first phrase is pending) only slow each
+    other down; taking turns phrase by phrase gets the earlier request's audio out first.
+    """
+    with _cache_lock:
+        return _run_locks.setdefault(id(voice), threading.Lock())
 
 
 def load_voice(info: VoiceInfo, *, threads: int | None = None) -> PiperVoice:
@@ -191,6 +204,7 @@ def load_voice(info: VoiceInfo, *, threads: int | None = None) -> PiperVoice:
         if voice is None:
             voice = _build(info, threads)
             _cache[key] = voice
+            _run_locks[id(voice)] = threading.Lock()
         return voice
 
 
