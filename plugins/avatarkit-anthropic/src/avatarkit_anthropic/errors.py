@@ -8,6 +8,7 @@ exception reaches us it is final.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -30,20 +31,10 @@ _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}")
 _RETRYABLE_TYPES = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
 
 
-def error_context(
-    *, provider: str, model: str, base_url: str, api_key: str, timeout: float, max_retries: int
-) -> RequestContext:
-    """What the provider is doing, for :func:`map_error`'s messages."""
-    return RequestContext(
-        provider=provider,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        key_env_var="ANTHROPIC_API_KEY",
-        timeout=timeout,
-        max_retries=max_retries,
-        key_pattern=_KEY_LIKE,
-    )
+#: The context :func:`map_error` needs, with this provider's key variable and key shape.
+error_context = functools.partial(
+    RequestContext, key_env_var="ANTHROPIC_API_KEY", key_pattern=_KEY_LIKE
+)
 
 
 def _error_field(body: object, name: str) -> str | None:

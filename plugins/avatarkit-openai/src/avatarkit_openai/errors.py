@@ -7,6 +7,7 @@ SDK's job (``max_retries``): by the time an exception reaches us it is final.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -27,20 +28,10 @@ __all__ = ["error_context", "map_error"]
 _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
 
 
-def error_context(
-    *, provider: str, model: str, base_url: str, api_key: str, timeout: float, max_retries: int
-) -> RequestContext:
-    """What the provider is doing, for :func:`map_error`'s messages."""
-    return RequestContext(
-        provider=provider,
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        key_env_var="OPENAI_API_KEY",
-        timeout=timeout,
-        max_retries=max_retries,
-        key_pattern=_KEY_LIKE,
-    )
+#: The context :func:`map_error` needs, with this provider's key variable and key shape.
+error_context = functools.partial(
+    RequestContext, key_env_var="OPENAI_API_KEY", key_pattern=_KEY_LIKE
+)
 
 
 def _server_message(body: object) -> str | None:
