@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-
-import numpy as np
-import soxr
+from typing import TYPE_CHECKING
 
 from avatarkit.providers import AudioChunk
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and soxr are imported where they are used, so `import avatarkit` stays light.
 
 __all__ = [
     "Resampler",
@@ -29,17 +32,23 @@ __all__ = [
 
 def pcm16_to_float(data: bytes, channels: int = 1) -> np.ndarray:
     """PCM16 bytes to float32 samples in [-1, 1], shaped (frames, channels)."""
+    import numpy as np
+
     samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     return samples.reshape(-1, channels)
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] to PCM16 bytes (clipped)."""
+    import numpy as np
+
     return bytes((np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
 
 
 def rms(data: bytes) -> float:
     """Root-mean-square level of PCM16 audio, 0.0 to 1.0."""
+    import numpy as np
+
     if len(data) < 2:
         return 0.0
     samples = pcm16_to_float(data[: len(data) - len(data) % 2])
@@ -63,6 +72,8 @@ class Resampler:
     """Streaming resampler from one rate to another; feed chunks in order, then :meth:`flush`."""
 
     def __init__(self, in_rate: int, out_rate: int, channels: int = 1, quality: str = "HQ") -> None:
+        import soxr
+
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.channels = channels
@@ -72,6 +83,8 @@ class Resampler:
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         """Resample one chunk (may return fewer frames than expected: soxr buffers a little)."""
+        import numpy as np
+
         samples = np.frombuffer(chunk.data, dtype="<i2").reshape(-1, self.channels)
         if self.channels == 1:
             samples = samples[:, 0]
@@ -80,6 +93,8 @@ class Resampler:
 
     def flush(self) -> AudioChunk:
         """The samples soxr still holds at the end of the stream."""
+        import numpy as np
+
         empty = np.zeros((0, self.channels) if self.channels > 1 else 0, dtype=np.int16)
         out = self._stream.resample_chunk(empty, last=True)
         return AudioChunk(out.astype("<i2").tobytes(), self.out_rate, self.channels)

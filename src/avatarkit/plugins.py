@@ -45,7 +45,11 @@ logger = logging.getLogger(__name__)
 Kind = Literal["llm", "tts", "renderer"]
 KINDS: tuple[Kind, ...] = ("llm", "tts", "renderer")
 ENTRY_POINT_GROUP = "avatarkit"
-BUILTIN_PLUGINS = ("avatarkit.builtins.scripted",)
+BUILTIN_PLUGINS = (
+    "avatarkit.builtins.scripted",
+    "avatarkit.builtins.console",
+    "avatarkit.builtins.browser",
+)
 
 #: Where to get a provider that is not installed, for the "not found" hint.
 KNOWN_PROVIDERS: dict[tuple[Kind, str], str] = {

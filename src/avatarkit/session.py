@@ -312,6 +312,7 @@ class AvatarSession:
                     event.type,
                 )
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                stream.close()  # unclosed, it raises ResourceWarning when collected
                 self._subscribers.remove(stream)
 
     def _set_state(self, state: State) -> None:

@@ -6,17 +6,25 @@ exact, so benchmarks can subtract them. Register them for one test with :func:`r
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import select
+import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict
 
 from avatarkit.hookspecs import hookimpl
@@ -24,12 +32,21 @@ from avatarkit.plugins import PluginManager, ProviderRegistry, get_plugin_manage
 from avatarkit.providers import AudioChunk, Message
 
 __all__ = [
+    "ClientGone",
     "FakeAudioRenderer",
     "FakeLLM",
     "FakeProvidersPlugin",
     "FakeTTS",
     "FakeTextRenderer",
+    "LoopbackServer",
+    "ReceivedRequest",
+    "Responder",
+    "ResponseGate",
+    "check_llm",
+    "check_renderer",
+    "check_tts",
     "installed_distribution",
+    "loopback_server",
     "registered",
     "tokens",
     "tone",
@@ -260,6 +277,8 @@ class _FakeTTSOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sample_rate: int = 16000
     ms_per_char: float = 10.0
+    first_chunk_delay: float = 0.0
+    chunk_delay: float = 0.0
 
 
 class _FakeTextRendererOptions(BaseModel):
@@ -293,6 +312,7 @@ class FakeProvidersPlugin:
 
         factory.__name__ = cls.__name__
         factory.__qualname__ = cls.__qualname__
+        factory.__wrapped__ = cls  # type: ignore[attr-defined]  # capabilities seen at load time
         return factory
 
     def of(self, cls: type[Any]) -> list[Any]:
@@ -371,3 +391,492 @@ async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> 
     with anyio.fail_after(within):
         while not predicate():  # noqa: ASYNC110 - the fakes' state has no event to wait on
             await anyio.sleep(0.002)
+
+
+# -- conformance checks for plugin authors ------------------------------------------------------
+
+_CHECK_MESSAGES = (
+    Message("system", "You are a test."),
+    Message("user", "Say something short, please."),
+)
+
+
+async def _maybe_close(provider: object) -> None:
+    close = getattr(provider, "close", None)
+    if close is not None:
+        result = close()
+        if hasattr(result, "__await__"):
+            await result
+
+
+async def _close_twice_and_cancelled(provider: object, what: str) -> None:
+    """``close`` must be idempotent and must not fail when called from a cancelled scope."""
+    if getattr(provider, "close", None) is None:
+        return
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await _maybe_close(provider)
+    try:
+        await _maybe_close(provider)
+        await _maybe_close(provider)
+    except Exception as exc:
+        raise AssertionError(f"{what}.close() is not idempotent: {exc!r}") from exc
+
+
+async def _aclose(iterator: object) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def check_llm(
+    llm: Any, messages: Sequence[Message] = _CHECK_MESSAGES, *, patience: float = 30.0
+) -> str:
+    """Check that ``llm`` behaves as the session expects; returns the reply it streamed.
+
+    ``stream`` yields non-empty ``str`` deltas; abandoning the stream after the first delta
+    (what an interrupt does) does not raise; ``close`` is idempotent and cancellation-safe.
+    Call it inside your test's own ``start``/``close`` if the provider needs starting.
+    """
+    with anyio.fail_after(patience):
+        deltas: list[str] = []
+        stream = llm.stream(list(messages))
+        try:
+            async for delta in stream:
+                assert isinstance(delta, str), f"stream yielded {type(delta).__name__}, not str"
+                deltas.append(delta)
+        finally:
+            await _aclose(stream)
+        reply = "".join(deltas)
+        assert reply.strip(), "stream yielded no text"
+        stream = llm.stream(list(messages))
+        first = await stream.__anext__()
+        assert isinstance(first, str), f"stream yielded {type(first).__name__}, not str"
+        await _aclose(stream)  # an interrupt abandons the stream like this
+    await _close_twice_and_cancelled(llm, "llm")
+    return reply
+
+
+async def _collect_audio(audio: Any, chunks: list[AudioChunk]) -> None:
+    async for chunk in audio:
+        assert isinstance(chunk, AudioChunk), f"yielded {type(chunk).__name__}, not AudioChunk"
+        assert isinstance(chunk.data, bytes), "AudioChunk.data must be bytes"
+        assert isinstance(chunk.sample_rate, int), "sample_rate must be an int"
+        assert chunk.sample_rate > 0, f"sample_rate must be positive, got {chunk.sample_rate}"
+        assert chunk.channels >= 1, f"channels must be 1 or more, got {chunk.channels}"
+        assert len(chunk.data) % (2 * chunk.channels) == 0, (
+            f"chunk of {len(chunk.data)} bytes is not whole 16-bit frames of "
+            f"{chunk.channels} channel(s)"
+        )
+        chunks.append(chunk)
+
+
+async def check_tts(
+    tts: Any, text: str = "Hello there, this is a test.", *, patience: float = 30.0
+) -> list[AudioChunk]:
+    """Check that ``tts`` yields valid PCM for ``text``; returns the chunks.
+
+    Every chunk is an :class:`~avatarkit.AudioChunk` of whole 16-bit frames at one positive
+    sample rate, the audio is not empty, abandoning the stream after one chunk does not raise,
+    and ``close`` is idempotent and cancellation-safe.
+    """
+    with anyio.fail_after(patience):
+        chunks: list[AudioChunk] = []
+        audio = tts.synthesize(text)
+        try:
+            await _collect_audio(audio, chunks)
+        finally:
+            await _aclose(audio)
+        assert chunks, "synthesize yielded no audio"
+        rates = {(c.sample_rate, c.channels) for c in chunks}
+        assert len(rates) == 1, f"chunks change sample rate or channels mid-stream: {rates}"
+        assert sum(c.frames for c in chunks) > 0, "synthesize yielded only empty chunks"
+        stream = tts.synthesize(text)
+        await stream.__anext__()
+        await _aclose(stream)
+    await _close_twice_and_cancelled(tts, "tts")
+    return chunks
+
+
+async def _audio(sample_rate: int, chunks: int) -> AsyncGenerator[AudioChunk, None]:
+    chunk = tone(0.02, sample_rate)
+    for _ in range(chunks):
+        yield AudioChunk(chunk, sample_rate)
+        await anyio.lowlevel.checkpoint()
+
+
+async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
+    """Check that ``renderer`` follows the renderer contract.
+
+    It has ``speak_text`` and/or ``speak`` (async); after ``start``, each returns for a short
+    utterance; ``interrupt`` during a long utterance makes it return promptly (within
+    ``patience`` seconds, a hang guard, not a speed test); ``close`` is idempotent and
+    cancellation-safe. Starts and closes the renderer itself.
+    """
+    from avatarkit.providers import renderer_capabilities
+
+    caps = renderer_capabilities(renderer)
+    assert caps.text or caps.audio, "renderer has neither async speak_text nor async speak"
+    for method in ("start", "interrupt", "close"):
+        assert callable(getattr(renderer, method, None)), f"renderer has no {method}()"
+    rate = getattr(renderer, "sample_rate", None) or 16000
+    with anyio.fail_after(patience):
+        await renderer.start()
+    try:
+        if caps.text:
+            with anyio.fail_after(patience):
+                await renderer.speak_text("Hello.")
+            await _check_interrupt(
+                renderer, lambda: renderer.speak_text("word " * 2000), patience, "speak_text"
+            )
+        if caps.audio:
+            short = _audio(rate, 3)
+            try:
+                with anyio.fail_after(patience):
+                    await renderer.speak(short)
+            finally:
+                await short.aclose()
+            endless = _audio(rate, 3000)  # a minute: interrupt must end speak long before
+            try:
+                await _check_interrupt(renderer, lambda: renderer.speak(endless), patience, "speak")
+            finally:
+                await endless.aclose()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _close_twice_and_cancelled(renderer, "renderer")
+
+
+async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str) -> None:
+    returned = anyio.Event()
+
+    async def run() -> None:
+        await speak()
+        returned.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()  # let the utterance begin
+        await renderer.interrupt()
+        with anyio.move_on_after(patience):
+            await returned.wait()
+        tg.cancel_scope.cancel()
+    if not returned.is_set():
+        raise AssertionError(f"{name} did not return within {patience}s of interrupt()")
+
+
+# -- a loopback HTTP server for provider tests ------------------------------------------------
+
+
+class ClientGone(Exception):
+    """Raised inside a :class:`Responder` when the client closed the connection."""
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request a :class:`LoopbackServer` received (header names lower-cased)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.body)
+
+
+class Responder:
+    """Writes one response, on the server's thread, the way a real service would.
+
+    A handler either calls :meth:`send` once, or :meth:`start`, then :meth:`write` / :meth:`sse`
+    any number of times, then :meth:`end` (or :meth:`cut` to drop the connection mid-body, as a
+    crashed server does). Writing after the client went away raises :class:`ClientGone`, which
+    the server records as a disconnect.
+    """
+
+    def __init__(self, server: LoopbackServer, handler: BaseHTTPRequestHandler) -> None:
+        self.server = server
+        self._handler = handler
+        if "chunked" in handler.headers.get("transfer-encoding", "").lower():
+            body, complete = _read_chunked(handler.rfile)
+            self.incomplete = not complete
+        else:
+            length = int(handler.headers.get("content-length") or 0)
+            body = handler.rfile.read(length) if length else b""
+            #: the client left while sending its body (e.g. cancelled mid-request)
+            self.incomplete = len(body) < length
+        self.request = ReceivedRequest(
+            handler.command,
+            handler.path,
+            {k.lower(): v for k, v in handler.headers.items()},
+            body,
+        )
+        self._streaming = False
+        self.finished = False
+
+    def _raw(self, data: bytes) -> None:
+        try:
+            self._handler.wfile.write(data)
+        except OSError as exc:  # BrokenPipe, ConnectionReset: the client closed
+            raise ClientGone(str(exc)) from exc
+
+    def _head(self, status: int, headers: Mapping[str, str]) -> None:
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        lines = [f"HTTP/1.1 {status} {phrase}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self._raw(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def send(
+        self,
+        status: int = 200,
+        body: bytes | str | Mapping[str, Any] | list[Any] = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """A complete response with a ``content-length``; a mapping or list is sent as JSON."""
+        hdrs = dict(headers or {})
+        if isinstance(body, Mapping | list):
+            body = json.dumps(body)
+            hdrs.setdefault("content-type", "application/json")
+        data = body.encode() if isinstance(body, str) else body
+        hdrs["content-length"] = str(len(data))
+        self._head(status, hdrs)
+        self._raw(data)
+        self.finished = True
+
+    def start(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        """Begin a streamed (chunked) response."""
+        self._head(status, {**(headers or {}), "transfer-encoding": "chunked"})
+        self._streaming = True
+
+    def write(self, data: bytes | str) -> None:
+        """Send one chunk of a streamed response, immediately."""
+        chunk = data.encode() if isinstance(data, str) else data
+        if chunk:
+            self._raw(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+    def sse(self, data: str | Mapping[str, Any], event: str | None = None) -> None:
+        """Send one server-sent event (a mapping is sent as JSON)."""
+        text = json.dumps(data) if isinstance(data, Mapping) else data
+        frame = f"event: {event}\n" if event else ""
+        frame += "".join(f"data: {line}\n" for line in text.split("\n")) + "\n"
+        self.write(frame)
+
+    def end(self) -> None:
+        """Finish a streamed response."""
+        self._raw(b"0\r\n\r\n")
+        self.finished = True
+
+    def cut(self) -> None:
+        """Drop the connection without finishing the response, as a crashed server would."""
+        self._handler.close_connection = True
+        with suppress(OSError):
+            self._handler.connection.shutdown(socket.SHUT_RDWR)
+        self.finished = True
+
+    def client_gone(self) -> bool:
+        """Whether the client has closed its end (it sends nothing while awaiting a reply)."""
+        conn = self._handler.connection
+        try:
+            readable, _, _ = select.select([conn], [], [], 0)
+            return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def pause(self, seconds: float) -> None:
+        """Wait like a slow server; raises :class:`ClientGone` as soon as the client leaves."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.client_gone():
+                raise ClientGone("client closed the connection while the server waited")
+            left = deadline - time.monotonic()
+            if left <= 0 or self.server._stopping.wait(min(left, 0.005)):
+                return
+
+
+@dataclass
+class ResponseGate:
+    """Holds a streamed response after its first piece until the test has received that piece.
+
+    Proves that a provider hands pieces on as they arrive, without timing anything: the handler
+    calls :meth:`wait` after writing the first piece, the test calls :meth:`open` once the
+    provider yielded it, and :attr:`server_finished_first` is then ``False``. If the provider
+    buffers, the test never sees the piece, the gate gives up after ``within`` seconds and
+    :attr:`server_finished_first` is ``True``.
+    """
+
+    within: float = 5.0
+    opened: threading.Event = field(default_factory=threading.Event)
+    #: ``None`` until :meth:`wait` returned; then whether it gave up waiting for :meth:`open`.
+    server_finished_first: bool | None = None
+
+    def open(self) -> None:
+        """Called by the test: the first piece has arrived."""
+        self.opened.set()
+
+    def wait(self, r: Responder) -> None:
+        """Called by the handler: wait for :meth:`open` (raises :class:`ClientGone` if the
+        client leaves meanwhile)."""
+        deadline = time.monotonic() + self.within
+        while not self.opened.is_set() and time.monotonic() < deadline:
+            r.pause(0.005)
+        self.server_finished_first = not self.opened.is_set()
+
+
+Handler = Callable[[Responder], None]
+
+
+def _read_chunked(rfile: Any) -> tuple[bytes, bool]:
+    """A request body sent with ``transfer-encoding: chunked``, and whether it was complete."""
+    body = b""
+    while True:
+        line = rfile.readline()
+        if not line:
+            return body, False
+        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while rfile.readline().strip():  # trailers, then the blank line
+                pass
+            return body, True
+        data = rfile.read(size)
+        body += data
+        if len(data) < size:
+            return body, False
+        rfile.readline()  # the CRLF after each chunk
+
+
+class LoopbackServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 whose responses are written by ``handler``.
+
+    Every request is kept in :attr:`requests`; a response the client abandoned is kept in
+    :attr:`disconnects`; an exception raised by the handler is kept in :attr:`errors` and
+    re-raised when the :func:`loopback_server` block exits, so a broken fake cannot pass quietly.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[ReceivedRequest] = []
+        self.disconnects: list[ReceivedRequest] = []
+        self.errors: list[BaseException] = []
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._httpd = _LoopbackHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    async def wait_for_disconnects(self, count: int = 1, *, within: float = 5.0) -> bool:
+        """Wait until ``count`` responses were abandoned by the client, at most ``within``
+        seconds; returns whether they were."""
+
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: len(self.disconnects) >= count, within)
+
+        return await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        responder = Responder(self, handler)
+        self.requests.append(responder.request)
+        try:
+            if responder.incomplete:
+                raise ClientGone("the client left while sending its request")
+            self.handler(responder)
+        except ClientGone:
+            with self._changed:
+                self.disconnects.append(responder.request)
+                self._changed.notify_all()
+            handler.close_connection = True
+        except Exception as exc:
+            self.errors.append(exc)
+            handler.close_connection = True
+            if not responder.finished:
+                with suppress(ClientGone):
+                    responder.send(599, f"loopback handler raised {exc!r}")
+        else:
+            if not responder.finished:
+                self.errors.append(AssertionError("handler returned without a response"))
+                handler.close_connection = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        with self._lock:
+            for conn in self._connections:
+                with suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()  # joins the handler threads
+        self._thread.join()
+
+
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    daemon_threads = False  # joined by server_close, so no thread outlives the test
+    block_on_close = True
+
+
+def _handler_class(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            with suppress(OSError):
+                super().finish()
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except OSError:  # the connection was closed under us (client left, server stopping)
+                self.close_connection = True
+
+        def _dispatch(self) -> None:
+            server._serve(self)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return _Handler
+
+
+@contextmanager
+def loopback_server(handler: Handler) -> Iterator[LoopbackServer]:
+    """Run a :class:`LoopbackServer` in a thread for the block, then stop it.
+
+    Works the same under asyncio and trio, since the server runs on its own thread::
+
+        def handler(r: Responder) -> None:
+            r.start(200, {"content-type": "text/event-stream"})
+            r.sse({"hello": "world"})
+            r.end()
+
+        with loopback_server(handler) as server:
+            ...  # point the SDK's base_url at server.url
+    """
+    server = LoopbackServer(handler)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    if server.errors:
+        raise server.errors[0]

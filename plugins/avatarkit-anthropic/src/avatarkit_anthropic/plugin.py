@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import avatarkit
+from avatarkit_anthropic.options import AnthropicLLMOptions
 
 
 @avatarkit.hookimpl
 def register_providers(registry: avatarkit.ProviderRegistry) -> None:
-    """Providers are registered here as they land."""
+    registry.llm(
+        "anthropic",
+        "avatarkit_anthropic.llm:AnthropicLLM",
+        options=AnthropicLLMOptions,
+        description="Claude through the Messages API, streamed.",
+    )

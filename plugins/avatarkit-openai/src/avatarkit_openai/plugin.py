@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import avatarkit
+from avatarkit_openai.options import OpenAILLMOptions, OpenAITTSOptions
 
 
 @avatarkit.hookimpl
 def register_providers(registry: avatarkit.ProviderRegistry) -> None:
-    """Providers are registered here as they land."""
+    registry.llm(
+        "openai",
+        "avatarkit_openai.llm:OpenAILLM",
+        options=OpenAILLMOptions,
+        description="Chat completions from OpenAI or any compatible server (Ollama, vLLM...).",
+    )
+    registry.tts(
+        "openai",
+        "avatarkit_openai.tts:OpenAITTS",
+        options=OpenAITTSOptions,
+        description="OpenAI speech endpoint, streamed as 24 kHz PCM.",
+    )

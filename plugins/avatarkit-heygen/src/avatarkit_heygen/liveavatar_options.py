@@ -1,0 +1,58 @@
+"""Options of the ``liveavatar`` renderer (imports only pydantic: plugin discovery stays light)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+__all__ = ["DEFAULT_BASE_URL", "LiveAvatarOptions"]
+
+DEFAULT_BASE_URL = "https://api.liveavatar.com"
+
+
+class LiveAvatarOptions(BaseModel):
+    """What a YAML ``renderer:`` section may set for ``provider: liveavatar``.
+
+    The mode is not an option: it follows the session's route (``prefer: text`` speaks with
+    LiveAvatar's voice in FULL mode, ``prefer: audio`` with the session's TTS in LITE mode).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretStr = Field(description="LiveAvatar API key (X-API-KEY).")
+    avatar_id: str = Field(min_length=1, description="The LiveAvatar avatar to show.")
+    base_url: str = Field(DEFAULT_BASE_URL, description="LiveAvatar API base URL.")
+    voice_id: str | None = Field(None, description="FULL mode: LiveAvatar voice of the avatar.")
+    context_id: str | None = Field(None, description="FULL mode: LiveAvatar context (persona).")
+    language: str = Field("en", description="FULL mode: language of the avatar's speech.")
+    quality: Literal["low", "medium", "high", "very_high"] = Field(
+        "high", description="Video quality of the stream."
+    )
+    sandbox: bool = Field(False, description="Use LiveAvatar's sandbox (free, limited) sessions.")
+    max_session_duration: int | None = Field(
+        None, gt=0, description="Seconds after which LiveAvatar ends the session (its default)."
+    )
+    keep_alive: bool = Field(True, description="Reset LiveAvatar's idle timer while idle.")
+    keep_alive_interval: float = Field(
+        60.0, gt=0, lt=300, description="Seconds of silence before a keep-alive is sent."
+    )
+    request_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request.")
+    connect_timeout: float = Field(
+        20.0, gt=0, description="Seconds to connect the command channel and see it ready."
+    )
+    chunk_seconds: float = Field(
+        1.0, ge=0.05, le=10.0, description="LITE mode: audio per agent.speak message, seconds."
+    )
+    speak_timeout_grace: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds past the audio's (or text's estimated) duration to wait for the "
+        "avatar's speak_ended event before giving up on it.",
+    )
+
+    @field_validator("voice_id", "context_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``voice_id: ${LIVEAVATAR_VOICE_ID:-}`` leaves the avatar's default."""
+        return None if value == "" else value

@@ -1,0 +1,226 @@
+// The avatarkit serve page: one WebSocket, one avatar session (message schema: docs/guide/serve.md).
+
+import { Face } from "./face.js";
+import { Player } from "./player.js";
+import { AvatarRoom } from "./room.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  title: $("title"),
+  connection: $("connection"),
+  state: $("state"),
+  face: $("face"),
+  video: $("video"),
+  note: $("stage-note"),
+  transcript: $("transcript"),
+  form: $("composer"),
+  text: $("text"),
+  send: $("send"),
+  interrupt: $("interrupt"),
+  firstSpeech: $("m-first-speech"),
+  firstToken: $("m-first-token"),
+  duration: $("m-duration"),
+  route: $("m-route"),
+};
+
+const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+socket.binaryType = "arraybuffer";
+
+const player = new Player((utterance) => send({ type: "played", utterance }));
+const face = new Face(ui.face, () => player.level());
+const room = new AvatarRoom(ui.video, note);
+const turns = new Map(); // turn number -> transcript <li>
+let ready = false;
+
+// What the page is doing, for people debugging it and for the browser tests.
+window.avatarkit = {
+  connection: "connecting",
+  state: "idle",
+  display: null,
+  closeCode: null,
+  errors: [],
+  metrics: null,
+  get audio() {
+    return {
+      ...player.stats,
+      context: player.state,
+      playing: player.playing,
+      output: player.outputLevel(),
+    };
+  },
+  get mouth() {
+    return face.openness;
+  },
+  get room() {
+    return room.info;
+  },
+};
+
+function send(message) {
+  if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function note(text, isError = false) {
+  ui.note.textContent = text;
+  ui.note.classList.toggle("error", isError);
+}
+
+function setConnection(status, label) {
+  window.avatarkit.connection = status;
+  ui.connection.dataset.status = status;
+  ui.connection.textContent = label;
+}
+
+function setState(state) {
+  window.avatarkit.state = state;
+  ui.state.dataset.state = state;
+  ui.state.textContent = state;
+  ui.interrupt.disabled = !ready || !(state === "thinking" || state === "speaking");
+}
+
+function enableInput(enabled) {
+  ui.text.disabled = !enabled;
+  ui.send.disabled = !enabled;
+  if (enabled) ui.text.focus();
+}
+
+function addEntry(kind, text) {
+  const li = document.createElement("li");
+  li.className = kind;
+  li.textContent = text;
+  ui.transcript.appendChild(li);
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  return li;
+}
+
+function turnEntry(turn) {
+  let li = turns.get(turn);
+  if (!li) {
+    li = addEntry("avatar", "");
+    li.dataset.turn = turn;
+    turns.set(turn, li);
+  }
+  return li;
+}
+
+function seconds(value) {
+  return value == null ? "–" : `${Math.round(value * 1000)} ms`;
+}
+
+function showError(message) {
+  window.avatarkit.errors.push(message);
+  addEntry("error", message.message);
+}
+
+const handlers = {
+  hello(message) {
+    if (message.title) {
+      ui.title.textContent = message.title;
+      document.title = `avatarkit · ${message.title}`;
+    }
+    ui.text.maxLength = message.limits.max_text_chars;
+    note("starting the avatar…");
+  },
+  ready(message) {
+    ready = true;
+    window.avatarkit.display = message.display;
+    ui.route.textContent = `${message.route} · ${message.renderer}`;
+    setConnection("connected", "connected");
+    enableInput(true);
+    if (message.display === "audio") {
+      ui.face.hidden = false;
+      face.start();
+      note("");
+    } else if (message.display === "none") {
+      note(`${message.renderer} shows the avatar elsewhere; the conversation is below.`);
+    }
+    setState(message.state);
+  },
+  viewer(message) {
+    room.join(message.url, message.token);
+  },
+  state(message) {
+    setState(message.state);
+    if (message.state === "idle") for (const li of turns.values()) li.classList.remove("speaking");
+  },
+  delta(message) {
+    const li = turnEntry(message.turn);
+    li.textContent += message.text;
+    ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  },
+  sentence_start(message) {
+    turnEntry(message.turn).classList.add("speaking");
+  },
+  sentence_end(message) {
+    if (message.interrupted) turnEntry(message.turn).classList.add("interrupted");
+  },
+  metrics(message) {
+    window.avatarkit.metrics = message;
+    ui.firstSpeech.textContent = seconds(message.time_to_first_speech);
+    ui.firstToken.textContent = seconds(message.time_to_first_token);
+    ui.duration.textContent = seconds(message.duration) + (message.interrupted ? " (interrupted)" : "");
+    turnEntry(message.turn).classList.remove("speaking");
+  },
+  error(message) {
+    showError(message);
+  },
+  audio_start(message) {
+    player.begin(message.utterance);
+  },
+  audio_end(message) {
+    player.end(message.utterance);
+  },
+  audio_stop() {
+    player.stop();
+  },
+};
+
+socket.addEventListener("open", () => setConnection("connecting", "starting…"));
+socket.addEventListener("message", (event) => {
+  if (event.data instanceof ArrayBuffer) {
+    player.push(event.data);
+    return;
+  }
+  let message;
+  try {
+    message = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  const handler = handlers[message.type];
+  if (handler) handler(message);
+});
+socket.addEventListener("close", (event) => {
+  window.avatarkit.closeCode = event.code;
+  ready = false;
+  enableInput(false);
+  setState("closed");
+  player.stop();
+  room.leave();
+  const reasons = {
+    1008: "refused by the server",
+    1011: "the avatar session could not start",
+    1012: "the server is shutting down",
+    1013: "the server is at its session limit",
+  };
+  setConnection("closed", `disconnected${reasons[event.code] ? ": " + reasons[event.code] : ""}`);
+});
+socket.addEventListener("error", () => setConnection("error", "connection error"));
+
+ui.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.text.value.trim();
+  if (!text || !ready) return;
+  player.unlock(); // a user gesture: audio may start
+  room.unlock();
+  addEntry("user", text);
+  send({ type: "send", text });
+  ui.text.value = "";
+});
+
+ui.interrupt.addEventListener("click", () => {
+  player.stop(); // silence at once; the server confirms with audio_stop
+  send({ type: "interrupt" });
+});
+
+window.addEventListener("pagehide", () => socket.close(1000));
