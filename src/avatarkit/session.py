@@ -468,13 +468,22 @@ class AvatarSession:
     ) -> None:
         """Everything that costs money or CPU ahead of speech: one scope, cancelled by interrupt."""
         with turn.producers:
+            if audio is None:
+                # The text route has a single producer: run it here, without a task group and
+                # a task of its own (each costs a scheduling round before the LLM is called).
+                await self._produce(turn, text, use_llm, sentences)
+                return
             async with anyio.create_task_group() as tg:
-                if use_llm:
-                    tg.start_soon(self._produce_from_llm, turn, sentences)
-                else:
-                    tg.start_soon(self._produce_from_text, text, sentences)
-                if audio is not None:
-                    tg.start_soon(self._schedule_tts, turn, *audio, tg)
+                tg.start_soon(self._schedule_tts, turn, *audio, tg)
+                await self._produce(turn, text, use_llm, sentences)
+
+    async def _produce(
+        self, turn: _Turn, text: str, use_llm: bool, out: MemoryObjectSendStream[_Sentence]
+    ) -> None:
+        if use_llm:
+            await self._produce_from_llm(turn, out)
+        else:
+            await self._produce_from_text(text, out)
 
     # -- producing sentences -------------------------------------------------------------------
 
