@@ -14,6 +14,7 @@ renderer was given to say (whole sentences, then at most a word-prefix of the on
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -275,3 +276,80 @@ def test_cancellation_at_any_point_keeps_the_invariants(
     anyio_backend: str, schedule: Schedule
 ) -> None:
     anyio.run(run_schedule, schedule, backend=anyio_backend)
+
+
+def _heygen_fake() -> Any:
+    """The heygen plugin's fake HeyGen API (its test conftest), loaded by path."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "plugins/avatarkit-heygen/tests/conftest.py"
+    spec = importlib.util.spec_from_file_location("_heygen_fake_conftest", path)
+    assert spec is not None
+    assert spec.loader is not None
+    if spec.name in sys.modules:
+        return sys.modules[spec.name]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+async def run_heygen_schedule(delay: float, action: str, fake: Any) -> None:
+    import avatarkit_heygen.plugin
+    from avatarkit import load_session
+    from avatarkit.testing import FakeProvidersPlugin, registered
+
+    server = fake.FakeHeyGen()
+    try:
+        config = {
+            "llm": {"provider": "fake", "replies": [REPLIES[0]], "token_delay": 0.002},
+            "renderer": {
+                "provider": "heygen",
+                "api_key": "${HEYGEN_API_KEY}",
+                "base_url": server.base_url,
+                "avatar_id": fake.AVATAR,
+                "lead_time": 0.0,
+                "retry_backoff": 0.0,
+                "keep_alive": False,
+            },
+        }
+        with registered(FakeProvidersPlugin(), avatarkit_heygen.plugin) as registry:
+            session = load_session(config, registry=registry, env={"HEYGEN_API_KEY": fake.API_KEY})
+        with anyio.fail_after(20):
+            with anyio.move_on_after(delay):
+                async with session, anyio.create_task_group() as tg:
+                    if action == "interrupt":
+                        tg.start_soon(session.send, "hi")
+                        await anyio.sleep(delay / 2)
+                        await session.interrupt()
+                    elif action == "close":
+                        tg.start_soon(session.send, "hi")
+                        await anyio.sleep(delay / 2)
+                        await session.close()
+                    else:
+                        await session.send("hi")
+            await session.close()
+        assert session.state == "closed"
+        # Every HeyGen session the renderer created was stopped, whatever the cut.
+        assert server.open_sessions() == []
+    finally:
+        server.close()
+
+
+# httpx leaves its request-body generator to the garbage collector when a request is cancelled
+# mid-flight, which trio reports; it is httpx's, holds nothing of HeyGen's, and is not what this
+# test is about (reported to the heygen plugin's owner).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object ByteStream.__aiter__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    delay=st.floats(0.0, 0.3),
+    action=st.sampled_from(["cancel", "interrupt", "close"]),
+)
+def test_heygen_sessions_are_always_stopped(anyio_backend: str, delay: float, action: str) -> None:
+    pytest.importorskip("avatarkit_heygen")
+    anyio.run(run_heygen_schedule, delay, action, _heygen_fake(), backend=anyio_backend)
