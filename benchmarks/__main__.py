@@ -61,6 +61,12 @@ def main() -> None:
     sections: list[tuple[str, str]] = []
     rows: list[tuple[str, str, str, str]] = []
 
+    prim = []
+    for backend in ("asyncio", "trio"):
+        text, _ = run("primitives.py", "--backend", backend)
+        prim.append(text.strip())
+    sections.append(("Event-loop primitives on this machine", "\n".join(prim)))
+
     for backend in ("asyncio", "trio"):
         text, r = run("engine.py", "--runs", runs, "--backend", backend)
         sections.append((f"Engine overhead and interruption ({backend})", text))
