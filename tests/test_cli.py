@@ -269,7 +269,9 @@ def test_run_ctrl_c_interrupts_the_reply_then_quits(tmp_path: Path, site: Path) 
         out.wait_for("[interrupted]")
         proc.stdin.write("again\n")  # the session is still usable
         proc.stdin.flush()
-        out.wait_for("avatar> Short one.")
+        # The newline comes once the turn is over: a Ctrl-C before it would (rightly) only
+        # interrupt the reply.
+        out.wait_for("avatar> Short one.\n")
         proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt: quit
         assert proc.wait(timeout=30) == 0
         assert "word199" not in out.text
