@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -16,14 +17,19 @@ __all__ = [
     "LLM",
     "TTS",
     "AudioChunk",
+    "IncrementalTTS",
     "Message",
     "Renderer",
     "RendererCapabilities",
     "Role",
     "SpeaksAudio",
     "SpeaksText",
+    "SpeechStream",
+    "TTSCapabilities",
     "ViewerConnection",
+    "WordTiming",
     "renderer_capabilities",
+    "tts_capabilities",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -90,6 +96,42 @@ class TTS(Protocol):
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """When a word is heard: seconds from the start of the audio it belongs to."""
+
+    word: str
+    start: float
+    end: float
+
+
+@runtime_checkable
+class SpeechStream(Protocol):
+    """One turn of incremental synthesis: text goes in as the LLM writes it, audio comes out.
+
+    ``push`` appends text exactly as given (spaces included); ``flush`` asks for everything
+    pushed so far to be spoken now (a sentence ended); ``end`` says no more text is coming, after
+    which iteration finishes with the last audio. Iterating yields :class:`AudioChunk` and, where
+    the service reports them, :class:`WordTiming` whose times count from the stream's first
+    audio sample. Leaving the ``open_stream`` context before the end cancels synthesis at once.
+    """
+
+    async def push(self, text: str) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def end(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk | WordTiming]: ...
+
+
+@runtime_checkable
+class IncrementalTTS(Protocol):
+    """A TTS that takes a turn's text as it is written (WebSocket TTS: ElevenLabs, Cartesia)."""
+
+    def open_stream(self) -> AbstractAsyncContextManager[SpeechStream]: ...
+
+
 @runtime_checkable
 class Renderer(Protocol):
     """An avatar. Also implements :class:`SpeaksText` and/or :class:`SpeaksAudio`."""
@@ -142,4 +184,21 @@ def renderer_capabilities(renderer: object) -> RendererCapabilities:
     return RendererCapabilities(
         text=_has_async_method(renderer, "speak_text"),
         audio=_has_async_method(renderer, "speak"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TTSCapabilities:
+    """How a TTS can be fed: a sentence at a time, a whole turn as it is written, or both."""
+
+    sentences: bool
+    incremental: bool
+
+
+def tts_capabilities(tts: object) -> TTSCapabilities:
+    """Which ways ``tts`` (an instance or a class) can be fed; method presence decides, as for
+    renderers. ``open_stream`` returns an async context manager, so it is a plain method."""
+    return TTSCapabilities(
+        sentences=callable(getattr(tts, "synthesize", None)),
+        incremental=callable(getattr(tts, "open_stream", None)),
     )

@@ -1,0 +1,3 @@
+"""Cartesia text-to-speech for avatarkit (see :mod:`avatarkit_cartesia.tts`)."""
+
+__all__: list[str] = []
