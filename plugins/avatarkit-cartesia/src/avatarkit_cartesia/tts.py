@@ -246,7 +246,9 @@ class CartesiaStream:
         try:
             pcm = self._pending + base64.b64decode(data)
         except (binascii.Error, ValueError):
-            raise ProviderError("the service sent audio that is not base64", provider=PROVIDER)
+            raise ProviderError(
+                "the service sent audio that is not base64", provider=PROVIDER
+            ) from None
         whole = len(pcm) - len(pcm) % 2
         self._pending = pcm[whole:]
         if whole:

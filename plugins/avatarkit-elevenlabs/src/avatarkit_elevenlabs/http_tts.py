@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -94,13 +93,12 @@ class ElevenLabsHTTPTTS:
                 raise await self._status_error(response)
             pending = b""
             try:
-                async with aclosing(response.aiter_bytes()) as pieces:
-                    async for data in pieces:
-                        data = pending + data
-                        whole = len(data) - len(data) % 2
-                        pending = data[whole:]
-                        if whole:
-                            yield AudioChunk(data[:whole], self.sample_rate)
+                async for data in response.aiter_bytes():
+                    data = pending + data
+                    whole = len(data) - len(data) % 2
+                    pending = data[whole:]
+                    if whole:
+                        yield AudioChunk(data[:whole], self.sample_rate)
             except httpx.TimeoutException:
                 raise timeout_error(self._ctx) from None
             except httpx.TransportError as exc:
