@@ -114,3 +114,14 @@ def test_heard_chars_counts_whole_words_within_the_audio() -> None:
     assert text[: heard_chars(text, timings, 5.0)] == "Hello there, my friend."
     # timings that have not arrived yet never count as heard
     assert text[: heard_chars(text, timings[:2], 5.0)] == "Hello there,"
+
+
+async def test_fake_incremental_tts_passes_the_conformance_check() -> None:
+    from avatarkit.testing import FakeIncrementalTTS, check_incremental_tts
+
+    tts = FakeIncrementalTTS()
+    items = await check_incremental_tts(tts)
+    assert any(isinstance(i, WordTiming) for i in items)
+    assert tts.streams[0].completed
+    assert tts.streams[1].cancelled
+    await check_incremental_tts(FakeIncrementalTTS(timings=False))

@@ -176,3 +176,10 @@ def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CARTESIA_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="CARTESIA_API_KEY"):
         CartesiaTTS(voice_id="v")
+
+
+async def test_conformance(fake_cartesia: FakeCartesia) -> None:
+    from avatarkit.testing import check_incremental_tts
+
+    items = await check_incremental_tts(make(fake_cartesia))
+    assert any(isinstance(i, WordTiming) for i in items)

@@ -217,3 +217,10 @@ def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_schedule_values_are_checked() -> None:
     with pytest.raises(ValueError, match="chunk_length_schedule"):
         ElevenLabsTTS(api_key="k", voice_id="v", chunk_length_schedule=[10])
+
+
+async def test_conformance(fake_elevenlabs: FakeElevenLabs) -> None:
+    from avatarkit.testing import check_incremental_tts
+
+    items = await check_incremental_tts(make(fake_elevenlabs))
+    assert any(isinstance(i, WordTiming) for i in items)
