@@ -363,7 +363,7 @@ def _optional_module(name: str, what: str) -> Any:
             raise
         raise AvatarKitError(
             f"`avatarkit {what}` is not available in this installation ({name} is missing); "
-            "reinstall avatarkit or install it from a full checkout"
+            "reinstall avatarkit-core or install it from a full checkout"
         ) from None
 
 
