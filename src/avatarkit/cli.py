@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(getattr(args, "verbose", 0))
+    if args.command is not None or args.version:
+        refused = _check_installation()
+        if refused is not None:
+            return refused
     if args.version:
         from avatarkit._version import __version__
 
@@ -124,6 +128,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _check_installation() -> int | None:
+    """Say plainly when PyPI's unrelated ``avatarkit`` shares this environment; an exit code
+    when avatarkit cannot run at all (its import package is not ours)."""
+    from avatarkit import _install
+
+    problem = _install.check()
+    if problem is None:
+        return None
+    message, fatal = problem
+    if fatal:
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    if not _install.warned:
+        print(f"warning: {message}", file=sys.stderr)
+    return None
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
@@ -144,7 +165,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _capabilities(spec: Any) -> tuple[list[str], str | None]:
-    """Capability names of a provider, and an error if its factory cannot be imported."""
+    """Capability names of a provider, and an error if its factory cannot be imported.
+
+    A renderer registered as ``"module:Class"`` is read from its source when that is
+    conclusive, so listing providers imports no provider SDK (``check`` imports and verifies).
+    """
     from avatarkit.config import static_capabilities
     from avatarkit.errors import AvatarKitError
 
@@ -152,8 +177,14 @@ def _capabilities(spec: Any) -> tuple[list[str], str | None]:
         return ["stream"], None
     if spec.kind == "tts":
         return ["synthesize"], None
+    caps = None
+    if isinstance(spec.factory, str):
+        from avatarkit._source_caps import capabilities_from_source
+
+        # Read from the source: importing the class would import its SDK.
+        caps = capabilities_from_source(spec.factory)
     try:
-        caps = static_capabilities(spec)
+        caps = caps or static_capabilities(spec)
     except AvatarKitError as exc:
         return [], str(exc)
     if caps is None:
