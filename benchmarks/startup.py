@@ -1,5 +1,8 @@
-"""Start-up: wall time of ``import avatarkit`` and ``avatarkit --help`` in a fresh interpreter,
-and which provider SDKs got imported (none should be).
+"""Start-up: wall time of ``import avatarkit``, ``avatarkit --help`` and ``avatarkit providers``
+in a fresh interpreter, and which provider SDKs (and pydantic) got imported.
+
+Targets: ``--help`` under 5x ``python -c pass``; ``providers`` (every plugin of the checkout
+installed) under 0.5 s; ``import avatarkit`` and ``--help`` import neither pydantic nor an SDK.
 
     uv run python benchmarks/startup.py [--runs 10]
 """
@@ -26,7 +29,10 @@ COMMANDS = {
     "import avatarkit": PROBE + "import avatarkit\n",
     "avatarkit --help": PROBE
     + "sys.argv = ['avatarkit', '--help']\nfrom avatarkit.cli import main\nmain()\n",
+    "avatarkit providers": PROBE + "import contextlib, io\nfrom avatarkit.cli import main\n"
+    "with contextlib.redirect_stdout(io.StringIO()):\n    main(['providers'])\n",
 }
+HEAVY = ["pydantic", "numpy", "yaml", "anyio"]
 
 
 def run(code: str) -> tuple[float, list[str], int]:
@@ -50,9 +56,20 @@ def main(runs: int, json_path: str | None) -> None:
         measured = [run(code) for _ in range(runs)]
         s = summary([m[0] for m in measured])
         sdks = sorted({sdk for m in measured for sdk in m[1] if sdk in SDKS})
+        heavy = sorted({h for m in measured for h in m[1] if h in HEAVY})
         codes = sorted({m[2] for m in measured})
-        results[label] = {**s, "sdks_imported": sdks, "exit_codes": codes}
-        print(row(label, s) + f"   SDKs imported: {sdks or 'none'}   exit {codes}")
+        ratio = s["p50"] / baseline["p50"]
+        results[label] = {
+            **s,
+            "sdks_imported": sdks,
+            "heavy_imported": heavy,
+            "ratio_to_python": ratio,
+            "exit_codes": codes,
+        }
+        print(
+            row(label, s) + f"   {ratio:.1f}x python   SDKs: {sdks or 'none'}   "
+            f"also loads: {heavy or 'none'}   exit {codes}"
+        )
     write_json(json_path, results)
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import TYPE_CHECKING, Any
 
 from avatarkit import _install
 from avatarkit._version import DISTRIBUTION as _DISTRIBUTION  # noqa: F401  (read by _install)
 from avatarkit._version import __version__
 
+# Not `typing.TYPE_CHECKING`: importing typing is most of an otherwise empty import. mypy
+# treats any name TYPE_CHECKING as True.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from avatarkit.config import (
         load_session,
     )
