@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo",
         parents=[common],
+        add_help=False,  # `demo --help` is the demo's own help (--output)
         help="the offline demo session (further arguments go to the demo)",
     )
 
@@ -271,22 +272,35 @@ def _load(file: str) -> AvatarSession:
 def _cmd_say(args: argparse.Namespace) -> int:
     import anyio
 
+    from avatarkit._recordings import Recordings
+
     session = _load(args.file)
+    recordings = Recordings(session.renderer, sys.stderr)
 
     async def say() -> str:
         async with session:
+            recordings.started()
             return await session.say(args.text)
 
-    print(anyio.run(say))
+    try:
+        print(anyio.run(say))
+    finally:
+        recordings.finished()
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
+    from avatarkit._recordings import Recordings
+
     session = _load(args.file)
-    repl = _Repl(session, sys.stdin, sys.stdout)
-    anyio.run(repl.run, backend="asyncio")
+    recordings = Recordings(session.renderer, sys.stderr)
+    repl = _Repl(session, sys.stdin, sys.stdout, on_start=recordings.started)
+    try:
+        anyio.run(repl.run, backend="asyncio")
+    finally:
+        recordings.finished()
     return EXIT_OK
 
 
@@ -297,10 +311,22 @@ class _Repl:
     EOF) quits, closing the session.
     """
 
-    def __init__(self, session: AvatarSession, stdin: TextIO, stdout: TextIO) -> None:
+    HINT = "Type a message and press Enter. Ctrl-C interrupts the avatar; Ctrl-D quits.\n"
+
+    def __init__(
+        self,
+        session: AvatarSession,
+        stdin: TextIO,
+        stdout: TextIO,
+        *,
+        on_start: Callable[[], None] | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
         self.session = session
         self.stdin = stdin
         self.out = stdout
+        self.err = stderr or sys.stderr
+        self.on_start = on_start
         self.busy = False
         self.interrupted = False
         self.turn_started = False
@@ -327,6 +353,10 @@ class _Repl:
         send, receive = anyio.create_memory_object_stream[str | None](1)
         _start_reader(self.stdin, send)
         async with self.session, anyio.create_task_group() as tg:
+            if self.on_start is not None:
+                self.on_start()
+            self.err.write(self.HINT)
+            self.err.flush()
             self.session.on_event(self._on_event)
             with anyio.open_signal_receiver(signal.SIGINT) as signals:
                 tg.start_soon(self._watch_signals, signals, tg.cancel_scope)
@@ -341,6 +371,8 @@ class _Repl:
                 self._write("you> ")
             line = await lines.receive()
             if line is None:
+                if self.stdin.isatty():
+                    self._write("\n")  # Ctrl-D left the cursor after the prompt
                 return
             if not line.strip():
                 continue
