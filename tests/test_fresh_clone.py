@@ -33,8 +33,13 @@ def _require_debian_python() -> None:
     pytest.skip("no externally-managed /usr/bin/python3 on this machine (Debian/Ubuntu only)")
 
 
+def _uv() -> str | None:
+    # `uv run` names itself in $UV (scripts/check may run a private uv that is not on PATH)
+    return os.environ.get("UV") or shutil.which("uv")
+
+
 def _uv_cache() -> str:
-    uv = shutil.which("uv")
+    uv = _uv()
     if uv is None:
         pytest.fail("uv is needed to find the shared package cache")
     out = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=True)
@@ -118,7 +123,7 @@ def test_check_command_smoke_on_debian_system_python(clone: Path, home: Path) ->
 
 
 def test_bootstrap_uses_uv_from_path(tmp_path: Path) -> None:
-    uv = shutil.which("uv")
+    uv = _uv()
     assert uv is not None
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

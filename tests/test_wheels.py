@@ -41,7 +41,8 @@ GPL = {"avatarkit-piper"}  # imports piper-tts 1.x (GPL-3.0-or-later)
 
 
 def _uv() -> list[str]:
-    found = shutil.which("uv")
+    # `uv run` names itself in $UV (scripts/check may run a private uv that is not on PATH)
+    found = os.environ.get("UV") or shutil.which("uv")
     if found:
         return [found]
     pytest.fail("uv is needed to build the wheels (scripts/bootstrap installs it)")
