@@ -7,6 +7,7 @@ import hashlib
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -151,6 +152,33 @@ def test_run_ends_the_line_on_ctrl_d_at_a_terminal(tmp_path: Path, site: Path) -
         assert proc.returncode == 0, err
         assert (seen + out).endswith(b"you> \n")
         assert b"Ctrl-D quits" in err
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminal")
+def test_run_ends_the_line_on_ctrl_c_at_the_prompt(tmp_path: Path, site: Path) -> None:
+    path = tmp_path / "console.yaml"
+    path.write_text("llm: {provider: scripted, replies: ['Hi.']}\nrenderer: fake-text\n")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "avatarkit", "run", str(path)],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    os.close(terminal)
+    try:
+        assert proc.stdout is not None
+        seen = _read_until(proc.stdout.fileno(), b"you> ")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt: quit
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert (seen + out).endswith(b"you> \n")
     finally:
         os.close(controller)
         if proc.poll() is None:

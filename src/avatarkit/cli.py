@@ -396,6 +396,8 @@ class _Repl:
                     self.interrupted = True
                     tg.start_soon(self.session.interrupt)
                 else:
+                    if self.stdin.isatty():
+                        self._write("\n")  # Ctrl-C at the prompt: end its line too
                     scope.cancel()
                     return
 
