@@ -204,6 +204,8 @@ class _Builder:
         self.entries: dict[int, dict[str, tuple[Any, Any]]] = {}
         self.active: set[int] = set()
         self.merging: set[int] = set()
+        #: Values of duplicate keys: reported, not kept, but still checked like the rest.
+        self.dropped: dict[int, list[tuple[str, Any]]] = {}
 
     def value(self, node: Any, path: Path) -> Any:
         key = id(node)
@@ -247,6 +249,8 @@ class _Builder:
                 result[key] = self.value(value_node, (*path, name))
                 size = min(size + self.sizes[id(value_node)], self.max_values + 1)
                 height = max(height, self.heights[id(value_node)])
+            for name, value_node in self.dropped.get(id(node), ()):
+                self.value(value_node, (*path, name))
             return result, size, height + 1
         if isinstance(node, yaml.SequenceNode):
             items = []
@@ -287,6 +291,7 @@ class _Builder:
                             _loc(self.doc.file, key_node),
                         )
                     )
+                    self.dropped.setdefault(key, []).append((name, value_node))
                     continue
                 own[name] = (key_node, value_node)
         finally:
