@@ -23,10 +23,11 @@ On that graph we add what a loader for untrusted files needs and ``safe_load`` l
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+# PyYAML is imported inside the functions, only when a file is read: `avatarkit --help` stays light.
 
 __all__ = [
     "MAX_BYTES",
@@ -95,6 +96,8 @@ class YAMLDocument:
 
     def _node(self, path: Path) -> tuple[Any, Any, int]:
         """The deepest node along ``path``, the key node that led to it, and how far it got."""
+        import yaml
+
         node, key_node = self._root, None
         for depth, part in enumerate(path):
             if isinstance(node, yaml.MappingNode):
@@ -123,6 +126,8 @@ class YAMLDocument:
 
     def scalar_text(self, path: Path) -> str | None:
         """The text a scalar at ``path`` was written as (``0123`` for what YAML reads as 83)."""
+        import yaml
+
         if self._root is None:
             return None
         node, _, reached = self._node(path)
@@ -143,7 +148,7 @@ def parse_yaml(
     Raises ``yaml.YAMLError`` (syntax) or :class:`YAMLProblem` (a budget exceeded, an alias that
     contains itself, a bad merge or key); duplicate keys are listed in ``problems``.
     """
-    loader = _Loader(text, file, max_values, max_depth)
+    loader = _loader_class()(text, file, max_values, max_depth)
     try:
         try:
             root = loader.get_single_node()
@@ -164,36 +169,43 @@ def _loc(file: str | None, node: Any) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-class _Loader(yaml.SafeLoader):
-    """The safe loader, counting nodes and nesting depth while it composes."""
+@functools.cache
+def _loader_class() -> Any:
+    """The loader class, defined on first use so PyYAML is imported only then."""
+    import yaml
 
-    def __init__(self, text: str, file: str | None, max_values: int, max_depth: int) -> None:
-        super().__init__(text)
-        self._file = file
-        self._max_values = max_values
-        self._max_depth = max_depth
-        self._count = 0
-        self._depth = 0
+    class _Loader(yaml.SafeLoader):
+        """The safe loader, counting nodes and nesting depth while it composes."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._count += 1
-        self._depth += 1
-        try:
-            if self._count > self._max_values or self._depth > self._max_depth:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                where = Location(self._file, mark.line + 1, mark.column + 1)
-                if self._depth > self._max_depth:
-                    raise YAMLProblem(f"nested more than {self._max_depth} levels deep", where)
-                raise YAMLProblem(f"more than {self._max_values} values in one file", where)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        def __init__(self, text: str, file: str | None, max_values: int, max_depth: int) -> None:
+            super().__init__(text)
+            self._file = file
+            self._max_values = max_values
+            self._max_depth = max_depth
+            self._count = 0
+            self._depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self._count += 1
+            self._depth += 1
+            try:
+                if self._count > self._max_values or self._depth > self._max_depth:
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                    where = Location(self._file, mark.line + 1, mark.column + 1)
+                    if self._depth > self._max_depth:
+                        raise YAMLProblem(f"nested more than {self._max_depth} levels deep", where)
+                    raise YAMLProblem(f"more than {self._max_values} values in one file", where)
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return _Loader
 
 
 class _Builder:
     """Turns the node graph into values, once per node, measuring the expanded size."""
 
-    def __init__(self, loader: _Loader, doc: YAMLDocument, max_values: int, max_depth: int) -> None:
+    def __init__(self, loader: Any, doc: YAMLDocument, max_values: int, max_depth: int) -> None:
         self.loader = loader
         self.doc = doc
         self.max_values = max_values
@@ -241,6 +253,8 @@ class _Builder:
         return result
 
     def _construct(self, node: Any, path: Path) -> tuple[Any, int, int]:
+        import yaml
+
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             size, height = 1, 0
@@ -301,6 +315,8 @@ class _Builder:
         return entries
 
     def _merge_sources(self, value_node: Any, path: Path) -> list[Any]:
+        import yaml
+
         if isinstance(value_node, yaml.MappingNode):
             return [value_node]
         if isinstance(value_node, yaml.SequenceNode) and all(
@@ -314,6 +330,8 @@ class _Builder:
         )
 
     def _key(self, key_node: Any, path: Path) -> str:
+        import yaml
+
         if not isinstance(key_node, yaml.ScalarNode):
             raise YAMLProblem(
                 "mapping keys must be plain scalars", _loc(self.doc.file, key_node), path
