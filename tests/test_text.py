@@ -203,6 +203,9 @@ def test_text_without_spaces_is_cut_at_a_character_bound() -> None:
         ("<p>First.</p><p>Second.</p>", "First. Second."),
         ('<a href="https://x.y/z">the docs</a> say', "the docs say"),
         ("<!-- a comment -->Shown", "Shown"),
+        ("<p>Half of a paragraph.", "Half of a paragraph."),
+        ("Its other half.</p>", "Its other half."),
+        ("if x <b and y> z", "if x <b and y> z"),
         ('<span class="hl">Hi</span> there', "Hi there"),
     ],
 )

@@ -316,9 +316,10 @@ _TAG = re.compile(
 
 
 def _strip_html(text: str) -> str:
-    """Remove HTML tags, conservatively: only a well-formed tag of a real HTML element, and a
-    bare ``<x>`` or ``</x>`` only when its partner is in the text too, so ``Vec<String>``,
-    ``Array<Object>``, ``a<b>c`` and ``x < 5 and y > 3`` keep every word."""
+    """Remove HTML tags, conservatively: only a well-formed tag of a real HTML element; one with
+    no attributes only when its partner is in the text too or it is not glued to a word on its
+    outer side. So ``Vec<String>``, ``Array<Object>``, ``a<b>c``, ``x <b and y> z`` and
+    ``x < 5 and y > 3`` keep every word."""
     if "<" not in text:
         return text
     matches = list(_TAG.finditer(text))
@@ -336,8 +337,16 @@ def _strip_html(text: str) -> str:
             remove, spaced = False, False
         else:
             partner = name in (opened if m["close"] else closed)
+            # A bare tag without its partner (a sentence holds half of `<p>...</p>`) is removed
+            # when it is not glued to the word it would belong to: `<p>Hi` and `Hi.</p>`, not
+            # the `<b>` of `a<b>c`.
+            outside = (
+                text[m.start() - 1 : m.start()] if not m["close"] else text[m.end() : m.end() + 1]
+            )
+            bare = not m["attrs"].strip() and not outside.isalnum()
             remove = (
                 partner
+                or bare
                 or name in _VOID_ELEMENTS
                 or "=" in m["attrs"]  # `<a href="...">`, not `a<b and c>d`
                 or bool(m["selfclose"])
