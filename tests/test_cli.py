@@ -39,9 +39,34 @@ class FlakyLLM:
         yield "Better now."
 
 
+class DownLLM:
+    # every turn fails
+    async def stream(self, messages):
+        raise ProviderHTTPError("down for maintenance", provider="down", status_code=503)
+        yield ""
+
+
+class DownTTS:
+    # fails when called, before it streams anything
+    def synthesize(self, text):
+        raise ProviderHTTPError("tts is down", provider="downtts", status_code=500)
+
+
+class LateTTS:
+    # fails after its first chunk
+    async def synthesize(self, text):
+        from avatarkit.providers import AudioChunk
+
+        yield AudioChunk(bytes(320), 16000)
+        raise ProviderHTTPError("tts broke midway", provider="latetts", status_code=502)
+
+
 @avatarkit.hookimpl
 def register_providers(registry):
     registry.llm("flaky", FlakyLLM)
+    registry.llm("down", DownLLM)
+    registry.tts("down", DownTTS)
+    registry.tts("late", LateTTS)
 """
 BROKEN = "raise ImportError('this plugin needs a missing SDK')\n"
 SDKS = ("openai", "anthropic", "livekit", "av", "piper", "onnxruntime", "websockets", "aiohttp")
@@ -209,11 +234,65 @@ def test_run_reads_lines_until_eof(tmp_path: Path, site: Path) -> None:
 def test_run_reports_a_failed_turn_and_carries_on(tmp_path: Path, site: Path) -> None:
     path = write(tmp_path, "llm: flaky\nrenderer: fake-text\n")
     result = run_cli(site, "run", path, stdin="first\nsecond\n")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a turn failed, even if the next one worked
     assert "error: flaky: HTTP 503: overloaded" in result.stderr
     assert result.stderr.count("overloaded") == 1
     assert "Traceback" not in result.stderr
     assert "avatar> Better now." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("session", "message"),
+    [
+        ("llm: down\nrenderer: fake-text\n", "error: down: HTTP 503: down for maintenance"),
+        ("llm: fake\ntts: down\nrenderer: fake-audio\n", "error: downtts: HTTP 500: tts is down"),
+        (
+            "llm: fake\ntts: late\nrenderer: fake-audio\n",
+            "error: latetts: HTTP 502: tts broke midway",
+        ),
+    ],
+)
+def test_run_and_say_exit_1_after_a_provider_error(
+    tmp_path: Path, site: Path, session: str, message: str
+) -> None:
+    path = write(tmp_path, session)
+    result = run_cli(site, "run", path, stdin="hello\n")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("error:")] == [message]
+    assert "Traceback" not in result.stderr
+    if "tts:" in session:
+        said = run_cli(site, "say", path, "One sentence. And another one.")
+        assert said.returncode == 1, (said.stdout, said.stderr)
+        assert [ln for ln in said.stderr.splitlines() if ln.startswith("error:")] == [message]
+        assert "Traceback" not in said.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pseudo-terminals")
+@pytest.mark.parametrize(("llm", "code"), [("down", 1), ("fake", 0)])
+def test_run_on_a_terminal_exits_1_if_a_turn_failed(
+    tmp_path: Path, site: Path, llm: str, code: int
+) -> None:
+    import pty
+
+    path = write(tmp_path, f"llm: {llm}\nrenderer: fake-text\n")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "avatarkit", "run", path],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(site)},
+        )
+        os.write(master, b"hello\n\x04")  # a line, then Ctrl-D (EOF) at the prompt
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "you> " in out  # it did see a terminal
+    assert proc.returncode == code, (out, err)
+    assert ("error: down: HTTP 503" in err) == (code == 1)
 
 
 class _Output:
