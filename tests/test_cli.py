@@ -61,8 +61,18 @@ class LateTTS:
         raise ProviderHTTPError("tts broke midway", provider="latetts", status_code=502)
 
 
+class PlainLLM:
+    # no options model: its options reach it as written
+    def __init__(self, **options):
+        self.options = options
+
+    async def stream(self, messages):
+        yield "plain"
+
+
 @avatarkit.hookimpl
 def register_providers(registry):
+    registry.llm("plain", PlainLLM)
     registry.llm("flaky", FlakyLLM)
     registry.llm("down", DownLLM)
     registry.tts("down", DownTTS)
@@ -388,3 +398,46 @@ def test_missing_optional_module_is_a_clear_error(
     assert main(["demo"]) == 1
     err = capsys.readouterr().err
     assert "`avatarkit demo` is not available in this installation" in err
+
+
+def test_demo_without_the_offline_plugins_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from avatarkit import demo
+    from avatarkit.plugins import get_plugin_manager, load_registry
+
+    # only the built-ins: both piper and video are missing, reported together in one error
+    monkeypatch.setattr(
+        avatarkit.plugins, "_default", load_registry(get_plugin_manager(entry_points=False))
+    )
+    assert demo.main(["--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "no tts provider 'piper'" in err
+    assert "no renderer provider 'video'" in err
+    assert "pip install 'avatarkit[offline]'" in err
+
+
+def test_check_never_shows_an_unquoted_numeric_key_and_refuses_an_empty_one(
+    tmp_path: Path, site: Path
+) -> None:
+    path = write(tmp_path, "llm:\n  provider: plain\n  api_key: 12345678\nrenderer: fake-text\n")
+    result = run_cli(site, "check", path, "--dump")
+    assert result.returncode == 0, result.stderr
+    assert "12345678" not in result.stdout + result.stderr
+    assert "api_key: '***'" in result.stdout
+
+    empty = write(tmp_path, "llm:\n  provider: plain\n  api_key: ${THE_KEY}\nrenderer: fake-text\n")
+    env_run = subprocess.run(
+        [sys.executable, "-m", "avatarkit", "check", empty],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site), "THE_KEY": ""},
+        timeout=60,
+        check=False,
+    )
+    assert env_run.returncode == 1
+    (line,) = [ln for ln in env_run.stderr.splitlines() if ln.startswith("error:")]
+    assert line == (
+        f"error: {empty}:3:12: llm.api_key: api_key is empty (environment variable THE_KEY is "
+        "set but empty); give the key, or leave the option out to use the provider's default"
+    )
