@@ -745,3 +745,22 @@ def test_an_unquoted_all_digit_key_is_a_secret_like_any_other(
         load_session(vault, registry=registry)
     assert "temperature too high for key ***" in str(info.value)
     assert "12345678" not in str(info.value)
+
+
+class CountedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    api_key: SecretStr
+    max_token: int = 10  # named like a secret, declared as a number
+
+
+def test_a_numeric_option_named_like_a_secret_stays_a_number(registry: ProviderRegistry) -> None:
+    registry.llm("counted", PlainLLM, options=CountedOptions)
+    config = load_config(
+        {
+            "llm": {"provider": "counted", "api_key": 4242, "max_token": 100},
+            "renderer": "fake-text",
+        },
+        registry=registry,
+    )
+    assert config.llm.options["max_token"] == 100
+    assert config.llm.options["api_key"].get_secret_value() == "4242"

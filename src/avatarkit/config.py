@@ -670,7 +670,7 @@ def _provider(
             prefer = cast("Route | None", value)
 
     secret_fields = _secret_fields(spec)
-    options = _secret_scalars_as_text(options, path, secret_fields, state)
+    options = _secret_scalars_as_text(options, path, spec, secret_fields, state)
     _collect_secrets(options, secret_fields, state.secrets)
     ok = _check_empty_secrets(options, path, secret_fields, state) and ok
     kwargs = _validate(spec, options, path, state)
@@ -693,15 +693,23 @@ def _is_secret_option(key: str, secret_fields: set[str]) -> bool:
 
 
 def _secret_scalars_as_text(
-    options: dict[str, Any], path: Path, secret_fields: set[str], state: _State
+    options: dict[str, Any],
+    path: Path,
+    spec: ProviderSpec,
+    secret_fields: set[str],
+    state: _State,
 ) -> dict[str, Any]:
     """A key written unquoted (``api_key: 12345678``) is read by YAML as a number: give it back
-    as the text it was written as, so it is a secret like any other and is never echoed."""
+    as the text it was written as, so it is a secret like any other and is never echoed.
+    (Not for an option the provider declares as a number, such as ``max_token: 100``.)"""
     out = dict(options)
+    fields = spec.options.model_fields if spec.options is not None else {}
     for key, value in options.items():
+        declared = fields.get(str(key))
         if (
             isinstance(value, int | float)  # bool is an int: `token: yes` too
             and _is_secret_option(str(key), secret_fields)
+            and (declared is None or _admits_text(declared.annotation))
         ):
             written = state.doc.scalar_text((*path, str(key)))
             out[key] = written if written is not None else str(value)
@@ -790,6 +798,12 @@ def _walk(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
             yield from _walk(v, key)
     else:
         yield key, value
+
+
+def _admits_text(annotation: Any) -> bool:
+    if annotation is str or annotation is Any or _is_secret_type(annotation):
+        return True
+    return any(_admits_text(arg) for arg in typing.get_args(annotation))
 
 
 def _is_secret_type(annotation: Any) -> bool:
