@@ -45,9 +45,9 @@ __all__ = [
 Path = tuple[str | int, ...]
 
 #: Largest session file read, in bytes of UTF-8 text.
-MAX_BYTES = 1_000_000
+MAX_BYTES = 256_000
 #: Most values (scalars, lists, mappings) a document may hold, every alias counted at every use.
-MAX_VALUES = 100_000
+MAX_VALUES = 10_000
 #: Deepest nesting of lists and mappings, also after aliases are expanded.
 MAX_DEPTH = 64
 
