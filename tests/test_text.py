@@ -206,6 +206,7 @@ def test_text_without_spaces_is_cut_at_a_character_bound() -> None:
         ("<p>Half of a paragraph.", "Half of a paragraph."),
         ("Its other half.</p>", "Its other half."),
         ("if x <b and y> z", "if x <b and y> z"),
+        ("Use the `<br>` tag, or `<b>`bold`</b>`.", "Use the <br> tag, or <b>bold</b>."),
         ('<span class="hl">Hi</span> there', "Hi there"),
     ],
 )

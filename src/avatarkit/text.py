@@ -315,6 +315,9 @@ _TAG = re.compile(
 )
 
 
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
 def _strip_html(text: str) -> str:
     """Remove HTML tags, conservatively: only a well-formed tag of a real HTML element; one with
     no attributes only when its partner is in the text too or it is not glued to a word on its
@@ -322,7 +325,8 @@ def _strip_html(text: str) -> str:
     ``x < 5 and y > 3`` keep every word."""
     if "<" not in text:
         return text
-    matches = list(_TAG.finditer(text))
+    code = [m.span() for m in _CODE_SPAN.finditer(text)]  # `<div>` is talked about: keep it
+    matches = [m for m in _TAG.finditer(text) if not any(a <= m.start() < b for a, b in code)]
     if not matches:
         return text
     opened = {m["name"].lower() for m in matches if m["name"] and not m["close"]}
