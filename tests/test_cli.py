@@ -173,7 +173,7 @@ def test_providers_json(fresh_registry: None, capsys: pytest.CaptureFixture[str]
     assert fake_text["distribution"] == "avatarkit-testfakes"
     assert fake_text["version"] == "9.8.7"
     assert by_name[("renderer", "fake-audio")]["capabilities"] == ["speak"]
-    assert by_name[("llm", "scripted")]["distribution"] == "avatarkit"
+    assert by_name[("llm", "scripted")]["distribution"] == "avatarkit-core"
     (broken,) = [b for b in table["broken"] if b["plugin"] == "brokenthing"]
     assert broken["distribution"] == "avatarkit-brokenthing"
     assert "this plugin needs a missing SDK" in broken["error"]
@@ -414,7 +414,7 @@ def test_demo_without_the_offline_plugins_says_what_to_install(
     err = capsys.readouterr().err
     assert "no tts provider 'piper'" in err
     assert "no renderer provider 'video'" in err
-    assert "pip install 'avatarkit[offline]'" in err
+    assert "pip install 'avatarkit-core[offline]'" in err
 
 
 def test_check_never_shows_an_unquoted_numeric_key_and_refuses_an_empty_one(
