@@ -176,7 +176,16 @@ async def register_providers(registry):
     registry.llm("from-async", object)
 """
 
+WRONG_ARGUMENTS = """
+import avatarkit
+
+@avatarkit.hookimpl
+def register_providers(registry, settings):
+    registry.llm("wrong-args", object)
+"""
+
 HOSTILE = {
+    "wrongargs_plugin": WRONG_ARGUMENTS,
     "misspelled_plugin": MISSPELLED_HOOK,
     "exitsimport_plugin": EXITS_AT_IMPORT,
     "exitsregister_plugin": EXITS_WHILE_REGISTERING,
@@ -214,6 +223,8 @@ def test_each_plugin_is_isolated_whatever_it_does(tmp_path: Path) -> None:
     assert broken["baseexc_plugin"] == "failed to import: Stop: not an Exception at all"
     assert broken["half_plugin"] == "register_providers failed: Stop: after registering one"
     assert "must be a plain function, not async" in broken["async_plugin"]
+    assert broken["wrongargs_plugin"].startswith("cannot be registered: PluginValidationError")
+    assert "settings" in broken["wrongargs_plugin"]
 
 
 def test_ctrl_c_while_loading_plugins_still_stops_the_program(tmp_path: Path) -> None:
