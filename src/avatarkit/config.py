@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, ValidationError
 
+from avatarkit._interpolation import InterpolationError, expand
 from avatarkit._yaml import MAX_BYTES, Location, Path, YAMLDocument, YAMLProblem, parse_yaml
 from avatarkit.errors import (
     AvatarKitError,
@@ -430,102 +431,19 @@ class _State:
             return [self.interpolate(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "$" not in value:
             return value
-        expander = _Expander(value, self.env, _is_secret_key(path))
         try:
-            result = expander.expand()
-        except _InterpolationError as exc:
+            found = expand(value, self.env, secret=_is_secret_key(path), secret_name=SECRET_KEY)
+        except InterpolationError as exc:
             self.failed.add(path)
             self.problems.add(_config_error(exc.message, self.doc.locate(path), _dotted(path)))
             return value
-        self.secrets.update(expander.secrets)
-        if expander.empty:
-            self.empty_vars[path] = expander.empty
-        return result
+        self.secrets.update(found.secrets)
+        if found.empty:
+            self.empty_vars[path] = found.empty
+        return found.value
 
     def is_failed(self, path: Path) -> bool:
         return any(path[: len(f)] == f for f in self.failed)
-
-
-class _InterpolationError(Exception):
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class _Expander:
-    """A small recursive-descent parser for ``${NAME}``, ``${NAME:-default}`` and ``$$``."""
-
-    def __init__(self, text: str, env: Mapping[str, str], secret: bool) -> None:
-        self.text = text
-        self.env = env
-        self.secret = secret
-        self.secrets: set[str] = set()
-        self.empty: list[str] = []
-
-    def expand(self) -> str:
-        self._run(0, nested=False, use=False)  # the syntax first, so it is reported first
-        out, i = self._run(0, nested=False, use=True)
-        assert i == len(self.text)
-        return out
-
-    def _run(self, i: int, *, nested: bool, use: bool) -> tuple[str, int]:
-        """Expand from ``i`` to the end (or, in a default, to its closing ``}``)."""
-        text, out = self.text, list[str]()
-        while i < len(text):
-            ch = text[i]
-            if nested and ch == "}":
-                return "".join(out), i
-            if ch == "$" and text.startswith("$$", i):
-                out.append("$")
-                i += 2
-            elif ch == "$" and text.startswith("${", i):
-                value, i = self._reference(i, use=use)
-                out.append(value)
-            else:
-                out.append(ch)
-                i += 1
-        if nested:
-            raise _InterpolationError(self._malformed("a ${ is not closed by }"))
-        return "".join(out), i
-
-    def _reference(self, start: int, *, use: bool) -> tuple[str, int]:
-        text = self.text
-        name_match = _NAME.match(text, start + 2)
-        if name_match is None:
-            raise _InterpolationError(self._malformed("${ must be followed by a variable name"))
-        name, i = name_match.group(0), name_match.end()
-        found = self.env.get(name) if use else ""
-        if text.startswith("}", i):
-            if use and found is None:
-                raise _InterpolationError(
-                    f"environment variable {name} is not set (use ${{{name}:-default}} "
-                    "to give a default)"
-                )
-            value, i = found or "", i + 1
-            if use and value == "":
-                self.empty.append(name)
-        elif text.startswith(":-", i):
-            fallback = use and not found
-            default, i = self._run(i + 2, nested=True, use=fallback)
-            i += 1  # the closing }
-            value = default if fallback else (found or "")
-        else:
-            raise _InterpolationError(
-                self._malformed(f"after ${{{name} expected }} or :-default}}")
-            )
-        if use and value and (self.secret or SECRET_KEY.search(name)):
-            self.secrets.add(value)
-        return value, i
-
-    @staticmethod
-    def _malformed(detail: str) -> str:
-        return (
-            f"malformed ${{...}} ({detail}): write ${{NAME}} or ${{NAME:-default}} "
-            "(NAME: letters, digits, _), or $${ for a literal ${"
-        )
 
 
 def _is_secret_key(path: Path) -> bool:
