@@ -4,6 +4,11 @@ Three kinds of input, from hypothesis: arbitrary text written to a file (mostly 
 all), YAML documents built from the real schema's words with random values in random places
 (so they get past the parser and exercise validation, interpolation and routing), and Python
 mappings of the same shapes (``load_session`` takes a mapping too).
+
+Then the parts a hostile or clever file uses: anchors, aliases and merge keys (checked against
+``yaml.safe_load`` as the reference, value for value), nested aliases at every width and depth
+(loaded exactly when under the value budget, refused above it), and nested ``${...}`` defaults
+(checked against a reference evaluator of the same template).
 """
 
 from __future__ import annotations
