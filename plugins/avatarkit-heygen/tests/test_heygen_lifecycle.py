@@ -22,7 +22,7 @@ from avatarkit.errors import AvatarKitError, ProviderError, SessionError
 from avatarkit_heygen import HeyGenRenderer
 from avatarkit_heygen.heygen import MAX_TASK_CHARS
 
-from .conftest import API_KEY, AVATAR, FakeHeyGen
+from .conftest import API_KEY, AVATAR, BACKEND_TOKEN, FakeBackend, FakeHeyGen
 
 #: Every request the renderer makes, in the order a conversation reaches them.
 OPS = ["new", "start", "task", "interrupt", "keep_alive", "stop"]
@@ -62,7 +62,9 @@ def assert_nothing_left(renderer: HeyGenRenderer, heygen: FakeHeyGen) -> None:
     assert set(heygen.sessions) <= created
     task = renderer._keep_alive_task
     assert task is None or task._done.is_set()
-    assert renderer._channel.api._http.is_closed  # type: ignore[attr-defined]
+    channel: Any = renderer._channel
+    service = channel.api if hasattr(channel, "api") else channel.client
+    assert service._http.is_closed
     assert renderer.session is None
     assert renderer.viewer is None
 
@@ -122,6 +124,48 @@ async def test_every_session_is_stopped_and_nothing_runs_after_close(
         assert first.answered_at is None or injected_at[0] < first.answered_at
     if fault == "close" and op in ("new", "start"):
         assert isinstance(outcome[0], SessionError)
+
+
+@pytest.mark.parametrize("fault", ["cancel", "close"])
+@pytest.mark.parametrize("op", OPS)
+async def test_backend_mode_stops_every_session_and_nothing_runs_after_close(
+    heygen: FakeHeyGen, backend: FakeBackend, op: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same through the application's backend (``backend_url``): HeyGen's request is held,
+    so the backend's answer is, while the fault lands."""
+    caplog.set_level(logging.CRITICAL)
+    renderer = HeyGenRenderer(
+        backend_url=backend.url,
+        backend_token=BACKEND_TOKEN,
+        retry_backoff=0.0,
+        lead_time=0.0,
+        keep_alive_interval=KEEP_ALIVE,
+    )
+    heygen.hold[op] = HOLD
+    outcome: list[BaseException | None] = []
+
+    async def run(scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await conversation(renderer, heygen)
+            except AvatarKitError as exc:
+                outcome.append(exc)
+                return
+            outcome.append(None)
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, scope)
+        await wait_for(lambda: op in heygen.ops())
+        if fault == "cancel":
+            scope.cancel()
+        else:
+            await renderer.close()
+            assert_nothing_left(renderer, heygen)
+    assert outcome == [] or outcome[0] is None or isinstance(outcome[0], AvatarKitError)
+    await wait_for(lambda: all(c.answered_at is not None for c in heygen.calls))
+    assert_nothing_left(renderer, heygen)
+    await assert_silent_after_close(heygen)
 
 
 # -- the defects the matrix covers, one by one ---------------------------------------------------
@@ -220,3 +264,20 @@ async def test_repeat_text_over_the_limit_is_a_clear_error(heygen: FakeHeyGen) -
         with pytest.raises(ProviderError, match=rf"{MAX_TASK_CHARS + 1} characters.*split"):
             await renderer.speak_text("y" * (MAX_TASK_CHARS + 1))
     assert [len(t) for t in heygen.texts()] == [MAX_TASK_CHARS]
+
+
+async def test_a_backend_session_without_livekit_credentials_is_closed() -> None:
+    from avatarkit.testing import Responder, loopback_server
+
+    def handler(r: Responder) -> None:
+        if r.request.path.endswith("/session"):
+            r.send(200, {"session_id": "sess-x"})  # started by the backend, but unusable
+        else:
+            r.send(200, {"ok": True})
+
+    with loopback_server(handler) as server:
+        renderer = HeyGenRenderer(backend_url=server.url + "/heygen", retry_backoff=0.0)
+        with pytest.raises(ProviderError, match="livekit_url, livekit_token"):
+            await renderer.start()
+        paths = [(r.path, r.json()) for r in server.requests]
+    assert paths == [("/heygen/session", {}), ("/heygen/close", {"session_id": "sess-x"})]
