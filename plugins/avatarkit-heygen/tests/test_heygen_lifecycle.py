@@ -281,3 +281,16 @@ async def test_a_backend_session_without_livekit_credentials_is_closed() -> None
             await renderer.start()
         paths = [(r.path, r.json()) for r in server.requests]
     assert paths == [("/heygen/session", {}), ("/heygen/close", {"session_id": "sess-x"})]
+
+
+async def test_close_from_the_on_connection_callback_does_not_deadlock(heygen: FakeHeyGen) -> None:
+    holder: list[HeyGenRenderer] = []
+
+    async def on_connection(viewer: object) -> None:
+        await holder[0].close()
+
+    renderer = make(heygen, on_connection=on_connection)
+    holder.append(renderer)
+    with anyio.fail_after(10), pytest.raises(SessionError, match="closed while"):
+        await renderer.start()
+    assert heygen.open_sessions() == []

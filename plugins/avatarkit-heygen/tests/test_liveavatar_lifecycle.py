@@ -305,3 +305,18 @@ async def test_close_while_the_token_is_requested_stops_the_session(
         await renderer.close()
         assert fake.only_session().state == "stopped"
         assert fake.paths() == [TOKEN, STOP]
+
+
+async def test_close_from_the_on_connection_callback_does_not_deadlock(
+    fake: FaultyLiveAvatar,
+) -> None:
+    holder: list[LiveAvatarRenderer] = []
+
+    async def on_connection(viewer: object) -> None:
+        await holder[0].close()
+
+    renderer = make(fake, "audio", on_connection=on_connection)
+    holder.append(renderer)
+    with anyio.fail_after(10), pytest.raises(SessionError, match="closed while"):
+        await renderer.start()
+    assert fake.only_session().state == "stopped"
