@@ -66,7 +66,7 @@ async def test_an_explicit_name_does_not_replace_an_earlier_recording(
     wav = (tmp_path / "out" / "take.wav").read_bytes()
     with pytest.raises(ConfigError, match=r"take\.mp4.*already exist.*overwrite: true") as info:
         VideoRenderer(**options(pause=0.0))
-    assert info.value.field == "renderer.name"
+    assert info.value.field == "name"
     assert (tmp_path / "out" / "take.wav").read_bytes() == wav
 
 

@@ -30,7 +30,7 @@ def taken_error(files: OutputFiles, found: list[Path]) -> ConfigError:
     return ConfigError(
         f"{names} already exist in {str(files.video.parent)!r}: choose another name, "
         "leave name out (a new numbered name is picked) or set overwrite: true to replace them",
-        field="renderer.name",
+        field="name",
     )
 
 
@@ -67,7 +67,7 @@ def reserve(folder: Path, stem: str, *, numbered: bool, overwrite: bool) -> Outp
             raise taken_error(candidate, existing(candidate))
     raise ConfigError(
         f"{_MAX_TRIES} recordings named {stem!r} already exist in {str(folder)!r}",
-        field="renderer.output_dir",
+        field="output_dir",
     )
 
 
