@@ -549,7 +549,10 @@ class HeyGenRenderer:
                 if self._keep_alive_task is not None:
                     await self._keep_alive_task.stop()
                 if self.media is not None:
-                    await _quietly("leaving the LiveKit room", self.media.disconnect())
+                    with anyio.move_on_after(5) as left:
+                        await _quietly("leaving the LiveKit room", self.media.disconnect())
+                    if left.cancelled_caught:
+                        logger.warning("HeyGen renderer: leaving the LiveKit room took over 5 s")
                 session, self.session = self.session, None
                 self.viewer = None
                 if session is not None:

@@ -307,8 +307,10 @@ class LiveAvatarRenderer:
                 if self._token is not None and self._api is not None:
                     await _quietly("stopping the session", self._stop_session(self._token))
                 if self._transport is not None:
-                    with anyio.move_on_after(5):
+                    with anyio.move_on_after(5) as left:
                         await _quietly("leaving the LiveKit room", self._transport.close())
+                    if left.cancelled_caught:
+                        logger.warning("liveavatar: leaving the LiveKit room took over 5 s")
                 for task in self._background:
                     await task.stop()
                 if self._api is not None:
