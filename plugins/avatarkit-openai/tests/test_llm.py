@@ -272,10 +272,14 @@ def _garbage_event(data: str, content_type: str = "text/event-stream"):
 async def test_an_event_whose_data_is_not_json_is_a_provider_error(fake_openai, data) -> None:
     fake_openai.script = [_garbage_event(data)]
     got: list[str] = []
+
+    async def consume(llm: OpenAILLM) -> None:
+        async for delta in llm.stream(HISTORY):
+            got.append(delta)
+
     async with make(fake_openai) as llm:
         with pytest.raises(ProviderError, match="sent an event whose data is not JSON") as info:
-            async for delta in llm.stream(HISTORY):
-                got.append(delta)
+            await consume(llm)
     assert got == ["Hi"]
     assert repr(data[:20])[1:-1] in str(info.value)
     assert info.value.provider == "openai LLM"
