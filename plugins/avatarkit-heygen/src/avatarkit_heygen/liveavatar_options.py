@@ -41,6 +41,38 @@ class LiveAvatarOptions(BaseModel):
     connect_timeout: float = Field(
         20.0, gt=0, description="Seconds to connect the command channel and see it ready."
     )
+    full_join_token: Literal["auto", "agent", "client"] = Field(
+        "auto",
+        description="FULL mode: which LiveKit token of the start answer our backend joins the "
+        "room with. 'auto': livekit_agent_token when LiveAvatar returns one (a server-side "
+        "participant, leaving livekit_client_token to a viewer page), else "
+        "livekit_client_token (then no viewer can join: the identity would be taken).",
+    )
+    ready_participants: list[str] = Field(
+        default_factory=lambda: ["heygen", "liveavatar-agent-{session_id}"],
+        description="FULL mode: LiveKit identities that must be in the room before the first "
+        "command ({session_id} is filled in); LiveAvatar's web SDK waits for these two.",
+    )
+    ready_timeout: float = Field(
+        30.0, gt=0, description="FULL mode: seconds to wait for ready_participants (web SDK: 30)."
+    )
+    ws_ping_interval: float | None = Field(
+        None,
+        gt=0,
+        description="LITE mode: seconds between WebSocket pings; off by default, as in "
+        "LiveAvatar's own clients (its media server may answer pings late under load).",
+    )
+    ws_ping_timeout: float = Field(
+        20.0, gt=0, description="LITE mode: seconds to wait for a pong when pings are on."
+    )
+    first_chunk_seconds: float = Field(
+        0.4,
+        ge=0,
+        le=10.0,
+        description="LITE mode: audio gathered before the first agent.speak of an utterance "
+        "(LiveAvatar's web SDK sends 400 ms first, LiveKit's plugin 600 ms); 0 sends the "
+        "first TTS chunk at once.",
+    )
     chunk_seconds: float = Field(
         1.0, ge=0.05, le=10.0, description="LITE mode: audio per agent.speak message, seconds."
     )
