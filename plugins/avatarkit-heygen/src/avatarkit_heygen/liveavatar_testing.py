@@ -113,6 +113,7 @@ class Knobs:
     agent_states: bool = True  # send agent.state_updated (talking / listening) as well
     error_after_speaks: int | None = None  # send an ``error`` event after N agent.speak
     warning_on_connect: bool = False  # send a ``warning`` event once connected
+    omit_start_fields: set[str] = field(default_factory=set)  # leave these out of start's data
 
 
 class FakeLiveAvatar:
@@ -306,18 +307,17 @@ class FakeLiveAvatar:
             return _error(400, f"session is {session.state}")
         session.state = "started"
         sid = session.session_id
-        return _ok(
-            {
-                "session_id": sid,
-                "livekit_url": "ws://127.0.0.1:9/livekit",
-                "livekit_client_token": f"viewer-{sid}",
-                "livekit_agent_token": f"agent-{sid}",
-                "max_session_duration": self.knobs.max_session_duration,
-                "ws_url": f"ws://127.0.0.1:{self.ws_port}/v1/ws/{sid}"
-                if session.mode == "LITE"
-                else None,
-            }
-        )
+        data = {
+            "session_id": sid,
+            "livekit_url": "ws://127.0.0.1:9/livekit",
+            "livekit_client_token": f"viewer-{sid}",
+            "livekit_agent_token": f"agent-{sid}",
+            "max_session_duration": self.knobs.max_session_duration,
+            "ws_url": f"ws://127.0.0.1:{self.ws_port}/v1/ws/{sid}"
+            if session.mode == "LITE"
+            else None,
+        }
+        return _ok({k: v for k, v in data.items() if k not in self.knobs.omit_start_fields})
 
     def _stop(self, headers: dict[str, str], body: Any) -> tuple[int, str, str]:
         # the web SDK stops with only the bearer token (no body); LiveKit's plugin and we send
