@@ -421,7 +421,8 @@ async def test_interrupt_returns_at_once_and_no_audio_follows(fake: FakeLiveAvat
     # with an event_id, as the web SDK, LiveKit's and Pipecat's clients send it
     interrupt = fake.messages("agent.interrupt")[0].message
     assert set(interrupt) == {"type", "event_id"}
-    assert isinstance(interrupt["event_id"], str) and interrupt["event_id"]
+    assert isinstance(interrupt["event_id"], str)
+    assert interrupt["event_id"]
 
 
 async def test_interrupt_while_waiting_for_speak_ended(fake: FakeLiveAvatar) -> None:
