@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from avatarkit.errors import ProviderConnectionError, ProviderError
+from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit_heygen.liveavatar import LiveAvatarRenderer
 from avatarkit_heygen.liveavatar_full import RESPONSE_TOPIC
@@ -447,3 +447,14 @@ def test_fake_stop_with_only_the_bearer_token(fake: FakeLiveAvatar) -> None:
     session = fake.only_session()
     assert session.state == "stopped"
     assert session.stop_bodies == [None]
+
+
+@pytest.mark.parametrize("bad", ["liveavatar-agent-{sid}", "x-{0}", "{"])
+def test_ready_participants_accept_only_session_id_placeholders(bad: str) -> None:
+    with pytest.raises(ConfigError, match="session_id"):
+        LiveAvatarRenderer(api_key="k", avatar_id="a", ready_participants=["heygen", bad])
+
+
+def test_fake_room_can_be_built_outside_an_event_loop() -> None:
+    room = FakeRoom(join_delays={"heygen": 1.0})
+    assert room.participants == set()

@@ -678,8 +678,13 @@ class LiveAvatarRenderer:
         try:
             if self._link is not None:
                 async with self._send_lock:
-                    await self._link.send({"type": "agent.interrupt", "event_id": _new_id()})
+                    # counted first: the server's audio_buffer_cleared may beat our resumption
                     self._interrupts_unacked += 1
+                    try:
+                        await self._link.send({"type": "agent.interrupt", "event_id": _new_id()})
+                    except BaseException:
+                        self._interrupts_unacked -= 1
+                        raise
             elif self._transport is not None:
                 await self._publish("avatar.interrupt", _new_id(), None)
         except ProviderError as exc:

@@ -83,6 +83,19 @@ class LiveAvatarOptions(BaseModel):
         "avatar's speak_ended event before giving up on it.",
     )
 
+    @field_validator("ready_participants")
+    @classmethod
+    def _identities_format(cls, value: list[str]) -> list[str]:
+        """Each identity may use ``{session_id}`` and nothing else in braces."""
+        for identity in value:
+            try:
+                identity.format(session_id="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"{identity!r}: only {{session_id}} may appear in braces ({exc!r})"
+                ) from None
+        return value
+
     @field_validator("voice_id", "context_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

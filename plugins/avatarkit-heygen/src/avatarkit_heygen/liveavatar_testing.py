@@ -526,7 +526,7 @@ class FakeRoom:
         self.session_id: str | None = None
         self.participants: set[str] = set()
         self.closed = 0
-        self._joined = anyio.Event()
+        self._joined: anyio.Event | None = None  # made in connect(): needs an event loop
         self._on_data: Callable[[str, bytes], None] | None = None
         self._on_disconnected: Callable[[str], None] | None = None
         self._background: list[Background] = []
@@ -545,7 +545,9 @@ class FakeRoom:
         on_disconnected: Callable[[str], None],
     ) -> None:
         self.connected_with = (url, token)
+        # the fake's LiveKit tokens are "agent-<session_id>" and "viewer-<session_id>"
         self.session_id = token.split("-", 1)[1] if "-" in token else token
+        self._joined = anyio.Event()
         self._on_data = on_data
         self._on_disconnected = on_disconnected
         for identity in (AVATAR_IDENTITY, self.agent_identity):
@@ -558,6 +560,7 @@ class FakeRoom:
     async def _join_later(self, identity: str, delay: float) -> None:
         await anyio.sleep(delay)
         self.participants.add(identity)
+        assert self._joined is not None
         self._joined.set()
         self._joined = anyio.Event()
 
@@ -571,7 +574,7 @@ class FakeRoom:
 
     async def wait_for_participants(self, identities: Collection[str], seconds: float) -> set[str]:
         with anyio.move_on_after(seconds):
-            while not set(identities) <= self.participants:
+            while not set(identities) <= self.participants and self._joined is not None:
                 await self._joined.wait()
         return set(identities) - self.participants
 
