@@ -67,7 +67,7 @@ async def audio(seconds: float, **kw: Any) -> AsyncIterator[AudioChunk]:
         yield AudioChunk(data, 24000)
 
 
-# -- FULL: readiness -----------------------------------------------------------------------------
+# -- FULL: readiness ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("late", ["agent", "heygen", "both"])
@@ -118,7 +118,7 @@ def test_default_ready_participants_and_timeout_follow_the_web_sdk() -> None:
     assert renderer.options.ready_timeout == 30.0
 
 
-# -- FULL: which token ---------------------------------------------------------------------------
+# -- FULL: which token -------------------------------------------------------------------------
 
 
 async def test_full_auto_joins_with_the_agent_token_and_leaves_the_viewer_token(
@@ -165,7 +165,7 @@ async def test_full_without_any_token_is_a_clear_error(fake: FakeLiveAvatar) -> 
     assert fake.only_session().stops == 1
 
 
-# -- FULL: events name their command in source_event_id ------------------------------------------
+# -- FULL: events name their command in source_event_id ----------------------------------------
 
 
 async def test_full_events_carry_their_own_id_and_the_commands(fake: FakeLiveAvatar) -> None:
@@ -228,7 +228,7 @@ async def test_full_session_stopped_event_ends_the_session(fake: FakeLiveAvatar)
         assert "IDLE_TIMEOUT" in (renderer.end_reason or "")
 
 
-# -- LITE: liveness --------------------------------------------------------------------------------
+# -- LITE: liveness ------------------------------------------------------------------------------
 
 
 async def test_lite_sends_no_pings_and_survives_a_server_that_never_answers_them(
@@ -257,7 +257,7 @@ async def test_lite_pings_when_configured_and_the_fake_really_withholds_pongs(
     assert fake.pings >= 1
 
 
-# -- LITE: server events ---------------------------------------------------------------------------
+# -- LITE: server events -------------------------------------------------------------------------
 
 
 async def test_lite_server_error_ends_speak_with_a_clear_error_at_once(
@@ -392,7 +392,7 @@ async def test_lite_late_events_of_an_interrupted_utterance_leave_the_next_alone
     assert new in fake.ended_sent  # it returned on its own speak_ended
 
 
-# -- LITE: a reconnect never repeats audio ---------------------------------------------------------
+# -- LITE: a reconnect never repeats audio -------------------------------------------------------
 
 
 @pytest.mark.parametrize("drop_after", [1, 2, 3, 5])
@@ -419,7 +419,7 @@ async def test_lite_a_reconnect_never_repeats_audio(fake: FakeLiveAvatar, drop_a
     assert order == sorted(order)
 
 
-# -- the fake accepts what the official clients send -----------------------------------------------
+# -- the fake accepts what the official clients send ---------------------------------------------
 
 
 async def test_fake_session_token_is_a_jwt_carrying_the_mode(fake: FakeLiveAvatar) -> None:
@@ -458,3 +458,35 @@ def test_ready_participants_accept_only_session_id_placeholders(bad: str) -> Non
 def test_fake_room_can_be_built_outside_an_event_loop() -> None:
     room = FakeRoom(join_delays={"heygen": 1.0})
     assert room.participants == set()
+
+
+# -- FULL: voice_agent (LiveAvatar's API reference: avatar_persona is deprecated) --------------
+
+
+async def test_full_voice_agent_replaces_the_inline_persona(fake: FakeLiveAvatar) -> None:
+    room = FakeRoom()
+    async with full(fake, room, voice_agent_id="va-7", language="fr"):
+        body = fake.only_session().body
+    assert body["voice_agent"] == {"id": "va-7", "language": "fr"}
+    assert "avatar_persona" not in body
+
+
+def test_voice_agent_and_an_inline_persona_are_exclusive() -> None:
+    with pytest.raises(ConfigError, match="voice_agent_id"):
+        LiveAvatarRenderer(api_key="k", avatar_id="a", voice_agent_id="va", voice_id="v")
+
+
+def test_fake_rejects_voice_agent_with_avatar_persona(fake: FakeLiveAvatar) -> None:
+    with httpx.Client(base_url=fake.base_url) as client:
+        answer = client.post(
+            "/v1/sessions/token",
+            headers={"X-API-KEY": API_KEY},
+            json={
+                "mode": "FULL",
+                "avatar_id": "a",
+                "voice_agent": {"id": "va"},
+                "avatar_persona": {"voice_id": "v"},
+            },
+        )
+    assert answer.status_code == 422
+    assert "mutually exclusive" in answer.json()["message"]

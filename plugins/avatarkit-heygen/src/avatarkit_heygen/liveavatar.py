@@ -178,6 +178,7 @@ class LiveAvatarRenderer:
                     voice_id=opts.voice_id,
                     context_id=opts.context_id,
                     language=opts.language,
+                    voice_agent_id=opts.voice_agent_id,
                     max_session_duration=opts.max_session_duration,
                 )
             await anyio.lowlevel.checkpoint_if_cancelled()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["DEFAULT_BASE_URL", "LiveAvatarOptions"]
 
@@ -26,6 +26,11 @@ class LiveAvatarOptions(BaseModel):
     voice_id: str | None = Field(None, description="FULL mode: LiveAvatar voice of the avatar.")
     context_id: str | None = Field(None, description="FULL mode: LiveAvatar context (persona).")
     language: str = Field("en", description="FULL mode: language of the avatar's speech.")
+    voice_agent_id: str | None = Field(
+        None,
+        description="FULL mode: a stored LiveAvatar voice agent (sent as voice_agent, instead "
+        "of the deprecated avatar_persona built from voice_id/context_id).",
+    )
     quality: Literal["low", "medium", "high", "very_high"] = Field(
         "high", description="Video quality of the stream."
     )
@@ -96,7 +101,17 @@ class LiveAvatarOptions(BaseModel):
                 ) from None
         return value
 
-    @field_validator("voice_id", "context_id", mode="before")
+    @model_validator(mode="after")
+    def _one_persona(self) -> LiveAvatarOptions:
+        """LiveAvatar takes voice_agent or avatar_persona, never both."""
+        if self.voice_agent_id is not None and (self.voice_id or self.context_id):
+            raise ValueError(
+                "voice_agent_id cannot be combined with voice_id/context_id (LiveAvatar takes "
+                "a voice agent or an inline persona, not both)"
+            )
+        return self
+
+    @field_validator("voice_id", "context_id", "voice_agent_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """``voice_id: ${LIVEAVATAR_VOICE_ID:-}`` leaves the avatar's default."""

@@ -285,6 +285,8 @@ class FakeLiveAvatar:
             return _error(422, "mode must be FULL or LITE")
         if not body.get("avatar_id"):
             return _error(422, "avatar_id is required")
+        if "voice_agent" in body and "avatar_persona" in body:  # LiveAvatar's API reference
+            return _error(422, "voice_agent and avatar_persona are mutually exclusive")
         with self._lock:
             self._counter += 1
             sid = f"sess-{self._counter}"
