@@ -490,3 +490,22 @@ def test_fake_rejects_voice_agent_with_avatar_persona(fake: FakeLiveAvatar) -> N
         )
     assert answer.status_code == 422
     assert "mutually exclusive" in answer.json()["message"]
+
+
+async def test_fake_lite_events_have_the_documented_shapes(fake: FakeLiveAvatar) -> None:
+    async with make(fake, "audio") as renderer:
+        await renderer.speak(audio(0.3))
+    (end,) = fake.messages("agent.speak_end")
+    kinds = [e["type"] for e in fake.sent]
+    assert kinds.index("agent.speak_started") < kinds.index("agent.speak_ended")
+    started = next(e for e in fake.sent if e["type"] == "agent.speak_started")
+    ended = next(e for e in fake.sent if e["type"] == "agent.speak_ended")
+    # LiveAvatar's LITE events page: {"event_id", "task": {"id"}}, the id of the agent.speak
+    assert started["event_id"] == ended["event_id"] == end.message["event_id"]
+    assert started["task"] == ended["task"]
+    assert isinstance(started["task"]["id"], str)
+    states = [e for e in fake.sent if e["type"] == "agent.state_updated"]
+    assert [(e["previous_state"], e["new_state"]) for e in states] == [
+        ("listening", "talking"),
+        ("talking", "listening"),
+    ]

@@ -388,9 +388,10 @@ class FakeLiveAvatar:
 
     def _serve(self, ws: ServerConnection, session: FakeSession, number: int) -> None:
         """One connection. An utterance is the audio appended since the last ``agent.speak_end``
-        (or interrupt): ``agent.speak_started`` names its first ``agent.speak``'s event_id,
-        ``agent.speak_ended`` the ``agent.speak_end``'s (the same id when, as ours and the web
-        SDK do, a client reuses one id; LiveKit's plugin sends a new id per message)."""
+        (or interrupt): ``agent.speak_started`` names its first ``agent.speak``'s event_id (as
+        LiveAvatar's LITE events page says) and a ``task`` id, ``agent.speak_ended`` the
+        ``agent.speak_end``'s event_id and the same task (one id for both when, as ours and the
+        web SDK do, a client reuses one id; LiveKit's plugin sends a new id per message)."""
         knobs = self.knobs
 
         def emit(event: dict[str, Any]) -> None:
@@ -411,9 +412,9 @@ class FakeLiveAvatar:
             ws.send(b"\x00\x01binary")
         connect_at = time.monotonic() + knobs.connect_delay
         speaks = 0
-        # audio seconds of the utterance being appended; its first chunk's event_id
-        current: list[Any] = [0.0, None]
-        due: list[tuple[float, str | None]] = []  # speak_ended to send: (when, event_id)
+        # the utterance being appended: audio seconds, its first chunk's event_id, its task id
+        current: list[Any] = [0.0, None, None]
+        due: list[tuple[float, str | None, str]] = []  # speak_ended due: (when, event_id, task)
         while True:
             now = time.monotonic()
             if not connected and now >= connect_at:
@@ -421,11 +422,11 @@ class FakeLiveAvatar:
                 connected = True
                 if knobs.warning_on_connect:
                     emit({"type": "warning", "warning": {"message": "low bandwidth"}})
-            for when, event_id in [d for d in due if d[0] <= now]:
-                due.remove((when, event_id))
+            for when, event_id, task in [d for d in due if d[0] <= now]:
+                due.remove((when, event_id, task))
                 if event_id is not None:
                     self.ended_sent[event_id] = time.perf_counter()
-                emit({"type": "agent.speak_ended", "event_id": event_id})
+                emit({"type": "agent.speak_ended", "event_id": event_id, "task": {"id": task}})
                 if not due:
                     agent_state("talking", "listening")
             deadlines = [d[0] for d in due] + ([] if connected else [connect_at])
@@ -453,9 +454,16 @@ class FakeLiveAvatar:
                     self.violations.append("agent.speak message of 1 MB or more")
                 if current[1] is None:
                     current[1] = event_id or f"auto-{uuid.uuid4().hex}"
+                    current[2] = f"task-{uuid.uuid4().hex[:12]}"
                     if not due:
                         agent_state("listening", "talking")
-                    emit({"type": "agent.speak_started", "event_id": current[1]})
+                    emit(
+                        {
+                            "type": "agent.speak_started",
+                            "event_id": current[1],
+                            "task": {"id": current[2]},
+                        }
+                    )
                 current[0] += len(pcm) / 48000
                 speaks += 1
                 if knobs.error_after_speaks is not None and speaks >= knobs.error_after_speaks:
@@ -474,14 +482,16 @@ class FakeLiveAvatar:
             elif kind == "agent.speak_end":
                 ended_id = event_id or current[1]
                 if knobs.send_speak_ended and current[1] is not None:
-                    due.append((time.monotonic() + knobs.playback * current[0], ended_id))
-                current[:] = [0.0, None]
+                    due.append(
+                        (time.monotonic() + knobs.playback * current[0], ended_id, current[2])
+                    )
+                current[:] = [0.0, None, None]
             elif kind == "agent.interrupt":
                 interrupted = [item[1] for item in due] + (
                     [current[1]] if current[1] is not None else []
                 )
                 due.clear()
-                current[:] = [0.0, None]
+                current[:] = [0.0, None, None]
                 for item in interrupted:
                     emit({"type": "agent.speak_interrupted", "event_id": item})
                 emit({"type": "agent.audio_buffer_cleared", "event_id": event_id})
