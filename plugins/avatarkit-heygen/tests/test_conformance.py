@@ -31,6 +31,9 @@ from avatarkit_heygen.heygen_testing import AVATAR, FakeHeyGen
 from avatarkit_heygen.liveavatar_testing import API_KEY as LIVEAVATAR_KEY
 from avatarkit_heygen.liveavatar_testing import FakeLiveAvatar
 
+#: the first run downloads the clients (livekit-agents is large): more than the usual limit
+pytestmark = pytest.mark.timeout(900)
+
 HERE = Path(__file__).parent / "conformance"
 REPO = Path(__file__).parents[3]
 FETCH = REPO / "scripts" / "fetch-conformance-clients"
@@ -237,3 +240,12 @@ def test_livekit_plugin_http_and_websocket_flow(
     assert liveavatar.messages("agent.interrupt")
     assert liveavatar.messages("session.keep_alive")
     assert liveavatar.violations == []
+
+
+def test_missing_clients_fail_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        _unavailable("no node")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        _unavailable("no node")

@@ -306,3 +306,26 @@ def test_audio_example_is_valid(fakes: FakeProvidersPlugin) -> None:
     assert config.tts is not None
     assert config.tts.provider == "piper"
     assert config.renderer.options["chunk_seconds"] == 1.0
+
+
+async def test_a_liveavatar_error_event_ends_the_turn_with_an_error_event(
+    sessions: Sessions, fake: FakeLiveAvatar
+) -> None:
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.events import ErrorEvent
+
+    fake.knobs.error_after_speaks = 1
+    session = sessions.load(
+        reply="A long reply that the avatar would take many seconds to speak out loud.",
+        tts="{provider: fake, sample_rate: 24000, ms_per_char: 200}",
+        extra="speak_timeout_grace: 30",
+    )
+    errors: list[ErrorEvent] = []
+    session.on_event(lambda e: errors.append(e) if isinstance(e, ErrorEvent) else None)
+    async with session:
+        with anyio.fail_after(1), pytest.raises(AvatarKitError, match="bad audio chunk"):
+            await session.send("hi")
+        assert session.renderer.state == "ready"  # the session goes on
+    (error,) = errors
+    assert error.stage == "renderer"
+    assert "LiveAvatar reported an error" in error.message

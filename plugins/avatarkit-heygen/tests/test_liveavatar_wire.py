@@ -509,3 +509,27 @@ async def test_fake_lite_events_have_the_documented_shapes(fake: FakeLiveAvatar)
         ("listening", "talking"),
         ("talking", "listening"),
     ]
+
+
+async def test_full_server_error_ends_speak_text_at_once(fake: FakeLiveAvatar) -> None:
+    room = FakeRoom(seconds_per_word=1000)
+    renderer = full(fake, room, speak_timeout_grace=30)
+    async with renderer:
+
+        async def fail_soon() -> None:
+            await fake.wait_for(lambda: bool(room.commands("avatar.speak_text")))
+            command = room.commands("avatar.speak_text")[0]
+            room.emit(
+                RESPONSE_TOPIC,
+                {
+                    "event_type": "error",
+                    "event_id": "e1",
+                    "source_event_id": command["event_id"],
+                    "message": "text too long",
+                },
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail_soon)
+            with anyio.fail_after(1), pytest.raises(ProviderError, match="text too long"):
+                await renderer.speak_text("A sentence that will fail.")
