@@ -533,3 +533,26 @@ async def test_full_server_error_ends_speak_text_at_once(fake: FakeLiveAvatar) -
             tg.start_soon(fail_soon)
             with anyio.fail_after(1), pytest.raises(ProviderError, match="text too long"):
                 await renderer.speak_text("A sentence that will fail.")
+
+
+async def test_full_speech_liveavatar_started_itself_does_not_end_ours(
+    fake: FakeLiveAvatar,
+) -> None:
+    # FULL runs LiveAvatar's own pipeline too: an avatar.speak_ended with source_event_id null
+    # is about speech no command of ours started
+    room = FakeRoom(seconds_per_word=1000)
+    renderer = full(fake, room)
+    returned = anyio.Event()
+
+    async def say() -> None:
+        await renderer.speak_text("Ours.")
+        returned.set()
+
+    async with renderer, anyio.create_task_group() as tg:
+        tg.start_soon(say)
+        await fake.wait_for(lambda: bool(room.commands("avatar.speak_text")))
+        null = {"event_type": "avatar.speak_ended", "event_id": "e9", "source_event_id": None}
+        room.emit(RESPONSE_TOPIC, null)
+        await anyio.sleep(0.1)
+        assert not returned.is_set()
+        await renderer.interrupt()

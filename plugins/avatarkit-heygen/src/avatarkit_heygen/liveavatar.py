@@ -455,13 +455,14 @@ class LiveAvatarRenderer:
 
     def _full_utterance(self, message: dict[str, Any]) -> _Utterance | None:
         """FULL events name the command they answer in ``source_event_id`` (their own
-        ``event_id`` is new). An event naming no command (older servers) matches the oldest
-        utterance; one naming an unknown command matches none."""
-        source = message.get("source_event_id")
-        if isinstance(source, str):
-            utterance = self._pending.get(source)
+        ``event_id`` is new). One naming another command, or none (``null``: speech LiveAvatar
+        started by itself), matches no utterance; only an event without the field (an older
+        server) falls back to its ``event_id`` or the oldest utterance."""
+        if "source_event_id" in message:
+            source = message["source_event_id"]
+            utterance = self._pending.get(source) if isinstance(source, str) else None
             if utterance is None:
-                logger.debug("liveavatar: %s for unknown command %r", message["event_type"], source)
+                logger.debug("liveavatar: %s for command %r", message["event_type"], source)
             return utterance
         event_id = message.get("event_id")
         if isinstance(event_id, str) and event_id in self._pending:
