@@ -176,6 +176,8 @@ def test_heygen_streaming_avatar_http_flow(clients: Clients, heygen_fake: FakeHe
         "new",
         "start",
         "task",
+        "start_listening",
+        "stop_listening",
         "interrupt",
         "keep_alive",
         "stop",

@@ -193,7 +193,9 @@ class FakeHeyGen:
                 "is_paid": True,
             }
             return 200, ok
-        if op not in ("start", "task", "interrupt", "keep_alive", "stop"):
+        # start_listening / stop_listening: the official SDK's idle-animation calls
+        session_ops = ("start", "task", "interrupt", "keep_alive", "stop")
+        if op not in (*session_ops, "start_listening", "stop_listening"):
             return 404, {"code": 404, "message": f"unknown operation streaming.{op}"}
         session_id = str(body.get("session_id"))
         status = self.sessions.get(session_id)

@@ -1,5 +1,6 @@
 // Drives HeyGen's official SDK (npm @heygen/streaming-avatar) against our fake HeyGen, in Node:
-// the HTTP flow of a session (create_token, new, start, task, interrupt, keep_alive, stop).
+// the HTTP flow of a session (create_token, new, start, task, start/stop_listening, interrupt,
+// keep_alive, stop).
 // Usage: node heygen_streaming_avatar.mjs SDK_MODULE BASE_URL API_KEY AVATAR
 // The SDK's LiveKit room (video for a browser) is not joined: there is no LiveKit server on
 // loopback. Every HTTP request is the SDK's own. Prints one JSON line per step.
@@ -42,6 +43,9 @@ const task = await avatarClient.speak({
   taskMode: sdk.TaskMode.ASYNC,
 });
 log("task", { task });
+await avatarClient.startListening();
+await avatarClient.stopListening();
+log("listening");
 await avatarClient.interrupt();
 log("interrupt");
 await avatarClient.keepAlive();
