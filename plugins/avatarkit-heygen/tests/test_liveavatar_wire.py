@@ -408,8 +408,11 @@ async def test_lite_a_reconnect_never_repeats_audio(fake: FakeLiveAvatar, drop_a
     renderer = make(fake, "audio", chunk_seconds=0.05, first_chunk_seconds=0)
     async with renderer:
         with anyio.fail_after(10):
-            await renderer.speak(recorded())
-        await renderer.speak(audio(0.1))
+            try:
+                await renderer.speak(recorded())
+            except ProviderConnectionError as exc:  # abandoning the utterance is fine too
+                assert "dropped" in str(exc)  # noqa: PT017
+        await renderer.speak(audio(0.1))  # the next utterance goes out on the new socket
     assert fake.only_session().connections == 2
     received = [base64.b64decode(r.message["audio"]) for r in fake.messages("agent.speak")]
     spoken = [chunk for chunk in received if chunk in sent]
