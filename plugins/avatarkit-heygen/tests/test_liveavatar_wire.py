@@ -559,3 +559,21 @@ async def test_full_speech_liveavatar_started_itself_does_not_end_ours(
         await anyio.sleep(0.1)
         assert not returned.is_set()
         await renderer.interrupt()
+
+
+async def test_lite_error_about_a_finished_utterance_leaves_the_next_alone(
+    fake: FakeLiveAvatar, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.knobs.playback = 1.0
+    async with make(fake, "audio") as renderer:
+        await renderer.speak(audio(0.1))
+        old = fake.messages("agent.speak_end")[0].message["event_id"]
+
+        async def late_error() -> None:
+            await fake.wait_for(lambda: len(fake.messages("agent.speak_end")) == 2)
+            fake.send({"type": "error", "event_id": old, "error": "late complaint"})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(late_error)
+            await renderer.speak(audio(0.3))  # returns on its own speak_ended, no error
+    assert "late complaint" in caplog.text

@@ -428,6 +428,10 @@ class LiveAvatarRenderer:
         """A server ``error`` event: the utterance waiting ends now with a clear error."""
         detail = _detail(message, "error")
         logger.error("liveavatar: LiveAvatar reported an error: %s", detail)
+        event_id = message.get("event_id")
+        if isinstance(event_id, str) and event_id in self._sent_ids:
+            if event_id not in self._pending:
+                return  # about an utterance that is over: logged, nothing waits for it
         for utterance in list(self._pending.values()):
             if utterance.failure is None:
                 utterance.failure = ProviderError(
