@@ -1,6 +1,7 @@
 """The official clients as judges of our fakes: each runs its own flow against the fake server.
 
 - npm ``@heygen/liveavatar-web-sdk`` (Node): a LITE session, its WebSocket, keep-alive, stop;
+  and a FULL session's readiness (the participants it waits for) and commands;
 - npm ``@heygen/streaming-avatar`` (Node): create_token, new, start, task, interrupt,
   keep_alive, stop;
 - PyPI ``livekit-plugins-liveavatar`` (its own venv): token, start, the LITE WebSocket, stop.
@@ -28,6 +29,12 @@ import pytest
 
 from avatarkit_heygen.heygen_testing import API_KEY as HEYGEN_KEY
 from avatarkit_heygen.heygen_testing import AVATAR, FakeHeyGen
+from avatarkit_heygen.liveavatar_full import (
+    AGENT_IDENTITY,
+    AVATAR_IDENTITY,
+    CONTROL_TOPIC,
+    encode_command,
+)
 from avatarkit_heygen.liveavatar_testing import API_KEY as LIVEAVATAR_KEY
 from avatarkit_heygen.liveavatar_testing import FakeLiveAvatar
 
@@ -154,6 +161,39 @@ def test_liveavatar_web_sdk_lite_flow_and_stop(
     assert len(audio) == 24000 * 2 * 1.5
     assert liveavatar.messages("agent.interrupt")[0].message["event_id"]
     assert liveavatar.violations == []
+
+
+def test_liveavatar_web_sdk_full_waits_for_the_participants_we_wait_for(
+    clients: Clients, liveavatar: FakeLiveAvatar
+) -> None:
+    # the stand-in room lets the identities our renderer waits for join; were they not the ones
+    # the SDK waits for, its start() would hang (30 s) and the driver give up after 10 s
+    agent_prefix = AGENT_IDENTITY.format(session_id="")
+    lines = run(
+        [
+            clients.node,
+            "--experimental-websocket",
+            str(HERE / "liveavatar_web_sdk_full.mjs"),
+            str(clients.web_sdk),
+            liveavatar.base_url,
+            LIVEAVATAR_KEY,
+            AVATAR_IDENTITY,
+            agent_prefix,
+        ]
+    )
+    got = steps(lines)
+    assert got["mode"]["mode"] == "FULL"  # read from the fake's JWT session token
+    assert got["started"]["after_avatar"] is True
+    assert got["started"]["after_agent"] is True  # it waited for the agent, a second late
+    speak, interrupt = got["published"]["published"]
+    assert speak["topic"] == interrupt["topic"] == CONTROL_TOPIC
+    ours = json.loads(encode_command("avatar.speak_text", session_id="s", event_id="e", text="t"))
+    assert set(speak["message"]) <= set(ours)  # ours adds session_id (LiveAvatar's event shape)
+    assert speak["message"]["event_type"] == ours["event_type"]
+    assert interrupt["message"] == {"event_type": "avatar.interrupt"}
+    session = liveavatar.only_session()
+    assert session.stop_bodies == [None]
+    assert session.state == "stopped"
 
 
 # -- HeyGen's streaming-avatar SDK ----------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit_heygen.liveavatar import LiveAvatarRenderer
-from avatarkit_heygen.liveavatar_full import RESPONSE_TOPIC
+from avatarkit_heygen.liveavatar_full import AGENT_IDENTITY, AVATAR_IDENTITY, RESPONSE_TOPIC
 from avatarkit_heygen.liveavatar_testing import (
     API_KEY,
     FakeLiveAvatar,
@@ -115,6 +115,7 @@ async def test_full_ready_participants_are_configurable(fake: FakeLiveAvatar) ->
 def test_default_ready_participants_and_timeout_follow_the_web_sdk() -> None:
     renderer = LiveAvatarRenderer(api_key="k", avatar_id="a")
     assert renderer.options.ready_participants == ["heygen", "liveavatar-agent-{session_id}"]
+    assert renderer.options.ready_participants == [AVATAR_IDENTITY, AGENT_IDENTITY]
     assert renderer.options.ready_timeout == 30.0
 
 

@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from avatarkit_heygen._background import Background
-from avatarkit_heygen.liveavatar_full import CONTROL_TOPIC, RESPONSE_TOPIC
+from avatarkit_heygen.liveavatar_full import (
+    AGENT_IDENTITY,
+    AVATAR_IDENTITY,
+    CONTROL_TOPIC,
+    RESPONSE_TOPIC,
+)
 
 if TYPE_CHECKING:
     from websockets.sync.server import Server, ServerConnection
@@ -47,9 +52,8 @@ __all__ = [
 ]
 
 API_KEY = "la-test-key-0123456789"
-#: LiveKit identities of LiveAvatar's two participants in a FULL session's room (web SDK 0.0.18).
-AVATAR_IDENTITY = "heygen"
-AGENT_PREFIX = "liveavatar-agent-"
+#: LiveAvatar's agent joins a FULL session's room as AGENT_PREFIX + session id.
+AGENT_PREFIX = AGENT_IDENTITY.format(session_id="")
 
 
 def _b64url(data: bytes) -> str:
