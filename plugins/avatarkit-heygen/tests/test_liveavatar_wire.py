@@ -16,6 +16,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
 from avatarkit.providers import AudioChunk
@@ -578,3 +580,40 @@ async def test_lite_error_about_a_finished_utterance_leaves_the_next_alone(
             tg.start_soon(late_error)
             await renderer.speak(audio(0.3))  # returns on its own speak_ended, no error
     assert "late complaint" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_full_never_sends_before_both_joined_whatever_the_join_order(backend: str) -> None:
+    """Any join times (either first, either late, together) and any number of sentences: every
+    command found both participants in the room, none was lost, every sentence ended."""
+    with FakeLiveAvatar() as fake:
+
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            avatar=st.floats(0, 0.2),
+            agent=st.floats(0, 0.2),
+            sentences=st.lists(st.sampled_from(["Hi.", "Two words.", "A b c d."]), max_size=3),
+        )
+        def check(avatar: float, agent: float, sentences: list[str]) -> None:
+            async def run() -> None:
+                sid = f"sess-{len(fake.sessions) + 1}"
+                room = FakeRoom(
+                    seconds_per_word=0.001,
+                    join_delays={"heygen": avatar, f"liveavatar-agent-{sid}": agent},
+                )
+                async with full(fake, room) as renderer:
+                    for sentence in sentences:
+                        with anyio.fail_after(5):
+                            await renderer.speak_text(sentence)
+                    await renderer.interrupt()
+                everyone = {"heygen", f"liveavatar-agent-{sid}"}
+                assert all(present == everyone for present in room.present_at_publish)
+                assert room.lost == []
+                assert [c["text"] for c in room.commands("avatar.speak_text")] == sentences
+                assert len([e for e in room.events if e["event_type"] == "avatar.speak_ended"]) == (
+                    len(sentences)
+                )
+
+            anyio.run(run, backend=backend)
+
+        check()
