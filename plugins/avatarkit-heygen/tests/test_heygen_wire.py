@@ -93,3 +93,11 @@ async def test_a_2xx_with_another_code_and_no_data_is_an_error(heygen: FakeHeyGe
     heygen.fail("new", 200, {"code": 40001, "message": "quota exhausted", "data": None})
     with pytest.raises(ProviderError, match="quota exhausted"):
         await make(heygen).start()
+
+
+async def test_the_public_fake_is_a_context_manager() -> None:
+    with FakeHeyGen() as fake:
+        async with make(fake) as avatar:
+            await avatar.speak_text("Hello.")
+        assert fake.ops() == ["new", "start", "task", "stop"]
+    assert fake.open_sessions() == []

@@ -114,6 +114,12 @@ class FakeHeyGen:
     def open_sessions(self) -> list[str]:
         return [s for s, status in self.sessions.items() if status != "stopped"]
 
+    def __enter__(self) -> FakeHeyGen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.release.set()
         self.server.shutdown()
