@@ -322,10 +322,24 @@ async def test_a_liveavatar_error_event_ends_the_turn_with_an_error_event(
     )
     errors: list[ErrorEvent] = []
     session.on_event(lambda e: errors.append(e) if isinstance(e, ErrorEvent) else None)
-    async with session:
-        with anyio.fail_after(1), pytest.raises(AvatarKitError, match="bad audio chunk"):
+    failures: list[BaseException] = []
+    ended = anyio.Event()
+
+    async def turn() -> None:
+        try:
             await session.send("hi")
+        except AvatarKitError as exc:
+            failures.append(exc)
+        ended.set()
+
+    async with session, anyio.create_task_group() as tg:
+        tg.start_soon(turn)
+        await fake.wait_for(lambda: any(e["type"] == "error" for e in fake.sent), 10)
+        with anyio.fail_after(1):  # from LiveAvatar's error to the end of the turn
+            await ended.wait()
         assert session.renderer.state == "ready"  # the session goes on
+    (failure,) = failures
+    assert "bad audio chunk" in str(failure)
     (error,) = errors
     assert error.stage == "renderer"
     assert "LiveAvatar reported an error" in error.message

@@ -267,11 +267,26 @@ async def test_lite_server_error_ends_speak_with_a_clear_error_at_once(
     fake: FakeLiveAvatar,
 ) -> None:
     fake.knobs.error_after_speaks = 1
+    failures: list[BaseException] = []
+    ended = anyio.Event()
+
     async with make(fake, "audio", speak_timeout_grace=30) as renderer:
-        with anyio.fail_after(1), pytest.raises(ProviderError) as info:
-            await renderer.speak(audio(30.0, chunk=0.05, delay=0.01))  # slower than it plays
-        assert "LiveAvatar reported an error" in str(info.value)
-        assert "bad audio chunk" in str(info.value)
+
+        async def speak() -> None:
+            try:
+                await renderer.speak(audio(30.0, chunk=0.05, delay=0.01))  # slower than it plays
+            except ProviderError as exc:
+                failures.append(exc)
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(speak)
+            await fake.wait_for(lambda: any(e["type"] == "error" for e in fake.sent), 10)
+            with anyio.fail_after(1):  # from LiveAvatar's error to speak() raising
+                await ended.wait()
+        (failure,) = failures
+        assert "LiveAvatar reported an error" in str(failure)
+        assert "bad audio chunk" in str(failure)
         assert renderer.state == "ready"  # an error ends the utterance, not the session
         sent = len(fake.messages("agent.speak"))
         await anyio.sleep(0.2)
