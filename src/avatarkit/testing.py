@@ -201,22 +201,45 @@ class _FakeRenderer:
 
 
 class FakeTextRenderer(_FakeRenderer):
-    """A renderer that speaks text itself; each sentence takes ``seconds_per_char`` to say."""
+    """A renderer that speaks text itself; each sentence takes ``seconds_per_char`` to say.
 
-    def __init__(self, *, seconds_per_char: float = 0.0) -> None:
+    It reports how much of each utterance it said (``spoken_fraction()``, see
+    :class:`~avatarkit.providers.ReportsProgress`) unless ``reports_progress`` is false; either
+    way :attr:`fractions` records the truth, one entry per ``speak_text`` call.
+    """
+
+    def __init__(self, *, seconds_per_char: float = 0.0, reports_progress: bool = True) -> None:
         super().__init__()
         self.seconds_per_char = seconds_per_char
+        self.reports_progress = reports_progress
         self.spoken: list[str] = []
         self.completed: list[str] = []
+        #: the share of each ``spoken`` text actually said (1.0 when completed)
+        self.fractions: list[float] = []
 
     async def speak_text(self, text: str) -> None:
         interrupted = self._new_utterance()
         self.spoken.append(text)
+        self.fractions.append(0.0)
         self.events.append(("speak_text", anyio.current_time()))
-        with anyio.move_on_after(len(text) * self.seconds_per_char):
-            await interrupted.wait()
-        if not interrupted.is_set():
-            self.completed.append(text)
+        length = len(text) * self.seconds_per_char
+        started = anyio.current_time()
+        try:
+            with anyio.move_on_after(length):
+                await interrupted.wait()
+        finally:
+            if not interrupted.is_set() and anyio.current_time() - started >= length:
+                self.completed.append(text)
+                self.fractions[-1] = 1.0
+            else:
+                said = (anyio.current_time() - started) / length if length else 0.0
+                self.fractions[-1] = min(said, 1.0)
+
+    def spoken_fraction(self) -> float | None:
+        """The share of the last utterance said (``None`` if not ``reports_progress``)."""
+        if not self.reports_progress or not self.fractions:
+            return None
+        return self.fractions[-1]
 
 
 @dataclass
@@ -252,8 +275,8 @@ class FakeAudioRenderer(_FakeRenderer):
         utterance = Utterance(started_at=anyio.current_time())
         self.utterances.append(utterance)
         async for chunk in audio:
-            if interrupted.is_set():
-                break
+            # Every chunk taken from the iterator is recorded: it is what the session counts
+            # as said, and what tests compare history with.
             if utterance.first_audio_at is None:
                 utterance.first_audio_at = anyio.current_time()
             utterance.chunks.append(chunk)
