@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
+
+from avatarkit.errors import redact_exception
+
+Secrets = Callable[[], Iterable[object]]
 
 __all__ = ["aclose_stream", "close_provider", "exit_provider", "maybe_await", "name_of"]
 
@@ -29,6 +33,10 @@ async def maybe_await(value: Any) -> Any:
     return value
 
 
+def _no_secrets() -> Iterable[object]:
+    return ()
+
+
 async def aclose_stream(stream: object, seconds: float, owner: object) -> None:
     """``stream.aclose()`` (an LLM or TTS stream), shielded and bounded; failures are logged."""
     aclose = getattr(stream, "aclose", None)
@@ -38,25 +46,30 @@ async def aclose_stream(stream: object, seconds: float, owner: object) -> None:
         try:
             await aclose()
         except Exception as exc:
-            logger.debug("closing a stream of %s failed: %s", name_of(owner), exc)
+            # the type only: the message may quote a request (and its key)
+            logger.debug("closing a stream of %s failed: %s", name_of(owner), type(exc).__name__)
     if scope.cancelled_caught:
         logger.warning(
             "a stream of %s did not close within %.1f s; left behind", name_of(owner), seconds
         )
 
 
-async def close_provider(provider: object, close: Callable[[], Any], seconds: float) -> None:
-    """``provider.close()``, shielded and bounded; failures are logged, never raised."""
+async def close_provider(
+    provider: object, close: Callable[[], Any], seconds: float, secrets: Secrets = _no_secrets
+) -> None:
+    """``provider.close()``, shielded and bounded; failures are logged (cleaned of
+    ``secrets()``), never raised."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(seconds) as scope:
         try:
             await maybe_await(close())
-        except Exception:
-            logger.exception("closing %s failed", name_of(provider))
+        except Exception as exc:
+            error = redact_exception(exc, secrets())
+            logger.error("closing %s failed", name_of(provider), exc_info=error)
     if scope.cancelled_caught:
         logger.warning("%s did not close within %.1f s; left behind", name_of(provider), seconds)
 
 
-async def exit_provider(provider: Any, seconds: float) -> None:
+async def exit_provider(provider: Any, seconds: float, secrets: Secrets = _no_secrets) -> None:
     """``provider.__aexit__(None, None, None)`` for a context-manager provider, like
     :func:`close_provider`."""
-    await close_provider(provider, lambda: provider.__aexit__(None, None, None), seconds)
+    await close_provider(provider, lambda: provider.__aexit__(None, None, None), seconds, secrets)

@@ -279,13 +279,15 @@ class AvatarSession:
         seconds = self.timeouts.cleanup
         if hasattr(provider, "__aenter__") and hasattr(provider, "__aexit__"):
             await provider.__aenter__()
-            self._stack.push_async_callback(exit_provider, provider, seconds)
+            self._stack.push_async_callback(exit_provider, provider, seconds, self._all_secrets)
             return
         close = getattr(provider, "close", None)
         if close is not None:
             # Registered before start: a provider whose start fails is closed too (close is
             # idempotent by contract), so a half-created paid session is never left running.
-            self._stack.push_async_callback(close_provider, provider, close, seconds)
+            self._stack.push_async_callback(
+                close_provider, provider, close, seconds, self._all_secrets
+            )
         start = getattr(provider, "start", None)
         if start is not None:
             await maybe_await(start())
