@@ -86,8 +86,9 @@ class TurnMetrics:
 
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:
-    """A turn failed at ``stage`` (``llm``, ``tts``, ``renderer``, ``timeout``); the session is
-    still usable."""
+    """A turn failed at ``stage`` (``llm``, ``tts``, ``renderer``; a timeout is reported at the
+    stage that took too long); the session is still usable. ``message`` and ``error`` are
+    cleaned of the session's secrets."""
 
     turn: int
     stage: str
