@@ -307,9 +307,11 @@ class AvatarSession:
         self._close_done = anyio.Event()
         with anyio.CancelScope(shield=True):
             try:
-                if self._start_scope is not None and self._start_done is not None:
-                    self._start_scope.cancel()  # start() closes what it started on its way out
-                    await self._start_done.wait()
+                starting = self._start_done
+                if starting is not None and not starting.is_set():
+                    if self._start_scope is not None:
+                        self._start_scope.cancel()  # start() closes what it started
+                    await starting.wait()
                 turn = self._turn
                 if turn is not None:
                     turn.interrupted = True

@@ -533,8 +533,9 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
 
     It has ``speak_text`` and/or ``speak`` (async); after ``start``, each returns for a short
     utterance; ``interrupt`` during a long utterance makes it return promptly (within
-    ``patience`` seconds, a hang guard, not a speed test); ``close`` is idempotent and
-    cancellation-safe. Starts and closes the renderer itself.
+    ``patience`` seconds, a hang guard, not a speed test); a ``spoken_fraction()`` report, if
+    it has one, is a share from 0 to 1; ``close`` is
+    idempotent and cancellation-safe. Starts and closes the renderer itself.
     """
     from avatarkit.providers import renderer_capabilities
 
@@ -549,9 +550,11 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
         if caps.text:
             with anyio.fail_after(patience):
                 await renderer.speak_text("Hello.")
+            _check_report(renderer)
             await _check_interrupt(
                 renderer, lambda: renderer.speak_text("word " * 2000), patience, "speak_text"
             )
+            _check_report(renderer)
         if caps.audio:
             short = _audio(rate, 3)
             try:
@@ -567,6 +570,18 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
     finally:
         with anyio.CancelScope(shield=True):
             await _close_twice_and_cancelled(renderer, "renderer")
+
+
+def _check_report(renderer: Any) -> None:
+    """A renderer that reports ``spoken_fraction()`` reports a share from 0 to 1 (or None)."""
+    report = getattr(renderer, "spoken_fraction", None)
+    if not callable(report):
+        return
+    value = report()
+    if value is None:
+        return
+    assert isinstance(value, int | float), f"spoken_fraction() returned {type(value).__name__}"
+    assert 0 <= value <= 1, f"spoken_fraction() returned {value}, not a share from 0 to 1"
 
 
 async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str) -> None:
