@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +26,8 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from avatarkit._cleanup import aclose_stream, close_provider, exit_provider, maybe_await, name_of
+from avatarkit._cleanup import aclose_stream, maybe_await, name_of
+from avatarkit._lifecycle import Providers
 from avatarkit._secrets import declared_secrets, redact_event
 from avatarkit._spoken import AudioRate, Meter, speech_seconds_bound, spoken_prefix
 from avatarkit.errors import (
@@ -177,10 +177,9 @@ class AvatarSession:
         self.state: State = "idle"
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
-        self._stack = AsyncExitStack()
-        self._started = False
-        self._start_done: anyio.Event | None = None  # set when a start() attempt has ended
-        self._start_scope: anyio.CancelScope | None = None  # cancelled by close() mid-start
+        self._providers = Providers(
+            [llm, self.tts, renderer], cleanup=self.timeouts.cleanup, secrets=self._all_secrets
+        )
         self._closed = False
         self._close_done: anyio.Event | None = None
         self._turn: _Turn | None = None
@@ -238,65 +237,29 @@ class AvatarSession:
         """
         if self._closed:
             raise SessionError("this session is closed; create a new one")
-        if self._start_done is not None:  # started, or starting in another task
-            with anyio.CancelScope(shield=True):
-                await self._start_done.wait()
-            if self._closed:
-                raise SessionError("the session was closed while starting")
-            if not self._started:
-                raise SessionError("starting the session failed in another task")
-            return
-        done = self._start_done = anyio.Event()
-        self._turn_lock = anyio.Lock()
-        try:
-            with anyio.CancelScope() as scope:
-                self._start_scope = scope
-                if self.route == "audio":
-                    # numpy and soxr (resampling) load here rather than on `import avatarkit`,
-                    # which text-route users and the CLI never need, nor at the first sentence.
-                    import avatarkit.audio  # noqa: F401
-                configure = getattr(self.renderer, "configure_route", None)
-                if callable(configure):
-                    await maybe_await(configure(self.route))
-                for provider in (self.llm, self.tts, self.renderer):
-                    if provider is not None:
-                        await self._start_provider(provider)
-            self._start_scope = None
-            if scope.cancelled_caught or self._closed:
-                raise SessionError("the session was closed while starting")
-            self._started = True
-        except BaseException:
-            self._start_scope = None
-            with anyio.CancelScope(shield=True):
-                await self._stack.aclose()  # each close is bounded by Timeouts.cleanup
-            if not self._closed:
-                self._start_done = None  # a failed start may be tried again
-            raise
-        finally:
-            done.set()
+        if self._turn_lock is None:
+            self._turn_lock = anyio.Lock()
+        await self._providers.start(self._prepare)
 
-    async def _start_provider(self, provider: Any) -> None:
-        seconds = self.timeouts.cleanup
-        if hasattr(provider, "__aenter__") and hasattr(provider, "__aexit__"):
-            await provider.__aenter__()
-            self._stack.push_async_callback(exit_provider, provider, seconds, self._all_secrets)
-            return
-        close = getattr(provider, "close", None)
-        if close is not None:
-            # Registered before start: a provider whose start fails is closed too (close is
-            # idempotent by contract), so a half-created paid session is never left running.
-            self._stack.push_async_callback(
-                close_provider, provider, close, seconds, self._all_secrets
-            )
-        start = getattr(provider, "start", None)
-        if start is not None:
-            await maybe_await(start())
+    @property
+    def _started(self) -> bool:
+        return self._providers.started
+
+    async def _prepare(self) -> None:
+        if self.route == "audio":
+            # numpy and soxr (resampling) load here rather than on `import avatarkit`, which
+            # text-route users and the CLI never need, nor at the first sentence.
+            import avatarkit.audio  # noqa: F401
+        configure = getattr(self.renderer, "configure_route", None)
+        if callable(configure):
+            await maybe_await(configure(self.route))
 
     async def close(self) -> None:
         """Stop the current turn and close every provider, exactly once, even if cancelled.
 
-        A turn still running is cancelled and waited for; each provider's close is bounded by
-        ``Timeouts.cleanup``, so ``close()`` returns even if one hangs.
+        A start in progress is stopped and a turn still running is cancelled and waited for;
+        each provider's close is bounded by ``Timeouts.cleanup``, so ``close()`` returns even
+        if one hangs.
         """
         if self._closed:
             if self._close_done is not None:
@@ -307,11 +270,7 @@ class AvatarSession:
         self._close_done = anyio.Event()
         with anyio.CancelScope(shield=True):
             try:
-                starting = self._start_done
-                if starting is not None and not starting.is_set():
-                    if self._start_scope is not None:
-                        self._start_scope.cancel()  # start() closes what it started
-                    await starting.wait()
+                await self._providers.stop_starting()
                 turn = self._turn
                 if turn is not None:
                     turn.interrupted = True
@@ -322,7 +281,7 @@ class AvatarSession:
                         await turn.done.wait()
                     if not turn.done.is_set():
                         logger.error("the running turn did not end; closing the providers anyway")
-                await self._stack.aclose()
+                await self._providers.close()
             finally:
                 self._set_state("closed")
                 for stream in self._subscribers:
