@@ -227,3 +227,13 @@ def test_redact_exception_replaces_a_vendor_error_and_cleans_the_chain() -> None
     assert isinstance(cleaned.__cause__, RedactedError)
     assert cleaned.__cause__.original_type == "VendorError"
     assert not leaked("".join(traceback.format_exception(cleaned)), KEY)
+
+
+def test_notes_on_an_exception_are_cleaned_too() -> None:
+    error = ValueError("nothing secret here")
+    error.add_note(f"while calling {url_with(KEY)}")
+    wrapped = ProviderError("failed", provider="p")
+    wrapped.__cause__ = error
+    wrapped.add_note(f"key was {KEY}")
+    cleaned = redact_exception(wrapped, [KEY])
+    assert not leaked("".join(traceback.format_exception(cleaned)), KEY)

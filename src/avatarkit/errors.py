@@ -258,13 +258,17 @@ def _clean(
             shown = repr(error.args)
         except Exception:
             shown = ""
-        if redact(text, values) == text and redact(shown, values) == shown:
+        notes = [str(n) for n in getattr(error, "__notes__", None) or ()]
+        said = "\n".join([text, shown, *notes])
+        if redact(said, values) == said:
             cleaned = error
             seen[id(error)] = cleaned
         else:
             name = type(error).__qualname__
             cleaned = RedactedError(f"{name}: {redact(text, values)}", original_type=name)
             cleaned.__traceback__ = error.__traceback__
+            for note in notes:  # traceback prints notes too
+                cleaned.add_note(redact(note, values))
             seen[id(error)] = cleaned
     cause, context = error.__cause__, error.__context__
     cleaned.__cause__ = None if cause is None else _clean(cause, values, seen)
