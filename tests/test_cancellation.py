@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import pytest
 import sniffio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tests.truth import check_truth
 
@@ -276,6 +276,7 @@ async def run_schedule(s: Schedule) -> None:
     assert renderer.speaking == 0
     await anyio.lowlevel.checkpoint()
     assert task_count() == tasks_before
+    event(f"{s.action}: {'cut' if trigger.fired else 'not reached'}")
     check_truth(session.history, events, renderer, ms_per_char=1)
 
 
