@@ -183,7 +183,7 @@ class AvatarSession:
         self._closed = False
         self._close_done: anyio.Event | None = None
         self._turn: _Turn | None = None
-        self._turn_lock: anyio.Lock | None = None
+        self._queue: list[anyio.Event] = []  # one gate per send()/say() not yet ended
         self._turns = 0
         self._tickets = 0  # send()/say() calls so far: the newest one wins a barge-in
         self._last_spoken = ""
@@ -237,8 +237,6 @@ class AvatarSession:
         """
         if self._closed:
             raise SessionError("this session is closed; create a new one")
-        if self._turn_lock is None:
-            self._turn_lock = anyio.Lock()
         await self._providers.start(self._prepare)
 
     @property
@@ -394,13 +392,19 @@ class AvatarSession:
     async def _run(self, text: str, *, use_llm: bool) -> str:
         if self._closed:
             raise SessionError("this session is closed")
-        if not self._started or self._turn_lock is None:
+        if not self._started:
             raise SessionError("start the session first: use `async with session:`")
+        # Turns run one at a time in call order: each waits for every earlier call to end
+        # (a queue of gates rather than a lock, whose wake-up order trio does not fix).
         self._tickets += 1
         ticket = self._tickets
-        if self._turn is not None:
-            await self.interrupt()  # barge-in
-        async with self._turn_lock:
+        earlier, mine = list(self._queue), anyio.Event()
+        self._queue.append(mine)
+        try:
+            if self._turn is not None:
+                await self.interrupt()  # barge-in
+            for gate in earlier:
+                await gate.wait()
             if self._renderer_quiet is not None:
                 # A renderer.interrupt() still in flight must not land on this turn's speech.
                 await self._renderer_quiet.wait()
@@ -422,34 +426,41 @@ class AvatarSession:
                 turn.interrupted = True
                 self._finish_turn(turn)
                 return ""
-            self._turn = turn
-            failure: _Failed | None = None
-            try:
-                with turn.scope:
-                    await self._turn_body(turn, text, use_llm)
-            except BaseException as exc:
-                inner = _unwrap(exc)
-                if isinstance(inner, _Failed):
-                    failure = inner
-                else:
-                    # Cancelled from outside (or Ctrl-C, or a bug): silence the avatar, keep
-                    # history of what was said, and let the exception go on.
-                    turn.interrupted = True
-                    try:
-                        await self._silence_renderer()
-                    finally:
-                        self._finish_turn(turn)
-                    if inner is not exc and not isinstance(inner, _cancelled_classes()):
-                        raise inner from None  # one error, not a group of one
-                    raise
-                await self._silence_renderer()
-            if failure is not None:
-                error = self._as_avatarkit_error(failure)
-                self._emit(ErrorEvent(turn.number, failure.stage, str(error), error))
-                self._finish_turn(turn)
-                raise error
+            return await self._play(turn, text, use_llm)
+        finally:
+            self._queue.remove(mine)
+            mine.set()
+
+    async def _play(self, turn: _Turn, text: str, use_llm: bool) -> str:
+        """Run ``turn`` to its end; returns what was said, raises what failed."""
+        self._turn = turn
+        failure: _Failed | None = None
+        try:
+            with turn.scope:
+                await self._turn_body(turn, text, use_llm)
+        except BaseException as exc:
+            inner = _unwrap(exc)
+            if isinstance(inner, _Failed):
+                failure = inner
+            else:
+                # Cancelled from outside (or Ctrl-C, or a bug): silence the avatar, keep
+                # history of what was said, and let the exception go on.
+                turn.interrupted = True
+                try:
+                    await self._silence_renderer()
+                finally:
+                    self._finish_turn(turn)
+                if inner is not exc and not isinstance(inner, _cancelled_classes()):
+                    raise inner from None  # one error, not a group of one
+                raise
+            await self._silence_renderer()
+        if failure is not None:
+            error = self._as_avatarkit_error(failure)
+            self._emit(ErrorEvent(turn.number, failure.stage, str(error), error))
             self._finish_turn(turn)
-            return self._last_spoken
+            raise error
+        self._finish_turn(turn)
+        return self._last_spoken
 
     async def _silence_renderer(self) -> None:
         with anyio.CancelScope(shield=True):
