@@ -312,3 +312,21 @@ def test_spoken_prefix_counts_characters_and_keeps_whole_words() -> None:
     assert spoken_prefix("one two", 0.0) == ""
     assert spoken_prefix("你好世界。", 0.5) == "你好"  # CJK: a cut between characters
     assert spoken_prefix("one two", float("nan")) == ""
+
+
+async def test_the_console_renderer_reports_the_words_it_said() -> None:
+    from avatarkit.builtins.console import ConsoleRenderer
+
+    words = [f"word{i}" for i in range(100)]
+    text = " ".join(words) + "."
+    renderer = ConsoleRenderer(words_per_minute=600)  # a word every 0.1 s
+    session = AvatarSession(llm=FakeLLM([text]), renderer=renderer)
+    async with session, anyio.create_task_group() as tg:
+        tg.start_soon(session.say, text)
+        await wait_until(lambda: bool(renderer.spoken))
+        await anyio.sleep(0.35)
+        await session.interrupt()
+    recorded = assistant(session.history)[0].split()
+    assert 3 <= len(recorded) < len(words)
+    assert recorded == words[: len(recorded)]
+    assert renderer.spoken_fraction() == pytest.approx(len(" ".join(recorded)) / len(text))
