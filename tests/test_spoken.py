@@ -301,6 +301,29 @@ async def test_an_empty_first_delta_is_not_the_first_token() -> None:
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hello there."]
 
 
+class EmptyFirstTTS(FakeTTS):
+    """Yields an empty chunk at once, then nothing."""
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        yield AudioChunk(b"", self.sample_rate)
+        await anyio.sleep(3600)
+        yield AudioChunk(b"\x00\x00", self.sample_rate)  # pragma: no cover
+
+
+async def test_an_empty_first_chunk_does_not_disarm_the_tts_timeout() -> None:
+    session, renderer, events = make(
+        "audio", tts=EmptyFirstTTS(), slow=False, timeouts=Timeouts(tts_first_chunk=0.05)
+    )
+    with anyio.fail_after(10):
+        async with session:
+            with pytest.raises(ProviderTimeout, match="no audio"):
+                await session.send("hi")
+    (metrics,) = [e for e in events if isinstance(e, TurnMetrics)]
+    assert metrics.time_to_first_speech is None  # an empty chunk is not speech
+    assert assistant(session.history) == []
+    check_truth(session.history, events, renderer, ms_per_char=MS)
+
+
 # -- the accounting itself ------------------------------------------------------------------------
 
 

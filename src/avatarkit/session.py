@@ -775,7 +775,7 @@ class AvatarSession:
                 finally:
                     if limit is not None:
                         scope.deadline = anyio.current_time() + limit + meter.delivered
-                if turn.first_speech_at is None:
+                if turn.first_speech_at is None and chunk.data:
                     turn.first_speech_at = time.perf_counter()
                 meter.delivered += chunk.duration
                 if limit is not None:
