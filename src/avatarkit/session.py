@@ -9,7 +9,13 @@ each one, by one of two routes fixed when the session is built:
   the TTS is faster than real time.
 
 Each turn runs inside the caller's task (``send``/``say``) in its own task group, so no task
-outlives the turn, and the engine runs on asyncio and trio alike.
+outlives the turn, and the engine runs on asyncio and trio alike. Turns run one at a time, in
+call order; a newer call supersedes older ones still waiting (barge-in).
+
+Around it, each in its own module: :mod:`avatarkit._spoken` decides how much of a sentence was
+said (history and ``SentenceEnded`` hold exactly that), :mod:`avatarkit._lifecycle` starts and
+closes the providers, :mod:`avatarkit._cleanup` bounds every close, and
+:mod:`avatarkit._secrets` keeps the session's secrets out of its events and errors.
 """
 
 from __future__ import annotations
