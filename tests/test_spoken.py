@@ -344,6 +344,8 @@ async def test_the_console_renderer_reports_the_words_it_said() -> None:
     text = " ".join(words) + "."
     renderer = ConsoleRenderer(words_per_minute=600)  # a word every 0.1 s
     session = AvatarSession(llm=FakeLLM([text]), renderer=renderer)
+    events: list[Event] = []
+    session.on_event(events.append)
     async with session, anyio.create_task_group() as tg:
         tg.start_soon(session.say, text)
         await wait_until(lambda: bool(renderer.spoken))
@@ -352,4 +354,9 @@ async def test_the_console_renderer_reports_the_words_it_said() -> None:
     recorded = assistant(session.history)[0].split()
     assert 3 <= len(recorded) < len(words)
     assert recorded == words[: len(recorded)]
-    assert renderer.spoken_fraction() == pytest.approx(len(" ".join(recorded)) / len(text))
+    # The cut sentence records exactly the words the renderer reported saying.
+    last = [e for e in events if isinstance(e, SentenceEnded)][-1]
+    fraction = renderer.spoken_fraction()
+    assert fraction is not None
+    assert last.spoken == spoken_prefix(renderer.spoken[-1], fraction)
+    assert last.interrupted
