@@ -14,7 +14,7 @@ import pytest
 
 from avatarkit import AvatarSession, Message, SessionError
 from avatarkit.session import Timeouts
-from avatarkit.testing import FakeLLM, FakeTextRenderer, FakeTTS, wait_until
+from avatarkit.testing import FakeAudioRenderer, FakeLLM, FakeTextRenderer, FakeTTS, wait_until
 
 
 class GatedRenderer(FakeTextRenderer):
@@ -211,3 +211,20 @@ async def test_close_waits_for_the_running_turn_before_closing_providers() -> No
             await session.close()
     assert renderer.turn_running_at_close is False
     assert (llm.closed, renderer.closed) == (1, 1)
+
+
+class LLMAndTTS(FakeTTS, FakeLLM):
+    """One object serving as both the LLM and the TTS (as one vendor's client may)."""
+
+    def __init__(self) -> None:
+        FakeLLM.__init__(self)
+        FakeTTS.__init__(self)
+
+
+async def test_a_provider_in_two_roles_starts_and_closes_once() -> None:
+    both = LLMAndTTS()
+    session = AvatarSession(llm=both, tts=both, renderer=FakeAudioRenderer())
+    assert session.route == "audio"
+    async with session:
+        assert await session.send("hi")
+    assert (both.started, both.closed) == (1, 1)

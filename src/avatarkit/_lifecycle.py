@@ -21,10 +21,13 @@ __all__ = ["Providers"]
 
 
 class Providers:
-    """The started/closed state of a session's providers (``None`` entries are skipped)."""
+    """The started/closed state of a session's providers (``None`` entries are skipped, and an
+    object given twice counts once)."""
 
     def __init__(self, providers: Sequence[Any], *, cleanup: float, secrets: Secrets) -> None:
-        self._providers = [p for p in providers if p is not None]
+        # One object may fill two roles (an LLM that is also the TTS): it starts and closes once.
+        unique: dict[int, Any] = {id(p): p for p in providers if p is not None}
+        self._providers = list(unique.values())
         self._cleanup = cleanup
         self._secrets = secrets
         self._stack = AsyncExitStack()
