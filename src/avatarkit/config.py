@@ -165,6 +165,7 @@ class SessionConfig:
                 tts_first_chunk=timeouts.tts_first_chunk,
                 speak=timeouts.speak,
             ),
+            secrets=self.secrets,  # kept out of every error and event the session emits
         )
 
     def summary(self) -> str:
