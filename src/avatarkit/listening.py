@@ -130,7 +130,7 @@ class _SourceDone:
 
 @dataclass(frozen=True, slots=True)
 class _Failure:
-    stage: Literal["stt", "vad"]
+    stage: Literal["stt", "vad", "audio"]
     error: AvatarKitError
     fatal: bool
 
@@ -321,6 +321,16 @@ class Listener:
         self._fatal: AvatarKitError | None = None
         self._streams: list[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]] = []
 
+    @property
+    def idle(self) -> bool:
+        """Nobody is speaking and every heard turn has been handed to the session."""
+        return not self._speaking and not self._open and not self._closed
+
+    @property
+    def waiting_for_words(self) -> bool:
+        """A turn is over but its transcript has not come yet."""
+        return bool(self._closed)
+
     # -- running -------------------------------------------------------------------------------
 
     async def run(self, audio: AsyncIterator[AudioChunk]) -> None:
@@ -376,7 +386,7 @@ class Listener:
         to_stt = _Converter(self.stt_rate)
         to_vad = _Converter(self.vad_rate) if self.vad_rate is not None else None
         try:
-            async with aclosing(_iterate(audio)) as frames:
+            async with aclosing(_iterate(audio)) as raw, aclosing(_audio_errors(raw)) as frames:
                 async for chunk in frames:
                     if not chunk.data:
                         continue
@@ -386,6 +396,8 @@ class Listener:
                         to_stt(chunk), to_vad(chunk) if to_vad else b"", vad_out, stt_out
                     )
             await self._hand_on(to_stt.flush(), to_vad.flush() if to_vad else b"", vad_out, stt_out)
+        except _AudioFailed as failed:
+            self._inbox_send.send_nowait(_Failure("audio", failed.error, fatal=True))
         finally:
             for out in (vad_out, stt_out):
                 if out is not None:
@@ -791,6 +803,29 @@ async def _iterate(source: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         if aclose is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+class _AudioFailed(Exception):
+    def __init__(self, error: AvatarKitError) -> None:
+        self.error = error
+
+
+async def _audio_errors(frames: AsyncIterator[AudioChunk]) -> AsyncGenerator[AudioChunk, None]:
+    """The caller's audio, its failures turned into an :class:`AvatarKitError` for ``listen``
+    to raise (a microphone that vanished, a broken file)."""
+    iterator = frames.__aiter__()
+    while True:
+        try:
+            chunk = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except AvatarKitError as exc:
+            raise _AudioFailed(exc) from exc
+        except Exception as exc:
+            raise _AudioFailed(
+                AvatarKitError(f"the audio source failed: {type(exc).__name__}: {exc}")
+            ) from exc
+        yield chunk
 
 
 async def _plain(

@@ -717,6 +717,8 @@ class FakeSTT:
     it says ``"utterance N"``. ``calls`` keeps the seconds of audio each call got.
     """
 
+    streaming: bool = False  # on the class too, so a config check can read it unbuilt
+
     def __init__(
         self,
         transcripts: Sequence[str] = (),
