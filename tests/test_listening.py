@@ -12,6 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avatarkit import AvatarSession, TurnOptions
 from avatarkit.errors import CapabilityError, ProviderError, SessionError
@@ -462,3 +464,58 @@ async def test_streaming_finals_that_never_come_time_out_on_the_audio_clock() ->
         await session.listen(feed(speech(0.5), pause(3.0)))
     assert user_messages(session) == []
     assert len(rec.of(UserSpeechEnded)) == 1
+
+
+# -- any rhythm of speech and pauses -------------------------------------------------------------
+
+
+# durations in 20 ms frames, away from the thresholds (VAD min_silence 0.2 s, end_silence 0.6 s)
+_speech = st.integers(3, 40)
+_gap = st.one_of(st.integers(2, 8), st.integers(12, 28), st.integers(32, 70))
+
+
+async def _rhythm(pattern: list[tuple[int, int]]) -> None:
+    frames = 0.02
+    names = [f"u{i + 1}" for i in range(len(pattern))]
+    # what the fakes must produce: a VAD utterance per run of speech joined by gaps < 0.2 s,
+    # a turn per run of utterances joined by gaps < 0.6 s
+    utterances: list[list[str]] = []
+    turns: list[list[int]] = []
+    for i, (_, gap_before) in enumerate(pattern):
+        gap = gap_before * frames
+        if i == 0 or gap >= 0.6:
+            turns.append([])
+        if i == 0 or gap >= 0.2:
+            utterances.append([])
+            turns[-1].append(len(utterances) - 1)
+        utterances[-1].append(names[i])
+    transcripts = [" ".join(u) for u in utterances]
+    expected = [" ".join(transcripts[k] for k in turn) for turn in turns]
+    stt = FakeSTT(transcripts)
+    session = AvatarSession(
+        llm=FakeLLM(["Yes."]),
+        renderer=FakeTextRenderer(),
+        stt=stt,
+        vad=FakeVAD(),
+        turn=TurnOptions(interruptions=False),
+    )
+    steps: list[Step] = []
+    for speech_frames, gap_frames in pattern:
+        steps += [pause(gap_frames * frames), speech(speech_frames * frames)]
+    steps.append(pause(1.0))
+    async with session:
+        rec = Recorder(session)
+        await session.listen(feed(*steps))
+    assert stt.finals == transcripts  # one STT call per VAD utterance, in order
+    assert rec.finals() == expected  # each turn once, in order, whole
+    assert user_messages(session) == expected
+    assert len(rec.of(UserSpeechStarted)) == len(rec.of(UserSpeechEnded)) == len(utterances)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pattern=st.lists(st.tuples(_speech, _gap), min_size=1, max_size=6))
+def test_any_rhythm_of_speech_makes_the_expected_turns(
+    anyio_backend: str, pattern: list[tuple[int, int]]
+) -> None:
+    anyio.run(_rhythm, pattern, backend=anyio_backend)
