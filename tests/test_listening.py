@@ -8,6 +8,7 @@ speaking), so every scenario is exact without depending on the wall clock.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -392,8 +393,9 @@ async def test_cancelling_listen_leaves_the_session_usable() -> None:
     session, _, renderer, _llm = make(["hello"], seconds_per_char=0.05, replies=(LONG_REPLY,))
 
     async def forever() -> AsyncIterator[AudioChunk]:
-        async for chunk in feed(speech(0.6), pause(1.0)):
-            yield chunk
+        async with aclosing(feed(speech(0.6), pause(1.0))) as first:
+            async for chunk in first:
+                yield chunk
         while True:
             yield AudioChunk(bytes(640), RATE)
             await anyio.sleep(0.01)
@@ -401,7 +403,7 @@ async def test_cancelling_listen_leaves_the_session_usable() -> None:
     async with session:
         with anyio.move_on_after(0.5):
             await session.listen(forever())
-        assert await session.send("typed") == "Okay." or True
+        assert await session.send("typed") == LONG_REPLY
         assert user_messages(session)[-1] == "typed"
     assert renderer.closed == 1
 
@@ -519,3 +521,35 @@ def test_any_rhythm_of_speech_makes_the_expected_turns(
     anyio_backend: str, pattern: list[tuple[int, int]]
 ) -> None:
     anyio.run(_rhythm, pattern, backend=anyio_backend)
+
+
+async def _endless() -> AsyncIterator[AudioChunk]:
+    async with aclosing(feed(speech(0.5), pause(1.0))) as first:
+        async for chunk in first:
+            yield chunk
+    while True:
+        yield AudioChunk(bytes(640), RATE)
+        await anyio.sleep(0.005)
+
+
+async def test_closing_the_session_ends_listen() -> None:
+    session, _, _, llm = make(["hello"])
+    async with session:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.listen, _endless())
+            await wait_until(lambda: len(llm.calls) == 1)
+            await session.close()
+    assert user_messages(session) == ["hello"]
+
+
+async def test_one_audio_stream_at_a_time() -> None:
+    session, _, _, llm = make(["hello"])
+    async with session:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.listen, _endless())
+            await wait_until(lambda: len(llm.calls) == 1)
+            with pytest.raises(SessionError, match="already listening"):
+                await session.listen(feed(speech(0.1)))
+            tg.cancel_scope.cancel()
+        # and once the first has stopped, listening again works
+        await session.listen(feed(pause(0.2)))

@@ -33,6 +33,7 @@ from avatarkit.events import (
     ErrorEvent,
     Event,
     SentenceEnded,
+    StateChanged,
     TextDelta,
     TurnMetrics,
     UserSpeechEnded,
@@ -135,7 +136,12 @@ class _Failure:
     fatal: bool
 
 
-_Message = _Tick | _Speech | _Heard | _UtteranceDone | _SourceDone | _Failure
+@dataclass(frozen=True, slots=True)
+class _SessionClosed:
+    pass
+
+
+_Message = _Tick | _Speech | _Heard | _UtteranceDone | _SourceDone | _Failure | _SessionClosed
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -497,6 +503,9 @@ class Listener:
                 self._on_utterance_done(message.utterance)
             elif isinstance(message, _SourceDone):
                 self._on_source_done(message.what)
+            elif isinstance(message, _SessionClosed):
+                logger.debug("the session closed: listening stops")
+                return
             elif isinstance(message, _Failure):
                 self._report(message.stage, message.error)
                 if message.fatal:
@@ -763,6 +772,12 @@ class Listener:
         return self._arrivals[-1][1] if self._arrivals else None
 
     def _on_session_event(self, event: Event) -> None:
+        if isinstance(event, StateChanged) and event.state == "closed":
+            try:
+                self._inbox_send.send_nowait(_SessionClosed())
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            return
         self._replies(event)
         if not self._voice_turns:
             return

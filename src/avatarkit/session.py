@@ -173,6 +173,7 @@ class AvatarSession:
         self.stt = stt
         self.vad = vad
         self.turn = turn
+        self._listening = False
         self.history: list[Message] = []
         if system_prompt:
             self.history.append(Message("system", system_prompt))
@@ -363,7 +364,13 @@ class AvatarSession:
             raise SessionError("listen() needs an STT: give AvatarSession(stt=...) or `stt:`")
         if not self._started:
             raise SessionError("start the session first: use `async with session:`")
-        await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+        if self._listening:
+            raise SessionError("this session is already listening to another audio stream")
+        self._listening = True
+        try:
+            await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+        finally:
+            self._listening = False
 
     async def interrupt(self) -> None:
         """Stop the current reply now: cancel the LLM stream and pending TTS, silence the
