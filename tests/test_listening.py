@@ -553,3 +553,51 @@ async def test_one_audio_stream_at_a_time() -> None:
             tg.cancel_scope.cancel()
         # and once the first has stopped, listening again works
         await session.listen(feed(pause(0.2)))
+
+
+async def test_a_failing_reply_is_reported_and_the_next_spoken_turn_works() -> None:
+    from avatarkit.errors import ProviderError as _ProviderError
+
+    class FailsFirst(FakeLLM):
+        async def stream(self, messages: Any) -> AsyncIterator[str]:
+            if not self.calls:
+                self.calls.append(list(messages))
+                raise _ProviderError("model overloaded", provider="fake")
+            async for token in super().stream(messages):
+                yield token
+
+    llm = FailsFirst(["Fine now."])
+    session = AvatarSession(
+        llm=llm, renderer=FakeTextRenderer(), stt=FakeSTT(["one", "two"]), vad=FakeVAD()
+    )
+    async with session:
+        rec = Recorder(session)
+        await session.listen(feed(speech(0.5), pause(1.0), speech(0.5), pause(1.0)))
+    assert [e.stage for e in rec.of(ErrorEvent)] == ["llm"]
+    assert user_messages(session) == ["one", "two"]
+    assert session.history[-1] == Message("assistant", "Fine now.")
+
+
+async def test_no_audio_at_all_returns_at_once() -> None:
+    session, stt, _, llm = make(["never"])
+    async with session:
+        await session.listen(feed())
+    assert stt.calls == []
+    assert llm.calls == []
+
+
+async def test_the_input_rate_may_change_midway() -> None:
+    session, stt, _, _ = make(["first", "second"])
+
+    async def mixed() -> AsyncIterator[AudioChunk]:
+        async with aclosing(feed(speech(0.5), pause(1.0))) as a:
+            async for chunk in a:
+                yield chunk
+        async with aclosing(feed(speech(0.5), pause(1.0), rate=44100, channels=2)) as b:
+            async for chunk in b:
+                yield chunk
+
+    async with session:
+        await session.listen(mixed())
+    assert user_messages(session) == ["first", "second"]
+    assert stt.calls[1] == pytest.approx(0.2 + 0.5 + 0.2, abs=0.08)
