@@ -601,3 +601,54 @@ async def test_the_input_rate_may_change_midway() -> None:
         await session.listen(mixed())
     assert user_messages(session) == ["first", "second"]
     assert stt.calls[1] == pytest.approx(0.2 + 0.5 + 0.2, abs=0.08)
+
+
+async def _cancel_after(frames: int, streaming: bool) -> None:
+    stt = FakeSTT(["one", "two", "three"], streaming=streaming, final_delay=0.001)
+    llm = FakeLLM([LONG_REPLY])
+    renderer = FakeTextRenderer(seconds_per_char=0.0005)
+    session = AvatarSession(llm=llm, renderer=renderer, stt=stt, vad=FakeVAD())
+    given = 0
+    closed = False
+
+    async def audio() -> AsyncIterator[AudioChunk]:
+        nonlocal given, closed
+        try:
+            async with aclosing(
+                feed(speech(0.4), pause(0.8), speech(0.6), pause(0.8), speech(0.4), pause(0.8))
+            ) as chunks:
+                async for chunk in chunks:
+                    given += 1
+                    if given == frames:
+                        await anyio.sleep(0.01)  # let replies get going at this point
+                    yield chunk
+        finally:
+            closed = True
+
+    async with session:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_reached() -> None:
+                    await wait_until(lambda: given >= frames)
+                    scope.cancel()
+
+                tg.start_soon(cancel_when_reached)
+                await session.listen(audio())
+                scope.cancel()
+        assert closed  # the caller's audio iterator was closed
+        assert stt.completed + stt.cancelled == len(stt.calls)  # no STT call left running
+        # the session is still usable, and no listener is left behind
+        await session.interrupt()
+        assert await session.send("typed") == LONG_REPLY
+        await session.listen(feed(pause(0.1)))
+    assert renderer.closed == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.integers(1, 170), streaming=st.booleans())
+def test_cancelling_listen_at_any_frame_leaves_nothing_behind(
+    anyio_backend: str, frames: int, streaming: bool
+) -> None:
+    anyio.run(_cancel_after, frames, streaming, backend=anyio_backend)
