@@ -26,7 +26,7 @@ from avatarkit.events import (
     UserTranscript,
     VoiceMetrics,
 )
-from avatarkit.providers import AudioChunk, Message
+from avatarkit.providers import AudioChunk, Message, Transcript
 from avatarkit.testing import (
     FakeLLM,
     FakeSTT,
@@ -652,3 +652,39 @@ def test_cancelling_listen_at_any_frame_leaves_nothing_behind(
     anyio_backend: str, frames: int, streaming: bool
 ) -> None:
     anyio.run(_cancel_after, frames, streaming, backend=anyio_backend)
+
+
+async def test_a_streaming_stt_that_stops_early_is_an_error_not_a_hang() -> None:
+    class Quits(FakeSTT):
+        async def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Any]:
+            heard = 0.0
+            async for chunk in audio:
+                heard += chunk.duration
+                if heard >= 0.5:
+                    break  # the service went away without an error
+            yield Transcript("final", "partial words")
+
+    session = AvatarSession(
+        llm=FakeLLM(), renderer=FakeTextRenderer(), stt=Quits(streaming=True), vad=FakeVAD()
+    )
+    async with session:
+        rec = Recorder(session)
+        with pytest.raises(ProviderError, match="stopped transcribing before the audio ended"):
+            await session.listen(feed(speech(0.3), pause(3.0), speech(0.5), pause(1.0)))
+    assert [e.stage for e in rec.of(ErrorEvent)] == ["stt"]
+
+
+async def test_a_vad_that_stops_early_is_an_error_not_a_silent_deafness() -> None:
+    class Quits(FakeVAD):
+        async def detect(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Any]:
+            async for _ in audio:
+                break
+            if False:  # pragma: no cover - an async generator that yields nothing
+                yield None
+
+    session = AvatarSession(
+        llm=FakeLLM(), renderer=FakeTextRenderer(), stt=FakeSTT(["x"]), vad=Quits()
+    )
+    async with session:
+        with pytest.raises(ProviderError, match="stopped detecting before the audio ended"):
+            await session.listen(feed(speech(0.5), pause(1.0)))

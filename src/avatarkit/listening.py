@@ -325,6 +325,7 @@ class Listener:
         self._utterance_queue: MemoryObjectSendStream[_Utterance] | None = None
         self._sends: TaskGroup | None = None
         self._fatal: AvatarKitError | None = None
+        self._input_done = False  # the caller's audio has all been read
         self._streams: list[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]] = []
 
     @property
@@ -402,6 +403,7 @@ class Listener:
                         to_stt(chunk), to_vad(chunk) if to_vad else b"", vad_out, stt_out
                     )
             await self._hand_on(to_stt.flush(), to_vad.flush() if to_vad else b"", vad_out, stt_out)
+            self._input_done = True
         except _AudioFailed as failed:
             self._inbox_send.send_nowait(_Failure("audio", failed.error, fatal=True))
         finally:
@@ -416,13 +418,16 @@ class Listener:
         vad_out: MemoryObjectSendStream[AudioChunk] | None,
         stt_out: MemoryObjectSendStream[AudioChunk] | None,
     ) -> None:
-        if stt_pcm:
-            if stt_out is not None:
-                await stt_out.send(AudioChunk(stt_pcm, self.stt_rate))
-            else:
-                self._tape.append(stt_pcm)
-        if vad_pcm and vad_out is not None and self.vad_rate is not None:
-            await vad_out.send(AudioChunk(vad_pcm, self.vad_rate))
+        try:
+            if stt_pcm:
+                if stt_out is not None:
+                    await stt_out.send(AudioChunk(stt_pcm, self.stt_rate))
+                else:
+                    self._tape.append(stt_pcm)
+            if vad_pcm and vad_out is not None and self.vad_rate is not None:
+                await vad_out.send(AudioChunk(vad_pcm, self.vad_rate))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # that provider stopped reading: its runner reports why
 
     async def _clocked(
         self, source: MemoryObjectReceiveStream[AudioChunk]
@@ -447,6 +452,12 @@ class Listener:
             error = _provider_error(exc, self.vad, "vad")
             self._inbox_send.send_nowait(_Failure("vad", error, fatal=True))
             return
+        if not self._input_done:
+            error = ProviderError(
+                "vad stopped detecting before the audio ended", provider=type(self.vad).__name__
+            )
+            self._inbox_send.send_nowait(_Failure("vad", error, fatal=True))
+            return
         self._inbox_send.send_nowait(_SourceDone("vad"))
 
     async def _run_streaming_stt(self, source: MemoryObjectReceiveStream[AudioChunk]) -> None:
@@ -460,6 +471,13 @@ class Listener:
                         self._inbox_send.send_nowait(_Heard(transcript, None))
         except Exception as exc:
             error = _provider_error(exc, self.stt, "stt")
+            self._inbox_send.send_nowait(_Failure("stt", error, fatal=True))
+            return
+        if not self._input_done:
+            error = ProviderError(
+                "stt stopped transcribing before the audio ended",
+                provider=type(self.stt).__name__,
+            )
             self._inbox_send.send_nowait(_Failure("stt", error, fatal=True))
             return
         self._inbox_send.send_nowait(_SourceDone("stt"))
