@@ -272,3 +272,22 @@ def test_run_help_lists_the_voice_flags() -> None:
     ).stdout
     for flag in ("--input-audio", "--mic", "--fast"):
         assert flag in out
+
+
+def test_fast_with_a_streaming_stt_that_never_finalises_does_not_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Mute(FakeSTT):
+        async def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[object]:
+            async for _ in audio:
+                pass
+            if False:  # pragma: no cover - an async generator that yields nothing
+                yield None
+
+    session = AvatarSession(
+        llm=FakeLLM(), renderer=FakeTextRenderer(), stt=Mute(streaming=True), vad=FakeVAD()
+    )
+    monkeypatch.setattr(cli, "_load", lambda file: session)
+    path = speech_wav(tmp_path)
+    assert cli.main(["run", "x.yaml", "--input-audio", str(path), "--fast"]) == cli.EXIT_OK
+    assert capsys.readouterr().out == ""

@@ -527,10 +527,14 @@ class _VoiceRun:
                 return listener.idle and session.state == "idle"
 
             if audio is not None:
+                # Hold the audio while a turn waits for its words only with a whole-utterance
+                # STT, whose every call ends with a final; a streaming one may never send one
+                # and needs the audio's clock to run to give up on it.
+                hold = self.fast and not listener.streaming
                 frames = wav_frames(
                     audio,
                     hurry=hurry if self.fast else None,
-                    hold=(lambda: listener.waiting_for_words) if self.fast else None,
+                    hold=(lambda: listener.waiting_for_words) if hold else None,
                 )
             else:
                 from avatarkit.providers import stt_sample_rate
