@@ -8,8 +8,11 @@ so a missing extra is reported by :func:`run` as a clear error.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import ipaddress
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,7 @@ __all__ = [
     "create_app",
     "require_serve_extra",
     "run",
+    "run_from_args",
     "uvicorn_config",
 ]
 
@@ -55,12 +59,31 @@ def create_app(
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     limits: Limits | None = None,
     title: str = "avatarkit",
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
-    """The ASGI app; ``factory`` builds a fresh (not yet started) session for each page."""
+    """The ASGI app; ``factory`` builds a fresh (not yet started) session for each page that
+    asks to start one. ``allowed_hosts`` adds names the ``Host`` header may carry to the
+    loopback names (``localhost``, ``127.0.0.1``, ``::1``)."""
     require_serve_extra()
     from avatarkit.serve.app import create_app as _create_app
 
-    return _create_app(factory, max_sessions=max_sessions, limits=limits, title=title)
+    return _create_app(
+        factory,
+        max_sessions=max_sessions,
+        limits=limits,
+        title=title,
+        allowed_hosts=allowed_hosts,
+    )
+
+
+def bind_host_names(host: str) -> list[str]:
+    """Names to allow in ``Host`` for a listen address: a specific address is one (pages opened
+    at ``http://192.168.1.5:8000`` carry it); a wildcard (``0.0.0.0``) says nothing."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return [host]  # a name: the user typed it, so they mean to open it
+    return [] if address.is_unspecified else [str(address)]
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "info") -> Any:
@@ -87,6 +110,7 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_sessions: int | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> None:
     """Serve the session described by the YAML file ``path`` until interrupted (Ctrl-C).
 
@@ -109,7 +133,8 @@ def run(
     def factory() -> Any:
         return load_session(source)
 
-    app = create_app(factory, max_sessions=max_sessions, title=source.name)
+    allowed = [*bind_host_names(host), *allow_hosts]
+    app = create_app(factory, max_sessions=max_sessions, title=source.name, allowed_hosts=allowed)
     server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
     # uvicorn logs the address it listens on ("Uvicorn running on http://...") right after this.
     logging.getLogger("uvicorn.error").info(
@@ -118,3 +143,14 @@ def run(
         max_sessions,
     )
     server.run()
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    """``avatarkit serve`` with the options of :mod:`avatarkit.serve.options`."""
+    run(
+        args.file,
+        host=args.host,
+        port=args.port,
+        max_sessions=args.max_sessions,
+        allow_hosts=args.allow_hosts,
+    )

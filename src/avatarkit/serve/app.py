@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+from collections.abc import Iterable
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -13,17 +14,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketState
 
 from avatarkit.serve.assets import LIVEKIT_CLIENT_HINT, STATIC_DIR, find_livekit_client
-from avatarkit.serve.connection import Limits, SessionFactory, serve_page
+from avatarkit.serve.connection import (
+    CLOSE_ERROR,
+    CLOSE_POLICY,
+    Limits,
+    SessionFactory,
+    serve_page,
+)
 from avatarkit.serve.protocol import error_message
+from avatarkit.serve.security import HostAllowlist, SecurityMiddleware, same_origin
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-#: WebSocket close codes the page understands.
-CLOSE_POLICY = 1008  # foreign origin
-CLOSE_ERROR = 1011  # the session could not be built or started
-CLOSE_TRY_LATER = 1013  # over the concurrent-session limit
 
 
 class _Capacity:
@@ -43,27 +46,23 @@ class _Capacity:
         self.active -= 1
 
 
-def _same_origin(websocket: WebSocket) -> bool:
-    """Browsers send ``Origin``; refuse other sites' pages (they could spend your avatar
-    credits through your local server). Clients without ``Origin`` are not browsers."""
-    origin = websocket.headers.get("origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
-
-
 def create_app(
     factory: SessionFactory,
     *,
     max_sessions: int = 4,
     limits: Limits | None = None,
     title: str = "avatarkit",
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
-    """The ``avatarkit serve`` app; ``factory`` builds one fresh session per page."""
+    """The ``avatarkit serve`` app; ``factory`` builds one fresh session per started page.
+
+    ``allowed_hosts`` adds names the ``Host`` header may carry to the loopback names.
+    """
     if max_sessions < 1:
         raise ValueError("max_sessions must be at least 1")
     capacity = _Capacity(max_sessions)
     page_limits = limits or Limits()
+    allowlist = HostAllowlist(allowed_hosts)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
@@ -80,27 +79,18 @@ def create_app(
     async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
         try:
-            if not _same_origin(websocket):
+            if not same_origin(websocket.headers.get("origin"), websocket.headers.get("host")):
                 await websocket.send_json(
-                    error_message("origin", "this page's origin may not use this server")
+                    error_message(
+                        "origin", "this page's origin may not use this server", code="origin"
+                    )
                 )
                 await websocket.close(CLOSE_POLICY)
                 return
-            if not capacity.try_acquire():
-                await websocket.send_json(
-                    error_message(
-                        "limit",
-                        f"this server already runs {capacity.limit} avatar session(s), its "
-                        "limit (--max-sessions); close another tab or try again later",
-                    )
-                )
-                await websocket.close(CLOSE_TRY_LATER)
-                return
-            try:
-                await serve_page(websocket, factory, limits=page_limits, title=title)
-            finally:
-                capacity.release()
-            await _close(websocket, CLOSE_ERROR)
+            code = await serve_page(
+                websocket, factory, limits=page_limits, title=title, slots=capacity
+            )
+            await _close(websocket, code)
         except Exception:
             logger.exception("page connection failed")
             await _close(websocket, CLOSE_ERROR)
@@ -112,7 +102,9 @@ def create_app(
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes, middleware=[Middleware(SecurityMiddleware, allowlist=allowlist)]
+    )
 
 
 async def _close(websocket: WebSocket, code: int) -> None:

@@ -17,11 +17,16 @@ const ui = {
   text: $("text"),
   send: $("send"),
   interrupt: $("interrupt"),
+  start: $("start"),
   firstSpeech: $("m-first-speech"),
   firstToken: $("m-first-token"),
   duration: $("m-duration"),
   route: $("m-route"),
 };
+
+// Defence in depth: the server forbids framing (X-Frame-Options, CSP frame-ancestors); should a
+// proxy strip those headers, a framed copy of this page still never offers to start a session.
+const framed = window.top !== window.self;
 
 const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 socket.binaryType = "arraybuffer";
@@ -119,10 +124,17 @@ const handlers = {
       document.title = `avatarkit · ${message.title}`;
     }
     ui.text.maxLength = message.limits.max_text_chars;
-    note("starting the avatar…");
+    if (framed) {
+      note("this page cannot be used inside another page; open it in its own tab", true);
+      return;
+    }
+    setConnection("waiting", "ready to start");
+    ui.start.disabled = false;
+    note("");
   },
   ready(message) {
     ready = true;
+    ui.start.hidden = true;
     window.avatarkit.display = message.display;
     ui.route.textContent = `${message.route} · ${message.renderer}`;
     setConnection("connected", "connected");
@@ -175,7 +187,7 @@ const handlers = {
   },
 };
 
-socket.addEventListener("open", () => setConnection("connecting", "starting…"));
+socket.addEventListener("open", () => setConnection("connecting", "connecting…"));
 socket.addEventListener("message", (event) => {
   if (event.data instanceof ArrayBuffer) {
     player.push(event.data);
@@ -193,6 +205,7 @@ socket.addEventListener("message", (event) => {
 socket.addEventListener("close", (event) => {
   window.avatarkit.closeCode = event.code;
   ready = false;
+  ui.start.disabled = true;
   enableInput(false);
   setState("closed");
   player.stop();
@@ -206,6 +219,17 @@ socket.addEventListener("close", (event) => {
   setConnection("closed", `disconnected${reasons[event.code] ? ": " + reasons[event.code] : ""}`);
 });
 socket.addEventListener("error", () => setConnection("error", "connection error"));
+
+// A paid avatar session starts only here, on the person's click: never on page load.
+ui.start.addEventListener("click", () => {
+  if (framed || ui.start.disabled) return;
+  ui.start.disabled = true;
+  player.unlock(); // a user gesture: audio may start
+  room.unlock();
+  setConnection("starting", "starting…");
+  note("starting the avatar…");
+  send({ type: "start" });
+});
 
 ui.form.addEventListener("submit", (event) => {
   event.preventDefault();
