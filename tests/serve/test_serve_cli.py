@@ -106,6 +106,7 @@ def test_avatarkit_serve_talks_in_the_browser_and_stops_on_ctrl_c(
     assert "session.yaml, at most 2 avatar session(s) at once" in served.output()
     page = new_page()
     page.goto(url + "/")
+    page.click("#start")
     page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'connected'")
     assert page.inner_text("#title") == "session.yaml"
     page.fill("#text", "hello")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
     "WS_MAX_SIZE",
+    "bind_host_names",
     "create_app",
     "require_serve_extra",
     "run",

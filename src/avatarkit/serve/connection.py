@@ -33,6 +33,7 @@ from avatarkit.serve.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_TEXT_CHARS,
     ClientMessage,
+    ErrorStage,
     Interrupt,
     Played,
     ProtocolError,
@@ -431,7 +432,7 @@ class _Connection:
                         self._notify_progress()
                 code = CLOSE_NORMAL
         except Exception as exc:
-            stage = "session" if started else "start"
+            stage: ErrorStage = "session" if started else "start"
             if isinstance(exc, AvatarKitError):
                 logger.error("the avatar session failed to %s: %s", stage, exc)
             else:

@@ -249,4 +249,10 @@ def error_message(
 
     ``message`` must be written for the page: no server paths, no exception internals.
     """
-    return {"type": "error", "turn": turn, "stage": stage, "code": code or stage, "message": message}
+    return {
+        "type": "error",
+        "turn": turn,
+        "stage": stage,
+        "code": code or stage,
+        "message": message,
+    }

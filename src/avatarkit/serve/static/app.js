@@ -125,6 +125,7 @@ const handlers = {
     }
     ui.text.maxLength = message.limits.max_text_chars;
     if (framed) {
+      setConnection("framed", "not started: inside another page");
       note("this page cannot be used inside another page; open it in its own tab", true);
       return;
     }
