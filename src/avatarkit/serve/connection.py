@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 from avatarkit.errors import AvatarKitError, ProviderError
 from avatarkit.events import ErrorEvent, Event, StateChanged, event_to_dict
 from avatarkit.providers import ViewerConnection
+from avatarkit.serve.auth import Credentials
 from avatarkit.serve.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_TEXT_CHARS,
@@ -44,6 +45,7 @@ from avatarkit.serve.protocol import (
     parse_client_message,
 )
 from avatarkit.serve.ratelimit import TokenBucket
+from avatarkit.serve.state import ServeState
 from avatarkit.session import AvatarSession
 
 __all__ = [
@@ -54,7 +56,6 @@ __all__ = [
     "CLOSE_TRY_LATER",
     "Limits",
     "SessionFactory",
-    "SessionSlots",
     "WebSocketPage",
     "display_mode",
     "page_error_for_event",
@@ -85,16 +86,6 @@ class Limits:
     messages_per_second: float = 10.0
     #: ... and in a burst. Messages over the budget are dropped (one ``rate`` error a second).
     message_burst: int = 40
-
-
-class SessionSlots(Protocol):
-    """The app's concurrent-session counter, as a connection uses it."""
-
-    limit: int
-
-    def try_acquire(self) -> bool: ...
-
-    def release(self) -> None: ...
 
 
 class WebSocketPage:
@@ -170,7 +161,7 @@ async def serve_page(
     *,
     limits: Limits,
     title: str,
-    slots: SessionSlots,
+    state: ServeState,
 ) -> int:
     """Run one accepted WebSocket until the page leaves; returns the close code to use."""
     page = WebSocketPage(websocket)
@@ -179,14 +170,30 @@ async def serve_page(
         max_text_chars=limits.max_text_chars,
         max_pending=limits.max_pending,
     )
-    await page.send_json(hello | {"title": title})
-    connection = _Connection(websocket, page, factory, limits, slots)
+    await page.send_json(
+        hello | {"title": title, "worker": state.worker, "auth": state.auth.needs_credential}
+    )
+    if state.draining:
+        await page.send_json(_going_away_message(0))
+        return CLOSE_GOING_AWAY
+    connection = _Connection(websocket, page, factory, limits, state)
+    state.pages.add(connection)
     try:
         await connection.run()
     finally:
         with anyio.CancelScope(shield=True):
             await connection.close_session()
+        state.pages.discard(connection)
+        connection.closed.set()
     return connection.close_code or CLOSE_NORMAL
+
+
+def _going_away_message(grace: float) -> dict[str, Any]:
+    return {
+        "type": "going_away",
+        "reason": "the server is restarting or shutting down; reconnect",
+        "grace": grace,
+    }
 
 
 _MessageHandler = Callable[[Any], Awaitable[None]]
@@ -199,13 +206,18 @@ class _Connection:
         page: WebSocketPage,
         factory: SessionFactory,
         limits: Limits,
-        slots: SessionSlots,
+        state: ServeState,
     ) -> None:
         self.websocket = websocket
         self.page = page
         self.factory = factory
         self.limits = limits
-        self.slots = slots
+        self.state = state
+        self.draining = False
+        self.finish_requested = False
+        self.closed = anyio.Event()
+        self.idle = anyio.Event()  # set whenever no turn runs and none waits
+        self.idle.set()
         self.session: AvatarSession | None = None
         self.holds_slot = False
         self.close_code: int | None = None
@@ -238,6 +250,8 @@ class _Connection:
         with self.pending_send, self.pending_receive:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
+                if self.finish_requested:
+                    tg.cancel_scope.cancel()
                 tg.start_soon(self._interrupter)
                 try:
                     await self._receive()
@@ -250,7 +264,7 @@ class _Connection:
             await self.session.close()
         if self.holds_slot:
             self.holds_slot = False
-            self.slots.release()
+            self.state.release()
 
     def _notify_progress(self) -> None:
         self.progress.set()
@@ -295,16 +309,51 @@ class _Connection:
         )
 
     async def _on_start(self, message: ClientMessage) -> None:
+        assert isinstance(message, Start)
         if self.session is not None:
             await self.page.send_json(
                 error_message("protocol", "the session has already started", code="started")
             )
             return
-        if not self.slots.try_acquire():
+        if self.draining:
+            await self._refuse_draining()
+            return
+        identity = self.state.auth.identify(
+            Credentials(
+                headers=dict(self.websocket.headers),
+                client=self.websocket.client.host if self.websocket.client else None,
+                credential=message.token,
+            )
+        )
+        if identity is None:
+            self.state.metrics.starts_refused.labels(reason="auth").inc()
+            logger.warning("refused a session start: no valid credential")
+            await self.page.send_json(
+                error_message(
+                    "auth",
+                    "this page's link is not valid (or has expired); ask for a new one",
+                    code="unauthorized",
+                )
+            )
+            self._end(CLOSE_POLICY)
+            return
+        if not self.state.start_limiter.allow(identity):
+            self.state.metrics.starts_refused.labels(reason="rate").inc()
+            await self.page.send_json(
+                error_message(
+                    "rate",
+                    "too many sessions started from here; wait a minute and try again",
+                    code="start_rate_limited",
+                )
+            )
+            self._end(CLOSE_TRY_LATER)
+            return
+        if not self.state.try_acquire():
+            self.state.metrics.starts_refused.labels(reason="full").inc()
             await self.page.send_json(
                 error_message(
                     "limit",
-                    f"this server already runs {self.slots.limit} avatar session(s), its "
+                    f"this server already runs {self.state.limit} avatar session(s), its "
                     "limit; close another tab or try again later",
                     code="server_full",
                 )
@@ -315,6 +364,7 @@ class _Connection:
         try:
             session = self.factory()
         except Exception as exc:
+            self.state.metrics.record_error("config", exc)
             if isinstance(exc, AvatarKitError):
                 logger.error("building the session failed: %s", exc)
             else:
@@ -329,6 +379,7 @@ class _Connection:
             self._end(CLOSE_ERROR)
             return
         self.session = session
+        self.state.metrics.sessions_started.inc()
         attach = getattr(session.renderer, "attach_page", None)
         if callable(attach):
             attach(self.page)
@@ -337,6 +388,15 @@ class _Connection:
         events = session.subscribe()
         self.tg.start_soon(self._forward, events)
         self.tg.start_soon(self._drive, session)
+
+    async def _refuse_draining(self) -> None:
+        await self.page.send_json(
+            error_message(
+                "shutdown",
+                "the server is restarting; reconnect to continue",
+                code="draining",
+            )
+        )
 
     async def _not_started(self, what: str) -> bool:
         if self.session is not None:
@@ -354,6 +414,9 @@ class _Connection:
         assert isinstance(message, SendText)
         if await self._not_started("send"):
             return
+        if self.draining:
+            await self._refuse_draining()
+            return
         try:
             self.pending_send.send_nowait(message.text)
         except anyio.WouldBlock:
@@ -366,6 +429,7 @@ class _Connection:
                 )
             )
             return
+        self.idle = anyio.Event() if self.idle.is_set() else self.idle
         self._request_interrupt()  # barge-in: the new message goes next
 
     async def _on_interrupt(self, message: ClientMessage) -> None:
@@ -387,7 +451,9 @@ class _Connection:
             try:
                 self.pending_receive.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                return
+                break
+        if not self.in_turn:
+            self.idle.set()
 
     def _end(self, code: int) -> None:
         """Disconnect the page with ``code`` (its session, if any, is closed on the way out)."""
@@ -407,6 +473,7 @@ class _Connection:
                     await self.page.send_json(event_to_dict(event))
 
     def _on_session_event(self, event: Event) -> None:
+        self.state.metrics.record_event(event)
         if isinstance(event, StateChanged):
             self._notify_progress()
 
@@ -430,6 +497,8 @@ class _Connection:
                     finally:
                         self.in_turn = False
                         self._notify_progress()
+                        if self.pending_receive.statistics().current_buffer_used == 0:
+                            self.idle.set()
                 code = CLOSE_NORMAL
         except Exception as exc:
             stage: ErrorStage = "session" if started else "start"
@@ -437,6 +506,7 @@ class _Connection:
                 logger.error("the avatar session failed to %s: %s", stage, exc)
             else:
                 logger.exception("the avatar session failed to %s", stage)
+            self.state.metrics.record_error(stage, exc)
             what = "failed and was closed" if started else "could not start"
             await self.page.send_json(
                 error_message(
@@ -498,3 +568,25 @@ class _Connection:
                     await session.interrupt()
             if self.interrupt_target is None:
                 self.interrupt_idle.set()
+
+    # -- draining (PageHandle) ---------------------------------------------------------------------
+
+    def going_away(self, grace: float) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        if self.tg is not None:
+            self.tg.start_soon(self.page.send_json, _going_away_message(grace))
+
+    async def wait_idle(self) -> None:
+        while not (self.idle.is_set() and not self.in_turn) and not self.closed.is_set():
+            with anyio.move_on_after(0.1):  # idle is replaced as turns come; re-read it
+                await self.idle.wait()
+
+    async def finish(self) -> None:
+        self.finish_requested = True
+        if self.close_code is None:
+            self.close_code = CLOSE_GOING_AWAY
+        if self.tg is not None and not self.closed.is_set():
+            self.tg.cancel_scope.cancel()
+        await self.closed.wait()

@@ -80,6 +80,8 @@ class Start:
     say) never starts a paid avatar session.
     """
 
+    #: The credential from the page's link (``#token=...``) when the server requires one.
+    token: str | None = None
     type: ClassVar[str] = "start"
 
 
@@ -138,7 +140,10 @@ def is_blank(text: str) -> bool:
 
 
 def _parse_start(data: Mapping[str, Any], limits: ParseLimits) -> ClientMessage:
-    return Start()
+    token = data.get("token")
+    if token is not None and (not isinstance(token, str) or len(token) > 1024):
+        raise ProtocolError("bad_field", '"start" takes an optional "token" string')
+    return Start(token or None)
 
 
 def _parse_send(data: Mapping[str, Any], limits: ParseLimits) -> ClientMessage:
