@@ -35,6 +35,7 @@ class ServerThread:
     """uvicorn serving an ASGI app on a free 127.0.0.1 port, in a daemon thread."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
