@@ -91,11 +91,16 @@ def test_a_foreign_host_header_is_refused_for_pages_and_sockets(
     server = serve(factory)
     rebound = f"rebind.attacker.example:{server.port}"
     with httpx.Client(base_url=server.url, trust_env=False) as client:
-        for path in ("/", "/static/app.js", "/healthz", "/vendor/livekit-client.mjs", "/nope"):
+        for path in ("/", "/static/app.js", "/vendor/livekit-client.mjs", "/nope", "/ws"):
             refused = client.get(path, headers={"host": rebound})
             assert refused.status_code == 400, path
             assert refused.text == "Invalid Host header\n"
             assert refused.headers["x-frame-options"] == "DENY"
+        # Probes and scrapers address a pod by its IP: the read-only ops endpoints answer.
+        for path in ("/healthz", "/readyz", "/metrics"):
+            probe = client.get(path, headers={"host": "10.1.2.3:8000"})
+            assert probe.status_code == 200, path
+            assert probe.headers["x-frame-options"] == "DENY"
         for host in ("", "127.0.0.1:notaport", "[::1", "localhost.attacker.example"):
             assert client.get("/", headers={"host": host}).status_code == 400, host
         for host in (

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "DEFAULT_ALLOWED_HOSTS",
+    "OPS_PATHS",
     "SECURITY_HEADERS",
     "HostAllowlist",
     "SecurityMiddleware",
@@ -32,6 +33,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+#: Read-only endpoints for orchestrators and scrapers, answered whatever the ``Host``: kubelet
+#: probes and Prometheus address a pod by its IP. They start nothing and show only counts; a
+#: public deployment routes only the page's paths to the server (docs: deploying).
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 #: The page's scripts, styles and images come from this server only. ``connect-src`` is open to
 #: WebSocket/HTTP(S) origins because the avatar's LiveKit room is on the provider's servers.
@@ -142,8 +148,8 @@ def same_origin(origin: str | None, host: str | None) -> bool:
 
 
 class SecurityMiddleware:
-    """ASGI middleware: refuse foreign ``Host`` headers; add the no-framing headers to every
-    HTTP response."""
+    """ASGI middleware: refuse foreign ``Host`` headers (except on :data:`OPS_PATHS`); add the
+    no-framing headers to every HTTP response."""
 
     def __init__(self, app: Any, allowlist: HostAllowlist) -> None:
         self.app = app
@@ -155,7 +161,8 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host")
-        if not self.allowlist.allows(host):
+        probe = kind == "http" and scope.get("path") in OPS_PATHS
+        if not probe and not self.allowlist.allows(host):
             logger.warning(
                 "refused a %s request for host %r (allowed: %s; add names with --allow-host)",
                 kind,
