@@ -107,8 +107,11 @@ def test_hello_ready_and_a_streamed_turn(serve: Callable[..., ServerThread]) -> 
             "protocol": 2,
             "version": hello["version"],
             "title": "demo.yaml",
+            "worker": hello["worker"],
+            "auth": False,
             "limits": {"max_message_bytes": 65536, "max_text_chars": 4000, "max_pending": 3},
         }
+        assert len(hello["worker"]) == 8
         assert ready == {
             "type": "ready",
             "route": "text",

@@ -333,6 +333,26 @@ def test_metrics_count_turns_across_workers(
         assert metric(scrape.text, "avatarkit_time_to_first_speech_seconds_count") == sum(
             turns.values()
         )
+    # A worker that dies without draining (SIGKILL) stops counting as open sessions; the turns
+    # it served stay counted.
+    killed = pages[0].worker
+    lost = sum(p.worker == killed for p in pages)
+    os.kill(workers[killed], signal.SIGKILL)
+
+    def scrape_now() -> str:
+        with httpx.Client(trust_env=False) as client:
+            try:
+                return client.get(served.url + "/metrics").text
+            except httpx.TransportError:
+                return ""
+
+    after = wait_until(
+        lambda: (
+            (t := scrape_now()) and metric(t, "avatarkit_sessions_open") == len(pages) - lost and t
+        ),
+        what="the dead worker's sessions to stop counting",
+    )
+    assert metric(after, "avatarkit_turns_total") == sum(turns.values())
     for page in pages:
         page.close()
 
@@ -492,3 +512,47 @@ def test_session_starts_are_rate_limited_per_client(serve: Callable[..., ServerT
         page.close()
     assert [a["type"] for a in answers[:3]] == ["ready"] * 3
     assert [a.get("code") for a in answers[3:]] == ["start_rate_limited"] * 2
+
+
+BROWSER_YAML = """
+llm:
+  provider: scripted
+  delay: 0.01
+  replies: ["Hello from a worker process."]
+tts:
+  provider: fake
+  ms_per_char: 10
+renderer:
+  provider: browser
+"""
+
+
+def test_the_page_reconnects_to_another_worker_and_says_so(
+    avatarkit_serve: Callable[..., Served], new_page: Callable[[], Any]
+) -> None:
+    served = avatarkit_serve(BROWSER_YAML, "--workers", "2", "--drain-grace", "5")
+    workers = served.workers(2)
+    page = new_page()
+    page.goto(served.url + "/")
+    page.click("#start")
+    page.wait_for_function("window.avatarkit.connection === 'connected'")
+    first = page.evaluate("window.avatarkit.worker")
+    page.fill("#text", "hello")
+    page.press("#text", "Enter")
+    page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    os.kill(workers[first], signal.SIGTERM)
+    page.wait_for_function("window.avatarkit.reconnects >= 1", timeout=30000)
+    page.wait_for_function(
+        f"window.avatarkit.connection === 'connected' && window.avatarkit.worker !== '{first}'",
+        timeout=30000,
+    )
+    assert "reconnected to another one" in page.inner_text("#stage-note")
+    assert page.is_hidden("#start")  # no second click needed: the person had started
+    page.fill("#text", "still there?")
+    page.press("#text", "Enter")
+    page.wait_for_function(
+        "window.avatarkit.metrics && window.avatarkit.metrics.turn === 1 && "
+        "window.avatarkit.state === 'idle' && window.avatarkit.audio.played >= 2"
+    )
+    assert page.errors == []
+    assert page.csp_violations == []

@@ -9,6 +9,9 @@ registry is used. ``prometheus_client`` is imported only when the app is built.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from avatarkit.errors import ProviderError
@@ -104,7 +107,31 @@ class ServeMetrics:
         if self.multiprocess:
             from prometheus_client import multiprocess
 
+            _forget_dead_workers(multiprocess.mark_process_dead)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+
+
+def _forget_dead_workers(mark_process_dead: Callable[[int], None]) -> None:
+    """Drop the live gauges of workers that are gone (a crashed or killed worker would keep
+    counting its sessions otherwise; uvicorn's supervisor does not tell prometheus-client)."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return
+    pids = set()
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        found = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if found:
+            pids.add(int(found.group(1)))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid)
+        except PermissionError:
+            pass  # alive, another user's

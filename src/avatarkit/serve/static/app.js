@@ -37,6 +37,7 @@ let started = false; // the person clicked Start: after a server restart, start 
 let goingAway = false;
 let reconnectDelay = 500;
 let reconnectTries = 0;
+let resumed = null; // what to tell the person once a restarted session is ready
 
 const player = new Player((utterance) => send({ type: "played", utterance }));
 const face = new Face(ui.face, () => player.level());
@@ -147,11 +148,11 @@ const handlers = {
     if (started) {
       // The server we talked to restarted; this is a new one (or the same, back again).
       setConnection("starting", "starting…");
-      note(
+      resumed =
         previousWorker && previousWorker !== message.worker
           ? "the server restarted: reconnected to another one; the conversation starts afresh"
-          : "reconnected; the conversation starts afresh",
-      );
+          : "reconnected; the conversation starts afresh";
+      note(resumed);
       sendStart();
       return;
     }
@@ -180,6 +181,11 @@ const handlers = {
       note(`${message.renderer} shows the avatar elsewhere; the conversation is below.`);
     }
     setState(message.state);
+    if (resumed) {
+      note(resumed);
+      addEntry("notice", resumed);
+      resumed = null;
+    }
   },
   viewer(message) {
     room.join(message.url, message.token);
