@@ -52,7 +52,7 @@ llm:
 tts:
   provider: fake
   sample_rate: 24000
-  ms_per_char: 25
+  ms_per_char: 40
 renderer:
   provider: liveavatar
   api_key: {API_KEY}
@@ -265,6 +265,13 @@ def test_workers_share_the_port_drain_on_sigterm_and_pages_move_over(
     # The page is told first, the turn finishes (not cut), then the socket closes with 1012.
     going, _ = recv_until(talking.ws, lambda m: m["type"] == "going_away")
     assert going["grace"] == 20
+    # While its turn finishes, the draining worker takes no new connection: it stopped
+    # listening, so every new page reaches the other one.
+    newcomers = [Page(served.ws_url) for _ in range(6)]
+    assert all(p.worker != doomed for p in newcomers), [p.worker for p in newcomers]
+    assert all(p.worker in workers for p in newcomers)  # the other, not a restarted one
+    for page in newcomers:
+        page.close()
     metrics, _ = recv_until(talking.ws, lambda m: m["type"] == "metrics")
     assert not metrics["interrupted"]
     for page in on_doomed:
