@@ -138,7 +138,7 @@ def test_providers_json(fresh_registry: None, capsys: pytest.CaptureFixture[str]
     assert fake_text["distribution"] == "avatarkit-testfakes"
     assert fake_text["version"] == "9.8.7"
     assert by_name[("renderer", "fake-audio")]["capabilities"] == ["speak"]
-    assert by_name[("llm", "scripted")]["distribution"] == "avatarkit"
+    assert by_name[("llm", "scripted")]["distribution"] == "avatarkit-core"
     (broken,) = [b for b in table["broken"] if b["plugin"] == "brokenthing"]
     assert broken["distribution"] == "avatarkit-brokenthing"
     assert "this plugin needs a missing SDK" in broken["error"]

@@ -54,7 +54,7 @@ def test_plugin_is_discovered_and_attributed_to_its_distribution(tmp_path: Path)
     assert spec.source.version == "1.2.3"
     assert spec.source.plugin == "echotest_plugin"
     assert spec.description == "echo for tests"
-    assert registry.get("llm", "scripted").source.distribution == "avatarkit"
+    assert registry.get("llm", "scripted").source.distribution == "avatarkit-core"
 
 
 def test_broken_plugins_are_reported_and_do_not_take_others_down(tmp_path: Path) -> None:
@@ -119,4 +119,4 @@ def test_builtins_register_through_the_hook() -> None:
     registry = load_registry(get_plugin_manager(entry_points=False))
     assert registry.names("llm") == ["scripted"]
     assert registry.names("renderer") == ["browser", "console"]
-    assert registry.get("renderer", "console").source.distribution == "avatarkit"
+    assert registry.get("renderer", "console").source.distribution == "avatarkit-core"

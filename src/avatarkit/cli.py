@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
 
+# typing, logging, json and threading load only when a command needs them: `--help` stays a
+# few milliseconds of imports (benchmarks/startup.py). mypy treats this name as True.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TextIO
+
     from anyio.abc import ObjectSendStream
 
     from avatarkit.events import Event
@@ -32,8 +33,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-logger = logging.getLogger("avatarkit.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo",
         parents=[common],
+        add_help=False,  # `demo --help` is the demo's own help (--output)
         help="the offline demo session (further arguments go to the demo)",
     )
 
@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(getattr(args, "verbose", 0))
+    if args.command is not None or args.version:
+        refused = _check_installation()
+        if refused is not None:
+            return refused
     if args.version:
         from avatarkit._version import __version__
 
@@ -121,7 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _check_installation() -> int | None:
+    """Say plainly when PyPI's unrelated ``avatarkit`` shares this environment; an exit code
+    when avatarkit cannot run at all (its import package is not ours)."""
+    from avatarkit import _install
+
+    problem = _install.check()
+    if problem is None:
+        return None
+    message, fatal = problem
+    if fatal:
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    if not _install.warned:
+        print(f"warning: {message}", file=sys.stderr)
+    return None
+
+
 def _setup_logging(verbose: int) -> None:
+    import logging
+
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
 
@@ -141,18 +164,33 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _capabilities(spec: Any) -> tuple[list[str], str | None]:
-    """Capability names of a provider, and an error if its factory cannot be imported."""
-    from avatarkit.config import static_capabilities
-    from avatarkit.errors import AvatarKitError
+    """Capability names of a provider, and an error if its factory cannot be imported.
 
+    A renderer registered as ``"module:Class"`` is read from its source when that is
+    conclusive, so listing providers imports no provider SDK (``check`` imports and verifies).
+    """
     if spec.kind == "llm":
         return ["stream"], None
     if spec.kind == "tts":
         return ["synthesize"], None
-    try:
-        caps = static_capabilities(spec)
-    except AvatarKitError as exc:
-        return [], str(exc)
+    caps = None
+    if isinstance(spec.factory, str):
+        from avatarkit._source_caps import capabilities_from_source
+
+        # Read from the source: importing the class would import its SDK.
+        caps = capabilities_from_source(spec.factory)
+    elif isinstance(spec.factory, type):
+        from avatarkit.providers import renderer_capabilities
+
+        caps = renderer_capabilities(spec.factory)  # already imported: no need for the loader
+    if caps is None:
+        from avatarkit.config import static_capabilities
+        from avatarkit.errors import AvatarKitError
+
+        try:
+            caps = static_capabilities(spec)
+        except AvatarKitError as exc:
+            return [], str(exc)
     if caps is None:
         return ["unknown until built"], None
     return [m for m, has in (("speak_text", caps.text), ("speak", caps.audio)) if has], None
@@ -188,6 +226,8 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     registry = default_registry()
     table = provider_table(registry)
     if args.json:
+        import json
+
         print(json.dumps(table, indent=2))
         return EXIT_OK
     rows = [("KIND", "NAME", "CAPABILITIES", "FROM", "DESCRIPTION")]
@@ -229,22 +269,35 @@ def _load(file: str) -> AvatarSession:
 def _cmd_say(args: argparse.Namespace) -> int:
     import anyio
 
+    from avatarkit._recordings import Recordings
+
     session = _load(args.file)
+    recordings = Recordings(session.renderer, sys.stderr)
 
     async def say() -> str:
         async with session:
+            recordings.started()
             return await session.say(args.text)
 
-    print(anyio.run(say))
+    try:
+        print(anyio.run(say))
+    finally:
+        recordings.finished()
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
+    from avatarkit._recordings import Recordings
+
     session = _load(args.file)
-    repl = _Repl(session, sys.stdin, sys.stdout)
-    anyio.run(repl.run, backend="asyncio")
+    recordings = Recordings(session.renderer, sys.stderr)
+    repl = _Repl(session, sys.stdin, sys.stdout, on_start=recordings.started)
+    try:
+        anyio.run(repl.run, backend="asyncio")
+    finally:
+        recordings.finished()
     return EXIT_OK
 
 
@@ -255,10 +308,22 @@ class _Repl:
     EOF) quits, closing the session.
     """
 
-    def __init__(self, session: AvatarSession, stdin: TextIO, stdout: TextIO) -> None:
+    HINT = "Type a message and press Enter. Ctrl-C interrupts the avatar; Ctrl-D quits.\n"
+
+    def __init__(
+        self,
+        session: AvatarSession,
+        stdin: TextIO,
+        stdout: TextIO,
+        *,
+        on_start: Callable[[], None] | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
         self.session = session
         self.stdin = stdin
         self.out = stdout
+        self.err = stderr or sys.stderr
+        self.on_start = on_start
         self.busy = False
         self.interrupted = False
         self.turn_started = False
@@ -285,6 +350,10 @@ class _Repl:
         send, receive = anyio.create_memory_object_stream[str | None](1)
         _start_reader(self.stdin, send)
         async with self.session, anyio.create_task_group() as tg:
+            if self.on_start is not None:
+                self.on_start()
+            self.err.write(self.HINT)
+            self.err.flush()
             self.session.on_event(self._on_event)
             with anyio.open_signal_receiver(signal.SIGINT) as signals:
                 tg.start_soon(self._watch_signals, signals, tg.cancel_scope)
@@ -299,6 +368,8 @@ class _Repl:
                 self._write("you> ")
             line = await lines.receive()
             if line is None:
+                if self.stdin.isatty():
+                    self._write("\n")  # Ctrl-D left the cursor after the prompt
                 return
             if not line.strip():
                 continue
@@ -322,6 +393,8 @@ class _Repl:
                     self.interrupted = True
                     tg.start_soon(self.session.interrupt)
                 else:
+                    if self.stdin.isatty():
+                        self._write("\n")  # Ctrl-C at the prompt: end its line too
                     scope.cancel()
                     return
 
@@ -329,6 +402,8 @@ class _Repl:
 def _start_reader(stdin: TextIO, send: ObjectSendStream[str | None]) -> None:
     """Read stdin in a daemon thread (a worker thread blocked in readline would keep the
     process alive after the user quits); hands each line to the event loop, None at EOF."""
+    import threading
+
     import anyio.from_thread
     import anyio.lowlevel
 
@@ -360,7 +435,7 @@ def _optional_module(name: str, what: str) -> Any:
             raise
         raise AvatarKitError(
             f"`avatarkit {what}` is not available in this installation ({name} is missing); "
-            "reinstall avatarkit or install it from a full checkout"
+            "reinstall avatarkit-core or install it from a full checkout"
         ) from None
 
 

@@ -23,7 +23,7 @@ import pluggy
 from pydantic import BaseModel
 
 from avatarkit import hookspecs
-from avatarkit._version import __version__
+from avatarkit._version import DISTRIBUTION, __version__
 from avatarkit.errors import PluginError, ProviderNotFound
 from avatarkit.providers import RendererCapabilities, renderer_capabilities
 
@@ -325,7 +325,7 @@ def get_plugin_manager(*, entry_points: bool = True) -> PluginManager:
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for module_name in BUILTIN_PLUGINS:
-        source = PluginSource(module_name, "avatarkit", __version__)
+        source = PluginSource(module_name, DISTRIBUTION, __version__)
         pm.register_source(importlib.import_module(module_name), source)
     if entry_points:
         load_entry_points(pm)

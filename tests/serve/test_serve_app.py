@@ -448,7 +448,9 @@ def test_missing_serve_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name)
     )
-    with pytest.raises(AvatarKitError, match=r"needs uvicorn.*pip install 'avatarkit\[serve\]'"):
+    with pytest.raises(
+        AvatarKitError, match=r"needs uvicorn.*pip install 'avatarkit-core\[serve\]'"
+    ):
         require_serve_extra()
 
 

@@ -2,8 +2,8 @@
 
 One :class:`~avatarkit.AvatarSession` per browser tab (per WebSocket), closed when the tab closes
 or the connection drops. The app is built on Starlette and served by uvicorn, both from the
-``serve`` extra (``pip install 'avatarkit[serve]'``); importing this package does not import them,
-so a missing extra is reported by :func:`run` as a clear error.
+``serve`` extra (``pip install 'avatarkit-core[serve]'``); importing this package does not import
+them, so a missing extra is reported by :func:`run` as a clear error.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def require_serve_extra() -> None:
     if missing:
         raise AvatarKitError(
             f"avatarkit serve needs {', '.join(missing)}, which are not installed: "
-            "pip install 'avatarkit[serve]'"
+            "pip install 'avatarkit-core[serve]'"
         )
 
 

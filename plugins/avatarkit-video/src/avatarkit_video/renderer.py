@@ -16,6 +16,7 @@ import numpy as np
 from avatarkit.audio import resample_stream
 from avatarkit.errors import ProviderError, SessionError
 from avatarkit.providers import AudioChunk
+from avatarkit.text import estimate_speech_seconds
 from avatarkit_video.checks import check_output_dir, validate_options
 from avatarkit_video.face import Avatar, DrawnFace
 from avatarkit_video.media import MediaWriter, OutputFiles
@@ -178,17 +179,23 @@ class VideoRenderer:
             number = self._utterance
             text, self._caption = self._caption, None
             began: list[bool] = []  # set by _render once audio went out
+            received = [0, 0]  # by _render: samples received; 1 once the stream ended
             scope = anyio.CancelScope()
             self._scope = scope
             if self._closed:
                 scope.cancel()
             try:
                 with scope:
-                    await self._render(thread, number, audio, began)
+                    await self._render(thread, number, audio, began, received)
             finally:
                 self._scope = None
                 if began:
-                    thread.end(number, text, interrupted=scope.cancel_called)
+                    thread.end(
+                        number,
+                        text,
+                        interrupted=scope.cancel_called,
+                        expected=self._expected(text, received) if scope.cancel_called else None,
+                    )
             if not self.realtime:
                 await anyio.to_thread.run_sync(thread.wait_until, 0, abandon_on_cancel=True)
             self._raise_if_failed(thread)
@@ -199,6 +206,7 @@ class VideoRenderer:
         number: int,
         audio: AsyncIterator[AudioChunk],
         began: list[bool],
+        received: list[int],
     ) -> None:
         rate = self.sample_rate
         step = max(1, rate // self.options.fps)  # realtime pacing: one frame of audio at a time
@@ -210,6 +218,7 @@ class VideoRenderer:
                 pcm = np.frombuffer(chunk.data, dtype="<i2")
                 if not pcm.size:
                     continue
+                received[0] += pcm.size
                 if not began:
                     thread.begin(number)
                     began.append(True)
@@ -228,11 +237,19 @@ class VideoRenderer:
                         thread.wait_until, _MAX_BACKLOG // 4, abandon_on_cancel=True
                     )
                 self._raise_if_failed(thread)
+            received[1] = 1
         finally:
             await _aclose(stream)
             await _aclose(audio)
         if self.realtime and began:
             await _sleep_until(began_at + sent / rate)
+
+    def _expected(self, text: str | None, received: list[int]) -> int:
+        """Samples the cut utterance would have had: all it received if its stream had ended,
+        else at least the text's estimated speaking time (what the transcript cue keeps)."""
+        if received[1] or not text:
+            return received[0]
+        return max(received[0], round(estimate_speech_seconds(text) * self.sample_rate))
 
     def _running(self) -> RenderThread:
         if self._closed:
