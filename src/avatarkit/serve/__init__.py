@@ -8,17 +8,15 @@ them, so a missing extra is reported by :func:`run` as a clear error.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import ipaddress
-import logging
-from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from avatarkit.errors import AvatarKitError
-
+# Imported by `avatarkit --help` (for serve's options): only what that needs loads here; the
+# rest inside the functions. mypy treats this name as True.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterable
+    from pathlib import Path
+    from typing import Any
+
     from starlette.applications import Starlette
 
     from avatarkit.serve.connection import Limits, SessionFactory
@@ -34,8 +32,6 @@ __all__ = [
     "uvicorn_config",
 ]
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_MAX_SESSIONS = 4
 #: Frames over this size close the connection (1009) before the app sees them; anything over
 #: the protocol's own 64 KiB limit but under this gets an error message and the page stays up.
@@ -46,6 +42,10 @@ _REQUIRED = ("starlette", "uvicorn", "websockets")
 
 def require_serve_extra() -> None:
     """Raise a clear error when the ``serve`` extra is not installed."""
+    import importlib.util
+
+    from avatarkit.errors import AvatarKitError
+
     missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
     if missing:
         raise AvatarKitError(
@@ -84,6 +84,8 @@ def create_app(
 def bind_host_names(host: str) -> list[str]:
     """Names to allow in ``Host`` for a listen address: a specific address is one (pages opened
     at ``http://192.168.1.5:8000`` carry it); a wildcard (``0.0.0.0``) says nothing."""
+    import ipaddress
+
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -133,7 +135,10 @@ def run(
     uvicorn's supervisor. SIGTERM (and the first Ctrl-C) drains: see ``avatarkit.serve.lifecycle``.
     """
     require_serve_extra()
+    from pathlib import Path
+
     from avatarkit.config import load_config
+    from avatarkit.errors import AvatarKitError
     from avatarkit.serve.auth import Auth
     from avatarkit.serve.state import DEFAULT_DRAIN_GRACE
     from avatarkit.serve.worker import ServeSettings, build_app, log_with_uvicorn
@@ -175,6 +180,9 @@ def run(
 
 
 def _announce(settings: Any, *, host: str, workers: int) -> None:
+    import logging
+    from pathlib import Path
+
     log = logging.getLogger("uvicorn.error")
     if settings.auth == "none" and not _loopback(host):
         log.warning(
@@ -220,6 +228,8 @@ def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
 
 
 def _loopback(host: str) -> bool:
+    import ipaddress
+
     if host == "localhost":
         return True
     try:
