@@ -563,3 +563,69 @@ def test_the_page_reconnects_to_another_worker_and_says_so(
     )
     assert page.errors == []
     assert page.csp_violations == []
+
+
+def test_start_limits_are_per_forwarded_client_behind_a_trusted_proxy(
+    serve: Callable[..., ServerThread],
+) -> None:
+    """Behind an ingress every page comes from the proxy's address; each client keeps its own
+    budget by the proxy's X-Forwarded-For (trusted from --trusted-proxy addresses only)."""
+    from avatarkit.serve.auth import StartLimiter
+
+    server = serve(
+        lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer()),
+        max_sessions=20,
+        start_limiter=StartLimiter(per_minute=1, burst=1),
+    )
+
+    def start_as(forwarded: str) -> dict[str, Any]:
+        with connect(
+            server.ws_url,
+            proxy=None,
+            open_timeout=10,
+            additional_headers={"X-Forwarded-For": forwarded},
+        ) as ws:
+            assert recv(ws)["type"] == "hello"
+            ws.send(json.dumps({"type": "start"}))
+            answer, _ = recv_until(ws, lambda m: m["type"] in ("ready", "error"))
+            return answer
+
+    assert start_as("198.51.100.1")["type"] == "ready"
+    assert start_as("198.51.100.1")["code"] == "start_rate_limited"
+    assert start_as("198.51.100.2")["type"] == "ready"  # another person behind the proxy
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        ({"workers": 0}, {}, "--workers must be at least 1"),
+        ({"max_sessions": 0}, {}, "--max-sessions must be at least 1"),
+        ({"auth": "magic"}, {}, "--auth must be none, token, link or proxy"),
+        ({"auth": "token"}, {}, "--auth token needs the token in $AVATARKIT_SERVE_TOKEN"),
+        ({"auth": "link"}, {}, "needs the signing secret in $AVATARKIT_SERVE_LINK_SECRET"),
+        ({"auth": "proxy"}, {}, "--auth proxy needs --trusted-proxy-header"),
+        (
+            {"auth": "proxy", "proxy_header": "X-User", "trusted_proxies": ["not-a-net"]},
+            {},
+            "--trusted-proxy: ",
+        ),
+        ({"drain_grace": -1}, {}, "--drain-grace must be 0 or more"),
+    ],
+)
+def test_bad_serve_options_are_clear_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, Any],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.serve import run
+
+    for name in ("AVATARKIT_SERVE_TOKEN", "AVATARKIT_SERVE_LINK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    session = tmp_path / "s.yaml"
+    session.write_text("llm: {provider: scripted}\nrenderer: {provider: console}\n")
+    with pytest.raises(AvatarKitError) as info:
+        run(session, port=0, **options)
+    assert message in str(info.value)

@@ -162,3 +162,23 @@ def test_bind_host_names() -> None:
     assert bind_host_names("192.168.1.5") == ["192.168.1.5"]
     assert bind_host_names("[fe80::1]") == ["fe80::1"]
     assert bind_host_names("avatar.lan") == ["avatar.lan"]
+
+
+def test_the_client_behind_a_trusted_proxy_is_the_forwarded_one() -> None:
+    from avatarkit.serve.auth import Auth
+
+    auth = Auth(trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
+
+    def client(peer: str | None, forwarded: str | None) -> str | None:
+        headers = {"x-forwarded-for": forwarded} if forwarded is not None else {}
+        return auth.credentials(headers, peer, None).client
+
+    assert client("127.0.0.1", None) == "127.0.0.1"
+    assert client("127.0.0.1", "203.0.113.7") == "203.0.113.7"
+    # The nearest hop that is not a proxy of ours; what is further left is the client's claim.
+    assert client("10.1.2.3", "198.51.100.1, 203.0.113.7, 10.9.9.9") == "203.0.113.7"
+    assert client("127.0.0.1", " , ") == "127.0.0.1"
+    # From an address that is not a trusted proxy, the header is a claim, not a fact.
+    assert client("203.0.113.99", "198.51.100.1") == "203.0.113.99"
+    assert client(None, "198.51.100.1") is None
+    assert auth.identify(auth.credentials({}, "203.0.113.99", None)) == "address:203.0.113.99"

@@ -108,6 +108,9 @@ def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "info", *
         log_level=log_level,
         # After the drain every session is closed; this bounds what is left (plain HTTP).
         timeout_graceful_shutdown=15,
+        # X-Forwarded-For is read by avatarkit.serve.auth, from --trusted-proxy addresses only;
+        # uvicorn's rewrite would hide which address actually connected.
+        proxy_headers=False,
         **extra,
     )
 

@@ -57,12 +57,15 @@ AuthMode: TypeAlias = Literal["none", "token", "link", "proxy"]
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a connection brings: its headers (lower-case names), the client's address and the
-    credential the page sent with ``start`` (``None`` when it sent none)."""
+    """What a connection brings: its headers (lower-case names), the client's address (behind
+    a trusted proxy: the address the proxy reports in ``X-Forwarded-For``), the address that
+    connected (``peer``: the proxy, if any) and the credential the page sent with ``start``
+    (``None`` when it sent none)."""
 
     headers: Mapping[str, str]
     client: str | None
     credential: str | None
+    peer: str | None = None
 
 
 Authorizer: TypeAlias = Callable[[Credentials], str | None]
@@ -137,6 +140,23 @@ class Auth:
             trusted_proxies=tuple(trusted_proxies) or ("127.0.0.1/32", "::1/128"),
         )
 
+    def credentials(
+        self, headers: Mapping[str, str], peer: str | None, credential: str | None
+    ) -> Credentials:
+        """What :meth:`identify` judges. The client is the peer, unless the peer is a trusted
+        proxy that says (``X-Forwarded-For``) whom it forwards: then the nearest address in
+        that list that is not itself a trusted proxy (the ones further left are the client's
+        own claims, which anyone can forge)."""
+        client = peer
+        forwarded = headers.get("x-forwarded-for")
+        if forwarded and self._from_trusted_proxy(peer):
+            hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+            for hop in reversed(hops):
+                client = hop
+                if not self._from_trusted_proxy(hop):
+                    break
+        return Credentials(headers=headers, client=client, credential=credential, peer=peer)
+
     @property
     def needs_credential(self) -> bool:
         """Whether the page must send a credential with ``start``."""
@@ -163,7 +183,7 @@ class Auth:
             return f"link:{credential.partition('.')[2][:16]}"
         # proxy
         assert self.proxy_header is not None
-        if not self._from_trusted_proxy(credentials.client):
+        if not self._from_trusted_proxy(credentials.peer):
             return None
         user = credentials.headers.get(self.proxy_header.lower(), "").strip()
         return f"user:{user}" if user else None

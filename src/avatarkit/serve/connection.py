@@ -29,7 +29,6 @@ from starlette.websockets import WebSocket
 from avatarkit.errors import AvatarKitError, ProviderError
 from avatarkit.events import ErrorEvent, Event, StateChanged, event_to_dict
 from avatarkit.providers import ViewerConnection
-from avatarkit.serve.auth import Credentials
 from avatarkit.serve.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_TEXT_CHARS,
@@ -318,11 +317,12 @@ class _Connection:
         if self.draining:
             await self._refuse_draining()
             return
-        identity = self.state.auth.identify(
-            Credentials(
-                headers=dict(self.websocket.headers),
-                client=self.websocket.client.host if self.websocket.client else None,
-                credential=message.token,
+        auth = self.state.auth
+        identity = auth.identify(
+            auth.credentials(
+                dict(self.websocket.headers),
+                self.websocket.client.host if self.websocket.client else None,
+                message.token,
             )
         )
         if identity is None:
