@@ -425,12 +425,15 @@ def test_readiness_turns_false_before_any_session_closes(
         recv_until(page.ws, lambda m: m["type"] == "sentence_start")
         state = server.app.state.avatarkit
         drained = asyncio.run_coroutine_threadsafe(state.drain(10), loops[0])
+        going, _ = recv_until(page.ws, lambda m: m["type"] == "going_away")
+        page.ws.send(json.dumps({"type": "send", "text": "one more?"}))  # while it drains
+        refused, _ = recv_until(page.ws, lambda m: m["type"] == "error")
+        assert (refused["stage"], refused["code"]) == ("shutdown", "draining")
         while not drained.done():
             answer = client.get("/readyz")
             log.append((f"readyz {answer.status_code}", time.monotonic()))
             time.sleep(0.02)
         drained.result()
-        going, _ = recv_until(page.ws, lambda m: m["type"] == "going_away")
         assert going["grace"] == 10
         metrics, _ = recv_until(page.ws, lambda m: m["type"] == "metrics")
         assert not metrics["interrupted"]  # the running turn was let finish
@@ -629,3 +632,34 @@ def test_bad_serve_options_are_clear_errors(
     with pytest.raises(AvatarKitError) as info:
         run(session, port=0, **options)
     assert message in str(info.value)
+
+
+def test_a_turn_longer_than_the_grace_is_cut_and_its_session_closed(
+    serve: Callable[..., ServerThread],
+) -> None:
+    log: list[tuple[str, float]] = []
+    loops: list[Any] = []
+    renderers: list[ClosingRenderer] = []
+
+    def factory() -> AvatarSession:
+        loops.append(asyncio.get_running_loop())
+        renderers.append(ClosingRenderer(log))
+        renderers[-1].seconds_per_char = 1.0  # a sentence would take a minute
+        return AvatarSession(llm=FakeLLM(["A very long sentence indeed."]), renderer=renderers[-1])
+
+    server = serve(factory)
+    page = Page(server.ws_url)
+    assert page.start()["type"] == "ready"
+    page.ws.send(json.dumps({"type": "send", "text": "talk"}))
+    recv_until(page.ws, lambda m: m["type"] == "sentence_start")
+    drained = asyncio.run_coroutine_threadsafe(server.app.state.avatarkit.drain(0.3), loops[0])
+    drained.result(timeout=30)  # bounded by the grace, not by the minute-long sentence
+    going, _ = recv_until(page.ws, lambda m: m["type"] == "going_away")
+    assert going["grace"] == 0.3
+    with pytest.raises(ConnectionClosed) as closed:
+        recv_until(page.ws, lambda m: m["type"] == "ready")
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012
+    assert [what for what, _ in log] == ["close"]
+    assert renderers[0].completed == []  # the sentence was cut, not finished
+    assert server.app.state.avatarkit.active == 0
