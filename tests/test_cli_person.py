@@ -35,8 +35,9 @@ def site(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
-def _session(tmp_path: Path, *, name: str | None = "rec") -> Path:
+def _session(tmp_path: Path, *, name: str | None = "rec", overwrite: bool = False) -> Path:
     named = f"\n  name: {name}" if name else ""
+    named += "\n  overwrite: true" if overwrite else ""
     path = tmp_path / "session.yaml"
     path.write_text(
         textwrap.dedent(
@@ -87,11 +88,29 @@ def test_say_prints_where_the_recording_goes_and_what_it_saved(tmp_path: Path, s
     assert "warning" not in result.stderr
 
 
-@pytest.mark.parametrize("name", ["rec", None], ids=["fixed-name", "default-name"])
-def test_a_second_recording_never_replaces_the_first_silently(
-    tmp_path: Path, site: Path, name: str | None
+def test_a_fixed_name_that_is_taken_is_an_error_and_the_first_recording_stays(
+    tmp_path: Path, site: Path
 ) -> None:
-    session = _session(tmp_path, name=name)
+    session = _session(tmp_path, name="rec")
+    first = _cli(site, "say", str(session), "First.")
+    assert first.returncode == 0, first.stderr
+    old = {p: _digest(p) for p in _recorded(first.stderr)}
+    second = _cli(site, "say", str(session), "Second, and longer than the first one.")
+    assert second.returncode != 0
+    assert "already exist" in second.stderr
+    assert "overwrite: true" in second.stderr
+    assert {p: _digest(p) for p in old} == old
+
+
+@pytest.mark.parametrize(
+    ("name", "overwrite"),
+    [("rec", True), (None, False)],
+    ids=["fixed-name-overwrite", "default-name"],
+)
+def test_a_second_recording_never_replaces_the_first_silently(
+    tmp_path: Path, site: Path, name: str | None, overwrite: bool
+) -> None:
+    session = _session(tmp_path, name=name, overwrite=overwrite)
     first = _cli(site, "say", str(session), "First.")
     assert first.returncode == 0, first.stderr
     old = {p: _digest(p) for p in _recorded(first.stderr)}

@@ -1,8 +1,9 @@
 """The ``avatarkit`` command.
 
 Exit codes: 0 success; 1 an avatarkit error (bad config, missing provider, broken plugin,
-provider failure), printed as one ``error:`` line; 2 bad command-line usage; 130 interrupted by
-Ctrl-C (``say``, ``demo``, ``serve``). ``run`` exits 0 when the user quits with Ctrl-C or EOF.
+provider failure), printed after ``error:``; 2 bad command-line usage; 130 interrupted by
+Ctrl-C (``say``, ``demo``, ``serve``). ``run`` carries on after a failed turn and, when the user
+quits (Ctrl-C or EOF, piped or typed), exits 1 if any turn failed, else 0.
 
 Heavy imports (the config loader, sessions, plugins) happen inside the commands, so
 ``avatarkit --help`` stays quick and imports no provider SDK.
@@ -115,14 +116,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     from avatarkit.errors import AvatarKitError
 
+    code = EXIT_OK
     try:
-        return commands[args.command](args)
-    except AvatarKitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
+        code = commands[args.command](args)
+    except* AvatarKitError as group:  # raised as is, or wrapped by a task group
+        _print_errors(group)
+        code = EXIT_ERROR
+    except* KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    return code
+
+
+def _print_errors(group: BaseExceptionGroup[Any]) -> None:
+    """One ``error:`` line per distinct error (two sentences may fail the same way)."""
+    seen: set[str] = set()
+    for exc in _leaves(group):
+        if str(exc) not in seen:
+            seen.add(str(exc))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def _check_installation() -> int | None:
@@ -298,14 +316,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         anyio.run(repl.run, backend="asyncio")
     finally:
         recordings.finished()
-    return EXIT_OK
+    return EXIT_ERROR if repl.failed else EXIT_OK
 
 
 class _Repl:
     """Reads lines, sends each as a turn, prints the reply as it streams.
 
     Ctrl-C while the avatar replies interrupts the reply; Ctrl-C again (or at the prompt, or
-    EOF) quits, closing the session.
+    EOF) quits, closing the session. A turn that fails is reported and the conversation goes
+    on; :attr:`failed` remembers it for the exit code.
     """
 
     HINT = "Type a message and press Enter. Ctrl-C interrupts the avatar; Ctrl-D quits.\n"
@@ -327,6 +346,7 @@ class _Repl:
         self.busy = False
         self.interrupted = False
         self.turn_started = False
+        self.failed = False
 
     def _write(self, text: str) -> None:
         self.out.write(text)
@@ -376,8 +396,9 @@ class _Repl:
             self.busy, self.interrupted, self.turn_started = True, False, False
             try:
                 await self.session.send(line.strip())
-            except AvatarKitError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
+            except* AvatarKitError as group:  # raised as is, or wrapped by a task group
+                self.failed = True
+                _print_errors(group)
             finally:
                 self.busy = False
             self._write("\n")

@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         anyio.run(run, args.output)
-    except ProviderNotFound as exc:
-        sys.stderr.write(
-            f"avatarkit demo: {exc}\n"
-            "The demo needs the offline providers: pip install 'avatarkit-core[offline]'\n"
-        )
-        return 1
     except AvatarKitError as exc:
         sys.stderr.write(f"avatarkit demo: {exc}\n")
+        # several problems in the session file come as one ConfigError listing them all
+        problems = getattr(exc, "problems", ()) or (exc,)
+        if any(isinstance(p, ProviderNotFound) for p in problems):
+            sys.stderr.write(
+                "The demo needs the offline providers: pip install 'avatarkit-core[offline]'\n"
+            )
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("avatarkit demo: interrupted\n")

@@ -51,12 +51,16 @@ class ConfigError(AvatarKitError):
         line: int | None = None,
         column: int | None = None,
         field: str | None = None,
+        problems: Sequence[AvatarKitError] = (),
     ) -> None:
         self.message = message
         self.path = path
         self.line = line
         self.column = column
         self.field = field
+        #: When one file has several problems: each of them (this error describes the first
+        #: and lists the rest). Empty for a single problem.
+        self.problems = tuple(problems)
         super().__init__(self._format())
 
     def _format(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ class Call:
     op: str
     body: dict[str, Any]
     headers: dict[str, str]
+    answered_at: float | None = None  # time.monotonic() when the answer was sent
 
 
 @dataclass
@@ -65,6 +67,7 @@ class FakeHeyGen:
         self.report_duration = True
         self.report_task_id = True
         self.task_hang = 0.0  # seconds a task request is held before answering
+        self.hold: dict[str, float] = {}  # op -> seconds any request is held before answering
         self.calls: list[Call] = []
         self.sessions: dict[str, str] = {}  # id -> "new" | "started" | "stopped"
         self.faults: dict[str, list[Fault]] = {}
@@ -125,9 +128,25 @@ class FakeHeyGen:
             body = json.loads(raw) if raw else {}
         except ValueError:
             return self._send(request, 400, {"code": 400, "message": "invalid JSON body"})
+        call = Call(op, body, {k.lower(): v for k, v in request.headers.items()})
         with self._lock:
-            self.calls.append(Call(op, body, {k.lower(): v for k, v in request.headers.items()}))
+            self.calls.append(call)
             fault = self.faults.get(op, []).pop(0) if self.faults.get(op) else None
+        if self.hold.get(op):
+            self.release.wait(self.hold[op])
+        try:
+            self._answer(request, op, method, body, fault)
+        finally:
+            call.answered_at = time.monotonic()
+
+    def _answer(
+        self,
+        request: BaseHTTPRequestHandler,
+        op: str,
+        method: str,
+        body: dict[str, Any],
+        fault: Fault | None,
+    ) -> None:
         if fault is not None:
             return self._raw(request, fault.status, fault.body, fault.content_type, fault.headers)
         if request.headers.get("x-api-key") != self.api_key:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -58,6 +59,20 @@ async def chunks(
         if delay:
             await anyio.sleep(delay)
         yield AudioChunk(pcm[i : i + step], rate)
+
+
+def noise(seconds: float, *, seed: int) -> bytes:
+    return random.Random(seed).randbytes(int(seconds * 24000) * 2)
+
+
+async def pcm_chunks(
+    pcm: bytes, *, chunk: float = 0.1, delay: float = 0.0
+) -> AsyncIterator[AudioChunk]:
+    step = int(24000 * chunk) * 2
+    for i in range(0, len(pcm), step):
+        if delay:
+            await anyio.sleep(delay)
+        yield AudioChunk(pcm[i : i + step], 24000)
 
 
 # -- capabilities and options ---------------------------------------------------------------------
@@ -460,18 +475,32 @@ async def test_no_keep_alive_when_disabled(fake: FakeLiveAvatar) -> None:
     assert fake.messages("session.keep_alive") == []
 
 
-async def test_websocket_drop_mid_utterance_reconnects_once(fake: FakeLiveAvatar) -> None:
+async def test_websocket_drop_mid_utterance_fails_it_and_reconnects_once(
+    fake: FakeLiveAvatar,
+) -> None:
+    """Audio sent to the dead socket is lost: the utterance fails with a clear error (not a
+    silent gap), none of it is resent on the new socket (no frame twice), the next one plays."""
     fake.knobs.drop_after_speaks = 2
     renderer = make(fake, chunk_seconds=0.1)
+    one, two = noise(1.0, seed=1), noise(0.2, seed=2)  # no two frames alike
     async with renderer:
-        with anyio.fail_after(10):
-            await renderer.speak(chunks(1.0, chunk=0.05, delay=0.01))
+        with anyio.fail_after(10), pytest.raises(ProviderConnectionError, match="mid-utterance"):
+            await renderer.speak(pcm_chunks(one, chunk=0.05, delay=0.01))
         assert renderer.state == "ready"
-        await renderer.speak(chunks(0.2))
+        await renderer.speak(pcm_chunks(two))
     session = fake.only_session()
     assert session.connections == 2
+    speaks = fake.messages("agent.speak")
+    first, second = speaks[0].message["event_id"], speaks[-1].message["event_id"]
+    assert first != second
+    assert {r.connection for r in speaks if r.message["event_id"] == first} == {1}
+    assert {r.connection for r in speaks if r.message["event_id"] == second} == {2}
+    received = fake.audio(first)  # what arrived of the failed one: a prefix, nothing twice
+    assert 0 < len(received) < len(one)
+    assert one.startswith(received)
     ends = fake.messages("agent.speak_end")
-    assert [r.connection for r in ends] == [2, 2]
+    assert [(r.connection, r.message["event_id"]) for r in ends] == [(2, second)]
+    assert fake.audio(second) == two
     assert session.stops == 1
 
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError, SessionError
 from avatarkit.providers import AudioChunk, ViewerConnection
 from avatarkit.text import estimate_speech_seconds
-from avatarkit_heygen._background import Background
+from avatarkit_heygen._background import Background, Inflight
 from avatarkit_heygen.liveavatar_api import PROVIDER, LiveAvatarAPI, SessionInfo, SessionToken
 from avatarkit_heygen.liveavatar_audio import BYTES_PER_SECOND, SAMPLE_RATE, To24k, speak_payloads
 from avatarkit_heygen.liveavatar_full import (
@@ -113,6 +113,11 @@ class LiveAvatarRenderer:
         self._send_lock = anyio.Lock()
         self._last_activity = 0.0
         self._closed: anyio.Event | None = None
+        self._starting: anyio.Event | None = None
+        self._start_scope: anyio.CancelScope | None = None
+        self._start_task: int | None = None
+        self._inflight = Inflight()
+        self._link_task: Background | None = None
 
     def __repr__(self) -> str:
         return (
@@ -148,10 +153,30 @@ class LiveAvatarRenderer:
         await self.close()
 
     async def start(self) -> None:
-        """Token, start, connect. On any failure (or cancellation) the session is stopped."""
+        """Token, start, connect. On any failure (or cancellation) the session is stopped.
+
+        A close() from another task while this runs cancels it (the token request still gets
+        its answer, so the session is known and stopped) and start raises SessionError.
+        """
         if self.state != "new":
             raise SessionError(f"liveavatar: start() on a renderer that is {self.state}")
         self.state = "starting"
+        self._starting = anyio.Event()
+        self._start_task = anyio.get_current_task().id
+        self._start_scope = anyio.CancelScope()
+        try:
+            with self._start_scope:
+                await self._start()
+            if self._closed is not None:
+                raise SessionError("liveavatar: the renderer was closed while it was starting")
+        except BaseException:
+            self._starting.set()  # before close(): a close() already running waits for this
+            await self.close()
+            raise
+        finally:
+            self._starting.set()
+
+    async def _start(self) -> None:
         opts = self.options
         api_key = opts.api_key.get_secret_value()
         self._api = LiveAvatarAPI(
@@ -205,7 +230,8 @@ class LiveAvatarRenderer:
                 opts.avatar_id,
             )
         except BaseException:
-            await self.close()
+            if self.state == "ready":
+                self.state = "starting"  # not usable: close() follows
             raise
 
     async def _connect_lite(self, info: SessionInfo) -> None:
@@ -221,9 +247,10 @@ class LiveAvatarRenderer:
             client=self._api.client,
             on_event=self._on_lite_event,
             on_end=self._on_session_end,
+            on_reconnect=self._on_reconnect,
             connect_timeout=self.options.connect_timeout,
         )
-        self._spawn(self._link.run)
+        self._link_task = self._spawn(self._link.run)
         await self._link.wait_ready()
 
     async def _connect_full(self, info: SessionInfo) -> None:
@@ -249,7 +276,13 @@ class LiveAvatarRenderer:
             )
 
     async def close(self) -> None:
-        """Stop the LiveAvatar session (exactly once, shielded) and release everything."""
+        """Stop the LiveAvatar session (exactly once, shielded) and release everything.
+
+        Every step runs whatever the one before did (a stop answered with garbage included).
+        When it returns nothing of the renderer runs any more: a start() in progress has
+        finished, calls in flight were cut short, keep-alive, duration watch and the LITE link
+        are stopped, the LiveKit transport is left and the HTTP client closed.
+        """
         if self._closed is not None:
             with anyio.CancelScope(shield=True):
                 await self._closed.wait()
@@ -260,27 +293,28 @@ class LiveAvatarRenderer:
                 for utterance in list(self._pending.values()):
                     utterance.interrupted = True
                     utterance.scope.cancel()
+                starting, scope = self._starting, self._start_scope
+                if starting is not None and self._start_task != anyio.get_current_task().id:
+                    if scope is not None:
+                        scope.cancel()
+                    await starting.wait()
+                await self._inflight.close()
+                for task in self._background:  # keep-alive and duration watch first
+                    if task is not self._link_task:
+                        await task.stop()
                 if self._link is not None:
-                    await self._link.close()
+                    await _quietly("closing the LITE link", self._link.close())
                 if self._token is not None and self._api is not None:
-                    # up to three requests (token, API key, one retry), 30 s at most in all
-                    limit = min(30.0, 3 * self.options.request_timeout + 1)
-                    with anyio.move_on_after(limit) as stop_scope:
-                        await self._api.stop(self._token)
-                    if stop_scope.cancelled_caught:
-                        logger.error(
-                            "liveavatar: stopping session %s timed out after %gs; it may be "
-                            "billed until LiveAvatar times it out",
-                            self.session_id,
-                            limit,
-                        )
+                    await _quietly("stopping the session", self._stop_session(self._token))
                 if self._transport is not None:
-                    with anyio.move_on_after(5):
-                        await self._transport.close()
+                    with anyio.move_on_after(5) as left:
+                        await _quietly("leaving the LiveKit room", self._transport.close())
+                    if left.cancelled_caught:
+                        logger.warning("liveavatar: leaving the LiveKit room took over 5 s")
                 for task in self._background:
                     await task.stop()
                 if self._api is not None:
-                    await self._api.aclose()
+                    await _quietly("closing the HTTP client", self._api.aclose())
             finally:
                 self.state = "closed"
                 self.viewer = None
@@ -288,13 +322,28 @@ class LiveAvatarRenderer:
                 if self.session_id is not None:
                     logger.info("liveavatar: session %s stopped", self.session_id)
 
+    async def _stop_session(self, token: SessionToken) -> None:
+        assert self._api is not None
+        # up to three requests (token, API key, one retry), 30 s at most in all
+        limit = min(30.0, 3 * self.options.request_timeout + 1)
+        with anyio.move_on_after(limit) as stop_scope:
+            await self._api.stop(token)
+        if stop_scope.cancelled_caught:
+            logger.error(
+                "liveavatar: stopping session %s timed out after %gs; it may be "
+                "billed until LiveAvatar times it out",
+                self.session_id,
+                limit,
+            )
+
     # -- session end and keep-alive ---------------------------------------------------------
 
-    def _spawn(self, func: Callable[[], Awaitable[None]]) -> None:
+    def _spawn(self, func: Callable[[], Awaitable[None]]) -> Background:
         """Run ``func`` until close(): detached from the caller's scopes (see _background)."""
         task = Background(func, name=f"liveavatar:{getattr(func, '__name__', 'task')}")
         self._background.append(task)
         task.start()
+        return task
 
     def _on_session_end(self, reason: str) -> None:
         """LiveAvatar ended the session (max duration, idle, dropped link): not a crash."""
@@ -311,6 +360,22 @@ class LiveAvatarRenderer:
                 f"the LiveAvatar session ended while speaking: {reason}", provider=PROVIDER
             )
             utterance.done.set()
+
+    def _on_reconnect(self, reason: str) -> None:
+        """The LITE WebSocket dropped and was reopened: audio of the utterance in progress that
+        went to the dead socket may never have reached LiveAvatar, and resending it on the new
+        one could repeat some, so that utterance fails (the next one is fine)."""
+        for utterance in self._pending.values():
+            if utterance.interrupted or utterance.done.is_set():
+                continue
+            utterance.failure = ProviderConnectionError(
+                f"the LITE WebSocket dropped mid-utterance ({reason}); what was sent before the "
+                "drop may not have been played, so this utterance was abandoned (the connection "
+                "was reopened for the next one)",
+                provider=PROVIDER,
+            )
+            utterance.done.set()
+            utterance.scope.cancel()
 
     async def _duration_watch(self, seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -399,21 +464,22 @@ class LiveAvatarRenderer:
     async def speak_text(self, text: str) -> None:
         """FULL mode: one ``avatar.speak_text``; returns on its ``avatar.speak_ended``."""
         self._require("text")
-        async with self._speak_lock:
-            utterance = _Utterance(_new_id())
-            self._pending[utterance.event_id] = utterance
-            self._last_activity = anyio.current_time()
-            try:
-                with utterance.scope:
-                    await self._publish(
-                        "avatar.speak_text", utterance.event_id, utterance, text=text
-                    )
-                    await self._wait_ended(utterance, self._timeout_for_text(text))
-            finally:
-                del self._pending[utterance.event_id]
+        with self._inflight.track():  # close() cuts it short and waits for it
+            async with self._speak_lock:
+                utterance = _Utterance(_new_id())
+                self._pending[utterance.event_id] = utterance
                 self._last_activity = anyio.current_time()
-            if utterance.failure is not None and not utterance.interrupted:
-                raise utterance.failure
+                try:
+                    with utterance.scope:
+                        await self._publish(
+                            "avatar.speak_text", utterance.event_id, utterance, text=text
+                        )
+                        await self._wait_ended(utterance, self._timeout_for_text(text))
+                finally:
+                    del self._pending[utterance.event_id]
+                    self._last_activity = anyio.current_time()
+                if utterance.failure is not None and not utterance.interrupted:
+                    raise utterance.failure
 
     async def _publish(
         self, event_type: str, event_id: str, utterance: _Utterance | None, **fields: Any
@@ -426,33 +492,42 @@ class LiveAvatarRenderer:
         async with self._send_lock:
             if utterance is not None and utterance.interrupted:
                 return
-            with anyio.CancelScope(shield=True):
+            # shielded (a message is sent whole or not at all) but bounded
+            limit = self.options.connect_timeout
+            with anyio.move_on_after(limit, shield=True) as scope:
                 await self._transport.publish_data(CONTROL_TOPIC, payload)
+            if scope.cancelled_caught:
+                raise ProviderConnectionError(
+                    f"publishing {event_type} in the LiveKit room took over {limit:g}s",
+                    provider=PROVIDER,
+                )
 
     async def speak(self, audio: AsyncIterator[AudioChunk]) -> None:
         """LITE mode: stream the audio as ``agent.speak`` messages, ``agent.speak_end``, and
         return on ``agent.speak_ended`` (or on interrupt, or after the audio's duration plus
         ``speak_timeout_grace``)."""
         self._require("audio")
-        async with self._speak_lock:
-            utterance = _Utterance(_new_id())
-            self._pending[utterance.event_id] = utterance
-            try:
-                with utterance.scope:
-                    first_sent, seconds = await self._stream_audio(utterance, audio)
-                    if first_sent is not None:
-                        await self._send_lite(
-                            {"type": "agent.speak_end", "event_id": utterance.event_id}, utterance
-                        )
-                        remaining = first_sent + seconds - anyio.current_time()
-                        await self._wait_ended(
-                            utterance, max(0.0, remaining) + self.options.speak_timeout_grace
-                        )
-            finally:
-                del self._pending[utterance.event_id]
-                self._last_activity = anyio.current_time()
-            if utterance.failure is not None and not utterance.interrupted:
-                raise utterance.failure
+        with self._inflight.track():  # close() cuts it short and waits for it
+            async with self._speak_lock:
+                utterance = _Utterance(_new_id())
+                self._pending[utterance.event_id] = utterance
+                try:
+                    with utterance.scope:
+                        first_sent, seconds = await self._stream_audio(utterance, audio)
+                        if first_sent is not None:
+                            await self._send_lite(
+                                {"type": "agent.speak_end", "event_id": utterance.event_id},
+                                utterance,
+                            )
+                            remaining = first_sent + seconds - anyio.current_time()
+                            await self._wait_ended(
+                                utterance, max(0.0, remaining) + self.options.speak_timeout_grace
+                            )
+                finally:
+                    del self._pending[utterance.event_id]
+                    self._last_activity = anyio.current_time()
+                if utterance.failure is not None and not utterance.interrupted:
+                    raise utterance.failure
 
     async def _stream_audio(
         self, utterance: _Utterance, audio: AsyncIterator[AudioChunk]
@@ -560,16 +635,25 @@ class LiveAvatarRenderer:
             utterance.scope.cancel()
         if self.state != "ready":
             return
-        try:
-            if self._link is not None:
-                async with self._send_lock:
-                    await self._link.send({"type": "agent.interrupt"})
-            elif self._transport is not None:
-                await self._publish("avatar.interrupt", _new_id(), None)
-        except ProviderError as exc:
-            logger.warning("liveavatar: interrupt not delivered: %s", exc)
-        self._last_activity = anyio.current_time()
+        with self._inflight.track():  # racing close(): close stops the session, we return
+            try:
+                if self._link is not None:
+                    async with self._send_lock:
+                        await self._link.send({"type": "agent.interrupt"})
+                elif self._transport is not None:
+                    await self._publish("avatar.interrupt", _new_id(), None)
+            except ProviderError as exc:
+                logger.warning("liveavatar: interrupt not delivered: %s", exc)
+            self._last_activity = anyio.current_time()
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+async def _quietly(what: str, step: Awaitable[Any]) -> None:
+    """One step of close(): a failure is logged, and the steps after it still run."""
+    try:
+        await step
+    except Exception as exc:
+        logger.warning("liveavatar: %s failed: %s", what, exc)

@@ -141,10 +141,18 @@ class LiveAvatarAPI:
         else:
             headers["X-API-KEY"] = self._api_key
         secrets = (self._api_key, session_token)
+        if self.client.is_closed:
+            raise ProviderConnectionError(f"{what}: the HTTP client is closed", provider=PROVIDER)
         try:
             response = await self.client.post(
                 f"{self.base_url}{path}", headers=headers, json=json_body
             )
+        except RuntimeError as exc:  # httpx's way of saying the client closed under the call
+            if not self.client.is_closed:
+                raise
+            raise ProviderConnectionError(
+                f"{what}: the HTTP client is closed", provider=PROVIDER
+            ) from exc
         except httpx.TimeoutException as exc:
             message = f"{what}: no answer from {self.base_url}"
             raise ProviderTimeout(message, provider=PROVIDER) from exc
@@ -166,10 +174,13 @@ class LiveAvatarAPI:
             )
         try:
             body = response.json() if response.content else {}
-        except ValueError as exc:
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0] or "no content type"
             raise ProviderError(
-                f"{what}: the answer is not JSON: {response.text[:200]!r}", provider=PROVIDER
-            ) from exc
+                f"{what}: HTTP {response.status_code} with a body that is not JSON ({kind}): "
+                "a proxy or gateway may be in the way",
+                provider=PROVIDER,
+            ) from None
         if not isinstance(body, dict):
             raise ProviderError(f"{what}: unexpected answer {body!r:.200}", provider=PROVIDER)
         return response.status_code, body
@@ -271,7 +282,9 @@ class LiveAvatarAPI:
                     continue
                 if not exc.retryable or not transient_retry:
                     break
-            except (ProviderTimeout, ProviderConnectionError) as exc:
+            except ProviderError as exc:
+                # timeouts, dropped connections, and 2xx answers that are not LiveAvatar's
+                # (a gateway's HTML page): the stop may not have happened, so try once more
                 last = exc
                 if not transient_retry:
                     break

@@ -64,6 +64,7 @@ class LiteLink:
         client: httpx.AsyncClient,
         on_event: Callable[[dict[str, Any]], None],
         on_end: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
         connect_timeout: float = 20.0,
         send_timeout: float = 10.0,
     ) -> None:
@@ -71,6 +72,10 @@ class LiteLink:
         self._client = client
         self._on_event = on_event
         self._on_end = on_end
+        #: Called with why the last connection dropped once a new one is ready, before anything
+        #: can be sent on it: what went to the dead one may not have arrived.
+        self._on_reconnect = on_reconnect
+        self._dropped: str | None = None
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
         self._ws: AsyncWebSocketSession | None = None
@@ -149,6 +154,7 @@ class LiteLink:
                 return
             self.reconnects += 1
             logger.warning("liveavatar: %s; reconnecting once", dropped)
+            self._dropped = dropped
 
     def _fail(self, exc: ProviderConnectionError) -> None:
         """The first connection failed: start() raises it (not a session ending)."""
@@ -185,6 +191,9 @@ class LiteLink:
                     with anyio.CancelScope() as scope:
                         self._conn_scope = scope
                         await self._wait_connected(ws)
+                        dropped, self._dropped = self._dropped, None
+                        if dropped is not None and self._on_reconnect is not None:
+                            self._on_reconnect(dropped)
                         self._ws = ws
                         self._ready_once = True
                         self._notify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
@@ -20,6 +21,7 @@ from avatarkit.text import estimate_speech_seconds
 from avatarkit_video.checks import check_output_dir, validate_options
 from avatarkit_video.face import Avatar, DrawnFace
 from avatarkit_video.media import MediaWriter, OutputFiles
+from avatarkit_video.naming import existing, release, reserve, taken_error
 from avatarkit_video.portrait import PortraitFace, load_image
 from avatarkit_video.transcript import Cue
 from avatarkit_video.worker import RenderThread
@@ -65,6 +67,8 @@ class VideoRenderer:
             self.avatar = DrawnFace(opts.width, opts.height)
         name = opts.name or datetime.now().strftime("avatar-%Y%m%d-%H%M%S")
         self.files = OutputFiles.in_folder(opts.output_dir.expanduser(), name)
+        if opts.name is not None and not opts.overwrite and (found := existing(self.files)):
+            raise taken_error(self.files, found)  # early; start() claims the name atomically
         self._thread: RenderThread | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock: anyio.Lock | None = None
@@ -72,6 +76,7 @@ class VideoRenderer:
         self._caption: str | None = None
         self._utterance = 0
         self._closed = False
+        self._close_done: anyio.Event | None = None  # made by start(): needs a running loop
 
     def __repr__(self) -> str:
         return f"VideoRenderer(video={str(self.files.video)!r})"
@@ -94,10 +99,24 @@ class VideoRenderer:
             return
         if self._closed:
             raise SessionError("the video renderer is closed")
-        if self.options.name is None:
-            self.files = self._unused(self.files)
-        self._lock = anyio.Lock()
         opts = self.options
+        self._close_done = anyio.Event()
+        try:
+            self.files = await anyio.to_thread.run_sync(
+                functools.partial(
+                    reserve,
+                    self.files.video.parent,
+                    self.files.video.stem,
+                    numbered=opts.name is None,
+                    overwrite=opts.overwrite,
+                )
+            )
+        except OSError as exc:
+            raise ProviderError(
+                f"cannot create the output files in {str(self.files.video.parent)!r}: {exc}",
+                provider=_PROVIDER,
+            ) from exc
+        self._lock = anyio.Lock()
         thread = RenderThread(
             lambda: MediaWriter(
                 self.files,
@@ -114,9 +133,10 @@ class VideoRenderer:
             origin=time.monotonic(),
         )
         try:
-            self.files.video.parent.mkdir(parents=True, exist_ok=True)
             await anyio.to_thread.run_sync(thread.start)
         except Exception as exc:
+            if not opts.overwrite:
+                release(self.files)
             raise ProviderError(
                 f"cannot create the output files in {str(self.files.video.parent)!r}: {exc}",
                 provider=_PROVIDER,
@@ -125,29 +145,30 @@ class VideoRenderer:
         self._finalizer = weakref.finalize(self, _stop, thread)
         logger.info("video renderer: recording to %s", self.files.video)
 
-    @staticmethod
-    def _unused(files: OutputFiles) -> OutputFiles:
-        folder, stem = files.video.parent, files.video.stem
-        candidate, n = files, 1
-        while any(p.exists() for p in candidate.all()):
-            n += 1
-            candidate = OutputFiles.in_folder(folder, f"{stem}-{n}")
-        return candidate
-
     async def close(self) -> None:
         """Finish the last frame, flush the encoders and close the files (idempotent; runs to
-        the end even when cancelled)."""
+        the end even when cancelled). A second close() while one runs returns when the files
+        are finished too."""
         if self._closed:
+            if self._close_done is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._close_done.wait()
             return
         self._closed = True
         if self._scope is not None:
             self._scope.cancel()
         thread = self._thread
         if thread is None:
+            if self._close_done is not None:
+                self._close_done.set()
             return
-        with anyio.CancelScope(shield=True):
-            thread.close()
-            await anyio.to_thread.run_sync(thread.join)
+        try:
+            with anyio.CancelScope(shield=True):
+                thread.close()
+                await anyio.to_thread.run_sync(thread.join)
+        finally:
+            if self._close_done is not None:
+                self._close_done.set()
         if self._finalizer is not None:
             self._finalizer.detach()
         if thread.error is not None:
