@@ -6,7 +6,8 @@ Nothing is built on connect: the session is created and started only when the pa
 A connection runs a fixed set of tasks, whatever the page sends: the receive loop (the page's
 messages, dispatched from one table; it never waits for a turn), the driver (starts the session,
 then runs queued messages as turns one after another), the forwarder (session events to the
-page) and the interrupter (at most one ``interrupt`` in flight). The page's messages are
+page) and the interrupter (:class:`~avatarkit.serve.turns.TurnGate`: at most one interrupt in
+flight, never landing on a later turn). The page's messages are
 rate-limited by a token bucket and queued messages are bounded, so a flooding client costs
 bounded memory and CPU. When the page goes away the task group is cancelled and the session
 closes; its close is shielded, so a paid avatar session is stopped even then.
@@ -45,6 +46,7 @@ from avatarkit.serve.protocol import (
 )
 from avatarkit.serve.ratelimit import TokenBucket
 from avatarkit.serve.state import ServeState
+from avatarkit.serve.turns import TurnGate
 from avatarkit.session import AvatarSession
 
 __all__ = [
@@ -226,15 +228,7 @@ class _Connection:
         self.pending_send, self.pending_receive = anyio.create_memory_object_stream[str](
             limits.max_pending
         )
-        # The interrupt machinery: the driver's turn counter, whether it is inside a turn, and
-        # the one interrupt request (coalesced) the interrupter task serves.
-        self.taken = 0
-        self.in_turn = False
-        self.interrupt_target: int | None = None
-        self.interrupt_wake = anyio.Event()
-        self.interrupt_idle = anyio.Event()
-        self.interrupt_idle.set()
-        self.progress = anyio.Event()
+        self.gate = TurnGate()  # interrupts: one in flight, never landing on a later turn
         #: ``type`` → handler: one entry per message type of protocol.MESSAGE_PARSERS.
         self.handlers: dict[str, _MessageHandler] = {
             Start.type: self._on_start,
@@ -251,7 +245,6 @@ class _Connection:
                 self.tg = tg
                 if self.finish_requested:
                     tg.cancel_scope.cancel()
-                tg.start_soon(self._interrupter)
                 try:
                     await self._receive()
                 finally:
@@ -264,10 +257,6 @@ class _Connection:
         if self.holds_slot:
             self.holds_slot = False
             self.state.release()
-
-    def _notify_progress(self) -> None:
-        self.progress.set()
-        self.progress = anyio.Event()
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -387,6 +376,7 @@ class _Connection:
         assert self.tg is not None
         events = session.subscribe()
         self.tg.start_soon(self._forward, events)
+        self.tg.start_soon(self.gate.serve, session)
         self.tg.start_soon(self._drive, session)
 
     async def _refuse_draining(self) -> None:
@@ -430,13 +420,13 @@ class _Connection:
             )
             return
         self.idle = anyio.Event() if self.idle.is_set() else self.idle
-        self._request_interrupt()  # barge-in: the new message goes next
+        self.gate.request()  # barge-in: the new message goes next
 
     async def _on_interrupt(self, message: ClientMessage) -> None:
         if await self._not_started("interrupt"):
             return
         self._drop_pending()
-        self._request_interrupt()
+        self.gate.request()
 
     async def _on_played(self, message: ClientMessage) -> None:
         assert isinstance(message, Played)
@@ -452,7 +442,7 @@ class _Connection:
                 self.pending_receive.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
-        if not self.in_turn:
+        if not self.gate.in_turn:
             self.idle.set()
 
     def _end(self, code: int) -> None:
@@ -475,7 +465,7 @@ class _Connection:
     def _on_session_event(self, event: Event) -> None:
         self.state.metrics.record_event(event)
         if isinstance(event, StateChanged):
-            self._notify_progress()
+            self.gate.progressed()
 
     async def _drive(self, session: AvatarSession) -> None:
         started = False
@@ -485,18 +475,12 @@ class _Connection:
                 started = True
                 await self._announce(session)
                 async for text in self.pending_receive:
-                    # An interrupt meant for the previous turn must land before this one starts:
-                    # a renderer's interrupt (an HTTP call, say) would otherwise cut this turn.
-                    await self.interrupt_idle.wait()
-                    self.taken += 1
-                    self.in_turn = True
                     try:
-                        await session.send(text)
+                        async with self.gate.turn():
+                            await session.send(text)
                     except AvatarKitError as exc:  # already sent as an "error" event
                         logger.info("turn failed: %s", exc)
                     finally:
-                        self.in_turn = False
-                        self._notify_progress()
                         if self.pending_receive.statistics().current_buffer_used == 0:
                             self.idle.set()
                 code = CLOSE_NORMAL
@@ -542,33 +526,6 @@ class _Connection:
                 }
             )
 
-    # -- interrupts: at most one in flight, never landing on a later turn --------------------------
-
-    def _request_interrupt(self) -> None:
-        """Ask the interrupter to cut the turn running now (if any). Synchronous and O(1):
-        requests made while one is pending are merged into it."""
-        if not self.in_turn:
-            return  # nothing is being said; waiting messages (if any) go next as they should
-        self.interrupt_target = self.taken
-        self.interrupt_idle = anyio.Event() if self.interrupt_idle.is_set() else self.interrupt_idle
-        self.interrupt_wake.set()
-
-    async def _interrupter(self) -> None:
-        while True:
-            await self.interrupt_wake.wait()
-            self.interrupt_wake = anyio.Event()
-            target, self.interrupt_target = self.interrupt_target, None
-            session = self.session
-            if target is not None and session is not None:
-                # The driver may have taken the message but the session not yet begun its turn
-                # (it awaits its turn lock); wait for the turn to begin or the driver to move on.
-                while self.taken == target and self.in_turn and session.state == "idle":
-                    await self.progress.wait()
-                if self.taken == target and self.in_turn:
-                    await session.interrupt()
-            if self.interrupt_target is None:
-                self.interrupt_idle.set()
-
     # -- draining (PageHandle) ---------------------------------------------------------------------
 
     def going_away(self, grace: float) -> None:
@@ -579,7 +536,7 @@ class _Connection:
             self.tg.start_soon(self.page.send_json, _going_away_message(grace))
 
     async def wait_idle(self) -> None:
-        while not (self.idle.is_set() and not self.in_turn) and not self.closed.is_set():
+        while not (self.idle.is_set() and not self.gate.in_turn) and not self.closed.is_set():
             with anyio.move_on_after(0.1):  # idle is replaced as turns come; re-read it
                 await self.idle.wait()
 
