@@ -598,3 +598,33 @@ def test_offline_example_speaks_with_piper_in_the_page(
     closed = samples[-1]["n"]
     phases = [s["n"] > 2 * closed for s in samples if s["playing"]]
     assert sum(1 for a, b in itertools.pairwise(phases) if b and not a) >= 2  # lips move
+
+
+def test_a_token_link_starts_the_avatar_and_a_bare_link_does_not(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    from avatarkit.serve.auth import Auth
+
+    built: list[AvatarSession] = []
+
+    def factory() -> AvatarSession:
+        built.append(AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer()))
+        return built[-1]
+
+    server = serve(factory, auth=Auth(mode="token", token="page-token-42"))
+    bare = new_page()
+    bare.goto(server.url + "/")
+    bare.wait_for_function("window.avatarkit.connection === 'waiting'")
+    assert "needs a link with an access token" in bare.inner_text("#stage-note")
+    bare.click("#start")
+    bare.wait_for_function("window.avatarkit.closeCode === 1008")
+    assert "link is not valid" in bare.inner_text("#transcript li.error")
+    assert built == []
+    linked = new_page()
+    linked.goto(server.url + "/#token=page-token-42")
+    linked.click("#start")
+    linked.wait_for_function("window.avatarkit.connection === 'connected'")
+    assert len(built) == 1
+    say(linked, "hello")
+    linked.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert linked.errors == []

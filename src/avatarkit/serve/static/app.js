@@ -158,7 +158,11 @@ const handlers = {
     }
     setConnection("waiting", "ready to start");
     ui.start.disabled = false;
-    note("");
+    note(
+      message.auth && !credential
+        ? "this server needs a link with an access token (…#token=…); ask whoever runs it"
+        : "",
+    );
   },
   going_away() {
     goingAway = true;
