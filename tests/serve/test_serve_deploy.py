@@ -260,6 +260,8 @@ def test_workers_share_the_port_drain_on_sigterm_and_pages_move_over(
     talking.ws.send(json.dumps({"type": "send", "text": "hi"}))
     recv_until(talking.ws, lambda m: m["type"] == "sentence_start")
     sessions_before = set(fake.sessions)
+    # Ctrl-C in a terminal reaches every worker, then the supervisor adds SIGTERM: one drain.
+    os.kill(workers[doomed], signal.SIGINT)
     os.kill(workers[doomed], signal.SIGTERM)
 
     # The page is told first, the turn finishes (not cut), then the socket closes with 1012.

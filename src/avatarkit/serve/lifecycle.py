@@ -4,8 +4,9 @@ uvicorn alone answers SIGTERM by closing every WebSocket at once (1012), which c
 turns. Here the first SIGTERM (or SIGINT) starts :meth:`ServeState.drain` instead: readiness
 turns false, this process stops accepting connections (its copy of the listening socket is
 closed; other workers sharing the port keep theirs), pages are told, turns get the grace period,
-every session is closed — then uvicorn's own handler is called and it exits as usual. A second
-signal goes straight to uvicorn (Ctrl-C twice forces the exit).
+every session is closed — then uvicorn's own handler is called and it exits as usual. The same
+signal a second time goes straight to uvicorn (Ctrl-C twice forces the exit); another one (the
+supervisor's SIGTERM after a terminal's Ctrl-C reached every worker) lets the drain go on.
 
 Signals are only handled in the main thread: an app served from another thread (tests, an
 embedding app) drains when :meth:`ServeState.drain` is called.
@@ -59,12 +60,19 @@ def drain_on_signals(state: ServeState, grace: float) -> Callable[[Any], Any]:
                 if callable(handler):
                     handler(sig, None)  # uvicorn's: it shuts down now that nothing is left
 
+        received: set[int] = set()
+
         def begin(sig: int) -> None:
             if state.draining:
-                handler = previous[sig]
-                if callable(handler):
-                    handler(sig, None)  # a second signal: uvicorn's usual (forced) path
+                if sig in received:  # the same signal again (Ctrl-C twice): force the exit
+                    handler = previous[sig]
+                    if callable(handler):
+                        handler(sig, None)
+                # Another signal (Ctrl-C in a terminal reaches the workers, then their
+                # supervisor sends SIGTERM) keeps the drain going.
+                received.add(sig)
                 return
+            received.add(sig)
             logger.info("%s: draining before exit", signal.Signals(sig).name)
             _stop_listening(previous[sig])
             task = loop.create_task(drain_then_exit(sig))
