@@ -14,7 +14,6 @@ renderer was given to say (whole sentences, then at most a word-prefix of the on
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -279,20 +278,10 @@ def test_cancellation_at_any_point_keeps_the_invariants(
 
 
 def _heygen_fake() -> Any:
-    """The heygen plugin's fake HeyGen API (its test conftest), loaded by path."""
-    import importlib.util
-    from pathlib import Path
+    """The heygen plugin's fake HeyGen API (public testing API of avatarkit_heygen)."""
+    import avatarkit_heygen.heygen_testing
 
-    path = Path(__file__).parents[1] / "plugins/avatarkit-heygen/tests/conftest.py"
-    spec = importlib.util.spec_from_file_location("_heygen_fake_conftest", path)
-    assert spec is not None
-    assert spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
+    return avatarkit_heygen.heygen_testing
 
 
 async def run_heygen_schedule(delay: float, action: str, fake: Any) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import Any
 
 import anyio
@@ -81,11 +81,11 @@ class HeldRoom(FakeRoom):
         finally:
             self.active -= 1
 
-    async def wait_for_peers(self, count: int, seconds: float) -> int:
+    async def wait_for_participants(self, identities: Collection[str], seconds: float) -> set[str]:
         self.active += 1
         try:
             await self._maybe_hold("peers")
-            return await super().wait_for_peers(count, seconds)
+            return await super().wait_for_participants(identities, seconds)
         finally:
             self.active -= 1
 

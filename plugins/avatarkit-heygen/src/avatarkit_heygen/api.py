@@ -329,12 +329,18 @@ class HeyGenAPI(JSONService):
         return f"{self.base_url}/v1/streaming.{op}"
 
     def unwrap(self, op: str, response: httpx.Response, body: Any) -> Any:
+        """``data`` of a 2xx answer. HeyGen's SDK reads ``data`` whatever ``code`` says, so a
+        ``code`` other than 100 alongside data is success (logged); only one with no data to
+        act on is an error, carrying HeyGen's message."""
         if isinstance(body, Mapping):
             code = body.get("code")
+            data = body.get("data")
             if code is not None and code != 100:
                 message = body.get("message") or "no message"
-                raise self.classify(op, response.status_code, f"{message} (code {code})", {})
-            return body.get("data")
+                if not data:
+                    raise self.classify(op, response.status_code, f"{message} (code {code})", {})
+                logger.info("HeyGen streaming.%s answered code %s (%s)", op, code, message)
+            return data
         return body
 
     def classify(

@@ -206,16 +206,25 @@ class LiveAvatarAPI:
         voice_id: str | None = None,
         context_id: str | None = None,
         language: str | None = None,
+        voice_agent_id: str | None = None,
         max_session_duration: int | None = None,
     ) -> SessionToken:
-        """``POST /v1/sessions/token``: a session id and its one-session bearer token."""
+        """``POST /v1/sessions/token``: a session id and its one-session bearer token.
+
+        FULL mode names its persona with ``voice_agent`` (a stored voice agent) when
+        ``voice_agent_id`` is given, else with the inline ``avatar_persona`` that LiveAvatar's
+        API reference marks deprecated but still documents; the two are mutually exclusive.
+        """
         body: dict[str, Any] = {
             "mode": mode,
             "avatar_id": avatar_id,
             "video_settings": {"encoding": "H264", "quality": quality},
             "is_sandbox": is_sandbox,
         }
-        if mode == "FULL":
+        if mode == "FULL" and voice_agent_id is not None:
+            agent = {"id": voice_agent_id, "language": language}
+            body["voice_agent"] = {k: v for k, v in agent.items() if v is not None}
+        elif mode == "FULL":
             persona = {"voice_id": voice_id, "context_id": context_id, "language": language}
             body["avatar_persona"] = {k: v for k, v in persona.items() if v is not None}
         if max_session_duration is not None:
