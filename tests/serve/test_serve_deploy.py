@@ -667,86 +667,42 @@ def test_a_turn_longer_than_the_grace_is_cut_and_its_session_closed(
     assert server.app.state.avatarkit.active == 0
 
 
-class FakeHeyGen:
-    """HeyGen's streaming API on 127.0.0.1 (POST /v1/streaming.<op>, x-api-key, ``{"code":
-    100, "data"}``, per shared/reference/heygen-api.md): records every session's state."""
-
-    api_key = "hg-drain-test-key"
-
-    def __init__(self) -> None:
-        from starlette.applications import Starlette
-        from starlette.routing import Route
-
-        self.sessions: dict[str, str] = {}
-        self.stops: list[str] = []
-        self.app = Starlette(routes=[Route("/v1/{op:path}", self.operate, methods=["POST"])])
-
-    async def operate(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse
-
-        op = request.path_params["op"].removeprefix("streaming.")
-        body = await request.json()
-        if request.headers.get("x-api-key") != self.api_key:
-            return JSONResponse({"code": 401, "message": "Unauthorized"}, status_code=401)
-        data: dict[str, Any] | None = None
-        if op == "new":
-            session_id = f"sess-{len(self.sessions) + 1}"
-            self.sessions[session_id] = "new"
-            data = {
-                "session_id": session_id,
-                "url": "ws://127.0.0.1:9",
-                "access_token": f"lk-{session_id}",
-                "realtime_endpoint": "",
-                "session_duration_limit": 600,
-                "is_paid": True,
-            }
-        elif self.sessions.get(body.get("session_id")) in (None, "stopped"):
-            return JSONResponse({"code": 10005, "message": "Session not found"}, status_code=400)
-        elif op in ("start", "stop"):
-            self.sessions[body["session_id"]] = {"start": "started", "stop": "stopped"}[op]
-            if op == "stop":
-                self.stops.append(body["session_id"])
-        elif op == "task":
-            data = {"task_id": "task-1", "duration_ms": 50}
-        return JSONResponse({"code": 100, "message": "success", "data": data})
-
-
-def test_a_drain_stops_every_heygen_session(
-    serve: Callable[..., ServerThread], serve_asgi: Callable[[Any], ServerThread]
-) -> None:
+def test_a_drain_stops_every_heygen_session(serve: Callable[..., ServerThread]) -> None:
     from avatarkit import load_session
+    from avatarkit_heygen.heygen_testing import AVATAR, FakeHeyGen
 
-    heygen = FakeHeyGen()
-    api = serve_asgi(heygen.app)
     loops: list[Any] = []
-    config = {
-        "llm": {"provider": "scripted", "replies": ["Hello from HeyGen."]},
-        "renderer": {
-            "provider": "heygen",
-            "api_key": heygen.api_key,
-            "base_url": api.url,
-            "avatar_id": "Wayne_20240711",
-        },
-    }
+    with FakeHeyGen() as heygen:
+        heygen.max_sessions = 5
+        config = {
+            "llm": {"provider": "scripted", "replies": ["Hello from HeyGen."]},
+            "renderer": {
+                "provider": "heygen",
+                "api_key": heygen.api_key,
+                "base_url": heygen.base_url,
+                "avatar_id": AVATAR,
+            },
+        }
 
-    def factory() -> AvatarSession:
-        loops.append(asyncio.get_running_loop())
-        return load_session(config)
+        def factory() -> AvatarSession:
+            loops.append(asyncio.get_running_loop())
+            return load_session(config)
 
-    server = serve(factory, max_sessions=5)
-    pages = [Page(server.ws_url) for _ in range(3)]
-    for page in pages:
-        assert page.start()["type"] == "ready"
-    assert sorted(heygen.sessions.values()) == ["started"] * 3
-    pages[0].ws.send(json.dumps({"type": "send", "text": "hi"}))
-    recv_until(pages[0].ws, lambda m: m["type"] == "metrics")
-    state = server.app.state.avatarkit
-    asyncio.run_coroutine_threadsafe(state.drain(5), loops[0]).result(timeout=60)
-    for page in pages:
-        with pytest.raises(ConnectionClosed) as closed:
-            recv_until(page.ws, lambda m: False)
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == 1012
-    assert sorted(heygen.sessions.values()) == ["stopped"] * 3
-    assert sorted(heygen.stops) == sorted(heygen.sessions)  # each stopped exactly once
-    assert state.active == 0
+        server = serve(factory, max_sessions=5)
+        pages = [Page(server.ws_url) for _ in range(3)]
+        for page in pages:
+            assert page.start()["type"] == "ready"
+        assert sorted(heygen.sessions.values()) == ["started"] * 3
+        pages[0].ws.send(json.dumps({"type": "send", "text": "hi"}))
+        recv_until(pages[0].ws, lambda m: m["type"] == "metrics")
+        state = server.app.state.avatarkit
+        asyncio.run_coroutine_threadsafe(state.drain(5), loops[0]).result(timeout=60)
+        for page in pages:
+            with pytest.raises(ConnectionClosed) as closed:
+                recv_until(page.ws, lambda m: False)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1012
+        assert heygen.open_sessions() == []
+        stopped = [b["session_id"] for b in heygen.bodies("stop")]
+        assert sorted(stopped) == sorted(heygen.sessions)  # each stopped exactly once
+        assert state.active == 0
