@@ -125,6 +125,21 @@ def main() -> None:
                 )
     sections.append(("Scale in one process", "\n".join(scale_text)))
 
+    sessions = ["100"] if args.quick else ["100", "300"]
+    text, r = run("serve_workers.py", "--sessions", *sessions, "--seconds", seconds)
+    sections.append(("avatarkit serve with 1 and 2 workers", text))
+    for result in r.get("rows", []):
+        rows.append(
+            (
+                f"serve, {result['sessions']} pages, {result['workers']} worker(s): first speech",
+                f"p50 {result['first_speech_p50_ms'] or 0:.0f} ms / p95 "
+                f"{result['first_speech_p95_ms'] or 0:.0f} ms (pages per worker "
+                f"{'/'.join(str(n) for n in result['per_worker'])})",
+                "(curve)",
+                "",
+            )
+        )
+
     text, r = run("startup.py", "--runs", "5" if args.quick else "10")
     sections.append(("Start-up", text))
     targets = {

@@ -94,12 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("serve", parents=[common], help="serve sessions to a web page")
-    p.add_argument("file", metavar="FILE", help="session YAML file")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
-    p.add_argument(
-        "--max-sessions", type=int, default=None, metavar="N", help="concurrent sessions limit"
-    )
+    from avatarkit.serve.options import add_serve_arguments  # light: argparse only
+
+    add_serve_arguments(p)
     return parser
 
 
@@ -595,5 +592,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     module = _optional_module("avatarkit.serve", "serve")
-    result = module.run(args.file, host=args.host, port=args.port, max_sessions=args.max_sessions)
+    result = module.run_from_args(args)
     return int(result or 0)

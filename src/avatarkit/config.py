@@ -170,6 +170,7 @@ class SessionConfig:
                 tts_first_chunk=timeouts.tts_first_chunk,
                 speak=timeouts.speak,
             ),
+            secrets=self.secrets,  # kept out of every error and event the session emits
             stt=self.stt.build() if self.stt is not None else None,
             vad=self.vad.build() if self.vad is not None else None,
             turn=self.turn,

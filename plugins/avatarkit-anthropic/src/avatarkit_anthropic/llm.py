@@ -73,6 +73,11 @@ class AnthropicLLM:
         return f"AnthropicLLM(model={self.options.model!r}, base_url={self._base_url!r})"
 
     @property
+    def secrets(self) -> tuple[str, ...]:
+        """The key this provider sends: a session keeps it out of its errors and events."""
+        return (self._api_key,)
+
+    @property
     def client(self) -> anthropic.AsyncAnthropic:
         """The SDK client (created on first use)."""
         if self._client is None:
