@@ -172,6 +172,43 @@ def main() -> None:
                 )
             )
 
+    for backend in ("asyncio", "trio"):
+        voice_args = ["--runs", "50" if args.quick else "200", "--backend", backend]
+        if backend == "trio":
+            voice_args.append("--skip-models")  # the models' figures do not depend on the loop
+        text, r = run("voice.py", *voice_args)
+        sections.append((f"Voice input ({backend})", text))
+        for route in ("text", "audio"):
+            s = r.get(f"overhead/{route}")
+            if s:
+                rows.append(
+                    (
+                        f"Voice path engine overhead, {route} route ({backend})",
+                        f"p50 {s['p50']:.3f} ms / p95 {s['p95']:.3f} ms",
+                        "p95 < 5 ms",
+                        verdict(s["p95"], 5),
+                    )
+                )
+        if "whisper/rtf" in r:
+            rows.append(
+                (
+                    "Offline STT (Whisper tiny.en) real-time factor",
+                    f"median {r['whisper/rtf']['p50']:.2f} (max {r['whisper/rtf']['max']:.2f})",
+                    "< 1 (faster than speech)",
+                    verdict(r["whisper/rtf"]["max"], 1),
+                )
+            )
+        s = r.get("offline/to_first_speech")
+        if s:
+            rows.append(
+                (
+                    "End of speech -> first avatar speech, offline default",
+                    f"p50 {s['p50']:.0f} ms / max {s['max']:.0f} ms",
+                    "(includes the 0.6 s hangover)",
+                    "",
+                )
+            )
+
     for script in OPTIONAL:
         if (HERE / script).exists():
             text, _ = run(script)
