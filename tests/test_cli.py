@@ -376,17 +376,21 @@ def test_run_ctrl_c_interrupts_the_reply_then_quits(tmp_path: Path, site: Path) 
 def test_serve_and_demo_are_dispatched_lazily(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import avatarkit.serve
+
     calls: list[tuple[object, ...]] = []
-    serve = types.ModuleType("avatarkit.serve")
-    serve.run = lambda path, **kw: calls.append(("serve", path, kw))  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        avatarkit.serve,
+        "run_from_args",
+        lambda args: calls.append(("serve", args.file, args.host, args.port, args.max_sessions)),
+    )
     demo = types.ModuleType("avatarkit.demo")
     demo.main = lambda argv: calls.append(("demo", argv)) and 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "avatarkit.serve", serve)
     monkeypatch.setitem(sys.modules, "avatarkit.demo", demo)
     assert main(["serve", "s.yaml", "--port", "9001", "--max-sessions", "3"]) == 0
     assert main(["demo", "--fast", "x"]) == 0
     assert calls == [
-        ("serve", "s.yaml", {"host": "127.0.0.1", "port": 9001, "max_sessions": 3}),
+        ("serve", "s.yaml", "127.0.0.1", 9001, 3),
         ("demo", ["--fast", "x"]),
     ]
 

@@ -174,7 +174,7 @@ async def test_no_first_audio_in_time_is_a_tts_timeout() -> None:
     renderer = FakeAudioRenderer()
     timeouts = Timeouts(tts_first_chunk=0.1)
     async with session(FakeLLM([REPLY]), tts, renderer, timeouts=timeouts) as s:
-        with anyio.fail_after(3), pytest.raises(ProviderTimeout, match="no audio within 0.1"):
+        with anyio.fail_after(3), pytest.raises(ProviderTimeout, match=r"no audio within 0\.1"):
             await s.send("Hi")
         assert assistant(s) == []
 

@@ -44,24 +44,36 @@ if TYPE_CHECKING:
         StateChanged,
         TextDelta,
         TurnMetrics,
+        UserSpeechEnded,
+        UserSpeechStarted,
+        UserTranscript,
+        VoiceMetrics,
     )
     from avatarkit.hookspecs import (
         hookimpl,
         hookspec,
+    )
+    from avatarkit.listening import (
+        TurnOptions,
     )
     from avatarkit.plugins import (
         ProviderRegistry,
     )
     from avatarkit.providers import (
         LLM,
+        STT,
         TTS,
+        VAD,
         AudioChunk,
         Message,
         Renderer,
         RendererCapabilities,
         SpeaksAudio,
         SpeaksText,
+        SpeechEvent,
+        Transcript,
         ViewerConnection,
+        WordTiming,
         renderer_capabilities,
     )
     from avatarkit.session import (
@@ -88,6 +100,11 @@ _LAZY: dict[str, str] = {
     "StateChanged": "avatarkit.events",
     "TextDelta": "avatarkit.events",
     "TurnMetrics": "avatarkit.events",
+    "UserSpeechEnded": "avatarkit.events",
+    "UserSpeechStarted": "avatarkit.events",
+    "UserTranscript": "avatarkit.events",
+    "VoiceMetrics": "avatarkit.events",
+    "TurnOptions": "avatarkit.listening",
     "hookimpl": "avatarkit.hookspecs",
     "hookspec": "avatarkit.hookspecs",
     "ProviderRegistry": "avatarkit.plugins",
@@ -100,6 +117,11 @@ _LAZY: dict[str, str] = {
     "SpeaksAudio": "avatarkit.providers",
     "SpeaksText": "avatarkit.providers",
     "ViewerConnection": "avatarkit.providers",
+    "STT": "avatarkit.providers",
+    "VAD": "avatarkit.providers",
+    "SpeechEvent": "avatarkit.providers",
+    "Transcript": "avatarkit.providers",
+    "WordTiming": "avatarkit.providers",
     "renderer_capabilities": "avatarkit.providers",
     "AvatarSession": "avatarkit.session",
 }
@@ -133,7 +155,9 @@ _warn_if_foreign_beside()
 
 __all__ = [
     "LLM",
+    "STT",
     "TTS",
+    "VAD",
     "AudioChunk",
     "AvatarKitError",
     "AvatarSession",
@@ -156,10 +180,18 @@ __all__ = [
     "SessionError",
     "SpeaksAudio",
     "SpeaksText",
+    "SpeechEvent",
     "StateChanged",
     "TextDelta",
+    "Transcript",
     "TurnMetrics",
+    "TurnOptions",
+    "UserSpeechEnded",
+    "UserSpeechStarted",
+    "UserTranscript",
     "ViewerConnection",
+    "VoiceMetrics",
+    "WordTiming",
     "__version__",
     "hookimpl",
     "hookspec",

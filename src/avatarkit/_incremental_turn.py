@@ -88,9 +88,7 @@ class _Said:
         return self.synthesized * self.start_of(index) / len(self.feeder.text)
 
 
-async def speak_incremental(
-    session: AvatarSession, turn: _Turn, text: str, use_llm: bool
-) -> None:
+async def speak_incremental(session: AvatarSession, turn: _Turn, text: str, use_llm: bool) -> None:
     """Run ``turn`` on the incremental route (see the module docstring)."""
     from avatarkit.session import _Failed
 

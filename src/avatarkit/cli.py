@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="talk to the avatar in the terminal")
     p.add_argument("file", metavar="FILE", help="session YAML file")
+    voice = p.add_mutually_exclusive_group()
+    voice.add_argument(
+        "--input-audio",
+        metavar="WAV",
+        help="speak to the avatar from a WAV file, as if from a microphone (needs `stt:`)",
+    )
+    voice.add_argument(
+        "--mic", action="store_true", help="speak to the avatar through the microphone"
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="with --input-audio: skip the silences while the avatar is idle, and wait for "
+        "each transcript (the avatar's replies still play in real time)",
+    )
 
     p = sub.add_parser("say", parents=[common], help="have the avatar say TEXT verbatim")
     p.add_argument("file", metavar="FILE", help="session YAML file")
@@ -79,12 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("serve", parents=[common], help="serve sessions to a web page")
-    p.add_argument("file", metavar="FILE", help="session YAML file")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
-    p.add_argument(
-        "--max-sessions", type=int, default=None, metavar="N", help="concurrent sessions limit"
-    )
+    from avatarkit.serve.options import add_serve_arguments  # light: argparse only
+
+    add_serve_arguments(p)
     return parser
 
 
@@ -194,6 +206,10 @@ def _capabilities(spec: Any) -> tuple[list[str], str | None]:
         return ["stream"], None
     if spec.kind == "tts":
         return ["synthesize"], None
+    if spec.kind == "stt":
+        return ["transcribe"], None
+    if spec.kind == "vad":
+        return ["detect"], None
     caps = None
     if isinstance(spec.factory, str):
         from avatarkit._source_caps import capabilities_from_source
@@ -312,8 +328,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from avatarkit._recordings import Recordings
 
+    if args.fast and not args.input_audio:
+        print("error: --fast only applies to --input-audio", file=sys.stderr)
+        return EXIT_USAGE
     session = _load(args.file)
     recordings = Recordings(session.renderer, sys.stderr)
+    if args.input_audio or args.mic:
+        from avatarkit.errors import AvatarKitError
+
+        if session.stt is None:
+            raise AvatarKitError(
+                f"{args.file} has no `stt:` section, so the avatar cannot listen; add one "
+                "(e.g. `stt: {provider: whisper}` and `vad: {provider: silero}`)"
+            )
+        voice = _VoiceRun(
+            session, sys.stdout, args.input_audio, fast=args.fast, on_start=recordings.started
+        )
+        try:
+            anyio.run(voice.run, backend="asyncio")
+        finally:
+            recordings.finished()
+        return EXIT_OK
     repl = _Repl(session, sys.stdin, sys.stdout, on_start=recordings.started)
     try:
         anyio.run(repl.run, backend="asyncio")
@@ -423,6 +458,92 @@ class _Repl:
                     return
 
 
+class _VoiceRun:
+    """Feeds a WAV file or the microphone to ``session.listen`` and prints the conversation:
+    ``you> <final transcript>`` and ``avatar> <what it says>``."""
+
+    def __init__(
+        self,
+        session: AvatarSession,
+        stdout: TextIO,
+        wav: str | None,
+        *,
+        fast: bool,
+        on_start: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_start = on_start
+        self.session = session
+        self.out = stdout
+        self.wav = wav
+        self.fast = fast
+        self.speaking_turn: int | None = None
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def _end_line(self) -> None:
+        if self.speaking_turn is not None:
+            self._write("\n")
+            self.speaking_turn = None
+
+    def _on_event(self, event: Event) -> None:
+        from avatarkit.events import SentenceEnded, SentenceStarted, TurnMetrics, UserTranscript
+
+        if isinstance(event, UserTranscript) and event.final:
+            self._end_line()
+            self._write(f"you> {event.text}\n")
+        elif isinstance(event, SentenceStarted):
+            if self.speaking_turn != event.turn:
+                self._end_line()
+                self._write("avatar>")
+                self.speaking_turn = event.turn
+            self._write(f" {event.text}")
+        elif isinstance(event, SentenceEnded) and event.turn == self.speaking_turn:
+            if event.interrupted:
+                self._write(" [interrupted]")
+                self._end_line()
+        elif isinstance(event, TurnMetrics) and event.turn == self.speaking_turn:
+            self._end_line()
+
+    async def run(self) -> None:
+        from avatarkit.audio_input import check_microphone, microphone, read_wav, wav_frames
+        from avatarkit.listening import Listener
+
+        session = self.session
+        # a bad file or a missing microphone fails before any provider starts
+        audio = read_wav(self.wav) if self.wav else None
+        if audio is None:
+            check_microphone()
+        async with session:
+            self.on_start()
+            session.on_event(self._on_event)
+            listener = Listener(session, stt=session.stt, vad=session.vad, options=session.turn)
+
+            def hurry() -> bool:
+                return listener.idle and session.state == "idle"
+
+            if audio is not None:
+                # Hold the audio while a turn waits for its words only with a whole-utterance
+                # STT, whose every call ends with a final; a streaming one may never send one
+                # and needs the audio's clock to run to give up on it.
+                hold = self.fast and not listener.streaming
+                frames = wav_frames(
+                    audio,
+                    hurry=hurry if self.fast else None,
+                    hold=(lambda: listener.waiting_for_words) if hold else None,
+                )
+            else:
+                from avatarkit.providers import stt_sample_rate
+
+                frames = microphone(sample_rate=stt_sample_rate(session.stt))
+            from contextlib import aclosing
+
+            async with aclosing(frames):
+                await listener.run(frames)
+            self._end_line()
+
+
 def _start_reader(stdin: TextIO, send: ObjectSendStream[str | None]) -> None:
     """Read stdin in a daemon thread (a worker thread blocked in readline would keep the
     process alive after the user quits); hands each line to the event loop, None at EOF."""
@@ -471,5 +592,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     module = _optional_module("avatarkit.serve", "serve")
-    result = module.run(args.file, host=args.host, port=args.port, max_sessions=args.max_sessions)
+    result = module.run_from_args(args)
     return int(result or 0)

@@ -44,6 +44,7 @@ from avatarkit.plugins import Kind, ProviderRegistry, ProviderSpec, default_regi
 from avatarkit.providers import RendererCapabilities, renderer_capabilities
 
 if TYPE_CHECKING:
+    from avatarkit.listening import TurnOptions
     from avatarkit.session import AvatarSession, Route
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
 
 Source = Mapping[str, Any] | str | os.PathLike[str]
 
-TOP_LEVEL_KEYS = ("system_prompt", "llm", "tts", "renderer", "session")
+TOP_LEVEL_KEYS = ("system_prompt", "llm", "tts", "renderer", "session", "stt", "vad", "turn")
 #: Keys whose values are treated as secrets wherever they appear.
 SECRET_KEY = re.compile(
     r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE
@@ -143,6 +144,10 @@ class SessionConfig:
     capabilities: RendererCapabilities | None
     session: SessionOptions
     secrets: frozenset[str] = field(default=frozenset(), compare=False)
+    # voice input (the `stt:`, `vad:` and `turn:` sections)
+    stt: ProviderConfig | None = None
+    vad: ProviderConfig | None = None
+    turn: TurnOptions | None = None
 
     def build(self) -> AvatarSession:
         """Build every provider the route needs (a text route builds no TTS) and the session."""
@@ -166,6 +171,9 @@ class SessionConfig:
                 speak=timeouts.speak,
             ),
             secrets=self.secrets,  # kept out of every error and event the session emits
+            stt=self.stt.build() if self.stt is not None else None,
+            vad=self.vad.build() if self.vad is not None else None,
+            turn=self.turn,
         )
 
     def summary(self) -> str:
@@ -190,6 +198,9 @@ class SessionConfig:
             lines.append("  route:    text (LLM -> sentences -> renderer.speak_text; no TTS)")
         else:
             lines.append("  route:    audio (LLM -> sentences -> TTS -> renderer.speak)")
+        if self.stt is not None:
+            lines.append(f"  stt:      {describe(self.stt)}")
+            lines.append(f"  vad:      {describe(self.vad) if self.vad else 'none'}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -320,6 +331,8 @@ def load_config(
         validated = _validate_model(SessionOptions, session_raw, ("session",), state)
         session_options = cast("SessionOptions", validated or session_options)
 
+    stt, vad, turn = _voice(state, data, registry)
+
     problems.raise_if_any(state.secrets)
     assert llm is not None  # else a problem was raised above
     assert renderer is not None
@@ -335,6 +348,9 @@ def load_config(
         capabilities=capabilities,
         session=session_options,
         secrets=frozen,
+        stt=replace(stt, secrets=frozen) if stt is not None else None,
+        vad=replace(vad, secrets=frozen) if vad is not None else None,
+        turn=turn,
     )
 
 
@@ -363,6 +379,12 @@ def dump_config(config: SessionConfig) -> str:
         out["tts"] = section(config.tts)
     out["renderer"] = section(config.renderer, {"prefer": config.prefer} if config.prefer else {})
     out["session"] = config.session.model_dump(mode="json")
+    if config.stt is not None:
+        out["stt"] = section(config.stt)
+    if config.vad is not None:
+        out["vad"] = section(config.vad)
+    if config.turn is not None:
+        out["turn"] = config.turn.model_dump(mode="json")
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
 
 
@@ -526,6 +548,54 @@ def _plain(value: Any) -> Any:
 
 
 # -- provider sections --------------------------------------------------------------------------
+
+
+def _voice(
+    state: _State, data: dict[str, Any], registry: ProviderRegistry
+) -> tuple[ProviderConfig | None, ProviderConfig | None, TurnOptions | None]:
+    """The voice input sections: ``stt:``, ``vad:`` (provider sections) and ``turn:``."""
+    from avatarkit.listening import TurnOptions
+
+    doc, problems = state.doc, state.problems
+    present = {key: data.get(key) is not None for key in ("stt", "vad", "turn")}
+    if not present["stt"]:
+        for key in ("vad", "turn"):
+            if present[key]:
+                problems.add(
+                    _config_error(
+                        f"`{key}:` is for voice input and needs an `stt:` section too "
+                        f"(installed stt providers: {_names(registry, 'stt')})",
+                        doc.locate((key,), key=True),
+                        key,
+                    )
+                )
+        return None, None, None
+    stt = _provider(state, data, "stt", registry)[0]
+    vad = _provider(state, data, "vad", registry)[0] if present["vad"] else None
+    if stt is not None and not present["vad"]:
+        try:
+            factory = stt.spec.load_factory()  # a plugin module; SDKs load when built
+        except AvatarKitError as exc:
+            problems.add(_located(exc, stt.location, "stt.provider"))
+        else:
+            factory = getattr(factory, "__wrapped__", factory)
+            # a provider that can do both says which by a `streaming` option; else its class
+            streaming = stt.options.get("streaming", getattr(factory, "streaming", None))
+            if streaming is False:
+                problems.add(
+                    _config_error(
+                        f"stt provider {stt.provider!r} transcribes whole utterances and needs "
+                        "a `vad:` section to find them (installed vad providers: "
+                        f"{_names(registry, 'vad')})",
+                        stt.location,
+                        "stt",
+                    )
+                )
+    turn = TurnOptions()
+    if present["turn"]:
+        validated = _validate_model(TurnOptions, data["turn"], ("turn",), state)
+        turn = cast("TurnOptions", validated or turn)
+    return stt, vad, turn
 
 
 def _provider(

@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -63,6 +63,9 @@ from avatarkit.providers import (
     tts_capabilities,
 )
 from avatarkit.text import SentenceSplitter, clean_for_speech
+
+if TYPE_CHECKING:
+    from avatarkit.listening import TurnOptions
 
 __all__ = ["AvatarSession", "Route", "Timeouts"]
 
@@ -166,6 +169,9 @@ class AvatarSession:
         max_history: int | None = None,
         timeouts: Timeouts | None = None,
         secrets: Iterable[object] = (),
+        stt: Any | None = None,
+        vad: Any | None = None,
+        turn: TurnOptions | None = None,
         incremental: bool | None = None,
     ) -> None:
         if lookahead < 0:
@@ -186,8 +192,10 @@ class AvatarSession:
         #: The audio route feeds the TTS one stream per turn, as the LLM writes (the TTS has
         #: ``open_stream``; ``incremental=False`` keeps it on the sentence path).
         self.incremental = can_stream and incremental is not False
-        if self.tts is not None and not self.incremental and not callable(
-            getattr(self.tts, "synthesize", None)
+        if (
+            self.tts is not None
+            and not self.incremental
+            and not callable(getattr(self.tts, "synthesize", None))
         ):
             raise CapabilityError(f"TTS {_name(tts)} has no synthesize(text); it only streams")
         if tts is not None and self.route == "text":
@@ -199,6 +207,15 @@ class AvatarSession:
         self.max_history = max_history
         self.timeouts = timeouts or Timeouts()
         self._secrets = [s for s in secrets if s is not None]
+        # Voice input (see avatarkit.listening): used by listen(), started with the session.
+        if stt is not None and vad is None and getattr(stt, "streaming", False) is not True:
+            raise CapabilityError(
+                f"STT {_name(stt)} transcribes whole utterances and needs a VAD to find them"
+            )
+        self.stt = stt
+        self.vad = vad
+        self.turn = turn
+        self._listening = False
         self.history: list[Message] = []
         if system_prompt:
             self.history.append(Message("system", system_prompt))
@@ -206,7 +223,9 @@ class AvatarSession:
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
         self._providers = Providers(
-            [llm, self.tts, renderer], cleanup=self.timeouts.cleanup, secrets=self._all_secrets
+            [llm, self.tts, renderer, stt, vad],
+            cleanup=self.timeouts.cleanup,
+            secrets=self._all_secrets,
         )
         self._closed = False
         self._close_done: anyio.Event | None = None
@@ -344,7 +363,7 @@ class AvatarSession:
 
     def _all_secrets(self) -> list[object]:
         found = list(self._secrets)
-        for provider in (self.llm, self.tts, self.renderer):
+        for provider in (self.llm, self.tts, self.renderer, self.stt, self.vad):
             if provider is not None:
                 found.extend(declared_secrets(provider))
         return found
@@ -392,6 +411,27 @@ class AvatarSession:
     async def say(self, text: str) -> str:
         """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words."""
         return await self._run(text, use_llm=False)
+
+    async def listen(self, audio: AsyncIterator[AudioChunk]) -> None:
+        """Take the user's turns from their voice: ``audio`` (any rate, mono or stereo).
+
+        Each finished user turn becomes a turn exactly as ``send(text)``; speech while the
+        avatar replies interrupts it. Returns when ``audio`` ends and the last reply is over.
+        Needs an STT (and a VAD unless the STT streams); see :mod:`avatarkit.listening`.
+        """
+        from avatarkit.listening import Listener
+
+        if self.stt is None:
+            raise SessionError("listen() needs an STT: give AvatarSession(stt=...) or `stt:`")
+        if not self._started:
+            raise SessionError("start the session first: use `async with session:`")
+        if self._listening:
+            raise SessionError("this session is already listening to another audio stream")
+        self._listening = True
+        try:
+            await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+        finally:
+            self._listening = False
 
     async def interrupt(self) -> None:
         """Stop the current reply now: cancel the LLM stream and pending TTS, silence the
