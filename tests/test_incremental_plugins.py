@@ -104,3 +104,27 @@ async def test_interrupt_keeps_exactly_the_words_heard(service: Service) -> None
     expected = heard_words(service.sent(), taken)
     assert 0 < len(expected) < len(REPLY.split())
     assert said == expected
+
+
+def test_providers_lists_the_incremental_capability_without_importing_the_plugins() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from avatarkit.cli import provider_table\n"
+        "from avatarkit.plugins import load_registry\n"
+        "table = provider_table(load_registry())\n"
+        "caps = {(p['kind'], p['name']): p['capabilities'] for p in table['providers']}\n"
+        "names = ('elevenlabs', 'cartesia', 'elevenlabs-http')\n"
+        "print(json.dumps([caps[('tts', n)] for n in names]))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('httpx_ws', "
+        "'avatarkit_elevenlabs.tts', 'avatarkit_cartesia.tts')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert (
+        out[0] == '[["synthesize", "open_stream"], ["synthesize", "open_stream"], ["synthesize"]]'
+    )
+    assert out[1] == "[]"
