@@ -196,3 +196,46 @@ async def test_resampled_for_the_renderer() -> None:
     assert {c.sample_rate for c in chunks} == {24000}
     total = sum(c.duration for c in chunks)
     assert total == pytest.approx(len(REPLY + " ") * MS / 1000, abs=0.01)
+
+
+async def test_the_callers_cancellation_keeps_what_was_heard() -> None:
+    llm = FakeLLM([REPLY], token_delay=0.01)
+    renderer = FakeAudioRenderer(realtime=True)
+    tts = FakeIncrementalTTS()
+    async with session(llm, tts, renderer) as s:
+        with anyio.move_on_after(0.45):
+            await s.send("Hi")
+        taken = renderer.utterances[0].duration
+        expected = heard_words(tts.streams[0].text, taken)
+        assert 0 < len(expected) < len(REPLY.split())
+        assert " ".join(assistant(s)).split() == expected
+        assert tts.streams[0].cancelled or tts.streams[0].completed
+
+
+async def test_a_renderer_failure_keeps_what_was_heard() -> None:
+    class Failing(FakeAudioRenderer):
+        """Takes ten chunks from the session, plays nine, then fails."""
+
+        taken = 0.0
+
+        async def speak(self, audio):  # type: ignore[no-untyped-def,override]
+            async def counted():  # type: ignore[no-untyped-def]
+                count = 0
+                async for chunk in audio:
+                    self.taken += chunk.duration
+                    count += 1
+                    if count == 10:
+                        raise RuntimeError("speaker unplugged")
+                    yield chunk
+
+            await super().speak(counted())
+
+    renderer = Failing()
+    tts = FakeIncrementalTTS()
+    async with session(FakeLLM([REPLY]), tts, renderer) as s:
+        with pytest.raises(ProviderError, match="speaker unplugged"):
+            await s.send("Hi")
+        taken = renderer.taken
+        said = " ".join(assistant(s)).split()
+        assert said == heard_words(tts.streams[0].text, taken)
+        assert 0 < len(said) < len(REPLY.split())
