@@ -94,6 +94,31 @@ def main() -> None:
                     )
                 )
 
+    for backend in ("asyncio", "trio"):
+        text, r = run("incremental.py", "--runs", runs, "--backend", backend)
+        sections.append((f"Incremental TTS route ({backend})", text))
+        for case, label in (("zero", "zero-latency fakes"), ("20ms", "token every 20 ms")):
+            s = r.get(f"overhead/incremental/{case}")
+            if s:
+                rows.append(
+                    (
+                        f"First-audio overhead, incremental route, {label} ({backend})",
+                        f"p50 {s['p50']:.3f} ms / p95 {s['p95']:.3f} ms",
+                        "p50 < 0.5 ms, p95 < 1 ms",
+                        "met" if s["p50"] < 0.5 and s["p95"] < 1 else "**missed**",
+                    )
+                )
+        gain, inc = r.get("gain"), r.get("first_audio/incremental")
+        if gain and inc:
+            rows.append(
+                (
+                    f"First audio at 20 ms/token, incremental vs sentence path ({backend})",
+                    f"p50 {inc['p50']:.1f} ms, {gain['p50']:.1f} ms sooner",
+                    "(first sentence of 12 tokens)",
+                    "",
+                )
+            )
+
     text, r = run("gapless.py", "--turns", "5" if args.quick else "20")
     sections.append(("Gapless speech", text))
     for key, s in r.items():

@@ -65,16 +65,19 @@ if TYPE_CHECKING:
         TTS,
         VAD,
         AudioChunk,
+        IncrementalTTS,
         Message,
         Renderer,
         RendererCapabilities,
         SpeaksAudio,
         SpeaksText,
         SpeechEvent,
+        SpeechStream,
         Transcript,
         ViewerConnection,
         WordTiming,
         renderer_capabilities,
+        tts_capabilities,
     )
     from avatarkit.session import (
         AvatarSession,
@@ -123,6 +126,9 @@ _LAZY: dict[str, str] = {
     "Transcript": "avatarkit.providers",
     "WordTiming": "avatarkit.providers",
     "renderer_capabilities": "avatarkit.providers",
+    "IncrementalTTS": "avatarkit.providers",
+    "SpeechStream": "avatarkit.providers",
+    "tts_capabilities": "avatarkit.providers",
     "AvatarSession": "avatarkit.session",
 }
 
@@ -165,6 +171,7 @@ __all__ = [
     "ConfigError",
     "ErrorEvent",
     "Event",
+    "IncrementalTTS",
     "Message",
     "PluginError",
     "ProviderConnectionError",
@@ -181,6 +188,7 @@ __all__ = [
     "SpeaksAudio",
     "SpeaksText",
     "SpeechEvent",
+    "SpeechStream",
     "StateChanged",
     "TextDelta",
     "Transcript",
@@ -197,4 +205,5 @@ __all__ = [
     "hookspec",
     "load_session",
     "renderer_capabilities",
+    "tts_capabilities",
 ]

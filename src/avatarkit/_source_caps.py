@@ -15,7 +15,7 @@ import importlib.util
 
 from avatarkit.providers import RendererCapabilities
 
-__all__ = ["capabilities_from_source"]
+__all__ = ["capabilities_from_source", "tts_methods_from_source"]
 
 _PLAIN_BASES = {"object"}
 
@@ -77,3 +77,31 @@ def _rebinds(node: ast.stmt, name: str) -> bool:
         if isinstance(sub, ast.alias) and (sub.asname or sub.name) == name:
             return True
     return False
+
+
+def tts_methods_from_source(factory: str) -> list[str] | None:
+    """Which of ``synthesize`` / ``open_stream`` the TTS class ``factory`` defines, read from its
+    source as above; None when the source cannot tell (a base class may add one)."""
+    module, _, attr = factory.partition(":")
+    if not attr or "." in attr:
+        return None
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            tree = ast.parse(source.read(), spec.origin)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == attr]
+    if len(classes) != 1 or any(_rebinds(n, attr) for n in tree.body if n is not classes[0]):
+        return None
+    cls = classes[0]
+    plain = all(isinstance(b, ast.Name) and b.id in _PLAIN_BASES for b in cls.bases)
+    if cls.decorator_list or cls.keywords or not plain:
+        return None
+    defined = {n.name for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    return [m for m in ("synthesize", "open_stream") if m in defined]

@@ -205,7 +205,14 @@ def _capabilities(spec: Any) -> tuple[list[str], str | None]:
     if spec.kind == "llm":
         return ["stream"], None
     if spec.kind == "tts":
-        return ["synthesize"], None
+        methods = None
+        if isinstance(spec.factory, str):
+            from avatarkit._source_caps import tts_methods_from_source
+
+            methods = tts_methods_from_source(spec.factory)
+        elif isinstance(spec.factory, type):
+            methods = [m for m in ("synthesize", "open_stream") if hasattr(spec.factory, m)]
+        return (methods or ["synthesize"]), None
     if spec.kind == "stt":
         return ["transcribe"], None
     if spec.kind == "vad":

@@ -87,6 +87,11 @@ class SessionOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     lookahead: int = Field(1, ge=0, description="Sentences synthesised ahead (audio route).")
+    incremental: bool | None = Field(
+        None,
+        description="Feed a TTS that can take text as it is written (ElevenLabs, Cartesia) one "
+        "stream per turn; null: whenever the TTS can, false: a sentence at a time.",
+    )
     max_history: int | None = Field(
         None, ge=2, description="Messages kept in history (the system prompt is always kept)."
     )
@@ -164,6 +169,7 @@ class SessionConfig:
             system_prompt=self.system_prompt,
             prefer=self.route or self.prefer,
             lookahead=self.session.lookahead,
+            incremental=self.session.incremental,
             max_history=self.session.max_history,
             timeouts=Timeouts(
                 first_token=timeouts.first_token,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -22,6 +23,7 @@ __all__ = [
     "TTS",
     "VAD",
     "AudioChunk",
+    "IncrementalTTS",
     "Message",
     "Renderer",
     "RendererCapabilities",
@@ -30,6 +32,8 @@ __all__ = [
     "SpeaksAudio",
     "SpeaksText",
     "SpeechEvent",
+    "SpeechStream",
+    "TTSCapabilities",
     "Transcript",
     "TranscriptKind",
     "ViewerConnection",
@@ -37,6 +41,7 @@ __all__ = [
     "renderer_capabilities",
     "stt_sample_rate",
     "stt_streams",
+    "tts_capabilities",
     "vad_sample_rate",
 ]
 
@@ -109,11 +114,39 @@ TranscriptKind = Literal["interim", "final", "speech_started", "speech_ended"]
 
 @dataclass(frozen=True, slots=True)
 class WordTiming:
-    """One recognised word; times in seconds from the start of the audio given to the call."""
+    """A word and when it is heard: seconds from the start of the audio it belongs to (the
+    audio given to an STT call, or the audio of an incremental TTS stream)."""
 
     word: str
     start: float
     end: float
+
+
+@runtime_checkable
+class SpeechStream(Protocol):
+    """One turn of incremental synthesis: text goes in as the LLM writes it, audio comes out.
+
+    ``push`` appends text exactly as given (spaces included); ``flush`` asks for everything
+    pushed so far to be spoken now (a sentence ended); ``end`` says no more text is coming, after
+    which iteration finishes with the last audio. Iterating yields :class:`AudioChunk` and, where
+    the service reports them, :class:`WordTiming` whose times count from the stream's first
+    audio sample. Leaving the ``open_stream`` context before the end cancels synthesis at once.
+    """
+
+    async def push(self, text: str) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def end(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk | WordTiming]: ...
+
+
+@runtime_checkable
+class IncrementalTTS(Protocol):
+    """A TTS that takes a turn's text as it is written (WebSocket TTS: ElevenLabs, Cartesia)."""
+
+    def open_stream(self) -> AbstractAsyncContextManager[SpeechStream]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,4 +291,21 @@ def renderer_capabilities(renderer: object) -> RendererCapabilities:
     return RendererCapabilities(
         text=_has_async_method(renderer, "speak_text"),
         audio=_has_async_method(renderer, "speak"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TTSCapabilities:
+    """How a TTS can be fed: a sentence at a time, a whole turn as it is written, or both."""
+
+    sentences: bool
+    incremental: bool
+
+
+def tts_capabilities(tts: object) -> TTSCapabilities:
+    """Which ways ``tts`` (an instance or a class) can be fed; method presence decides, as for
+    renderers. ``open_stream`` returns an async context manager, so it is a plain method."""
+    return TTSCapabilities(
+        sentences=callable(getattr(tts, "synthesize", None)),
+        incremental=callable(getattr(tts, "open_stream", None)),
     )

@@ -54,7 +54,14 @@ from avatarkit.events import (
     TextDelta,
     TurnMetrics,
 )
-from avatarkit.providers import LLM, TTS, AudioChunk, Message, renderer_capabilities
+from avatarkit.providers import (
+    LLM,
+    TTS,
+    AudioChunk,
+    Message,
+    renderer_capabilities,
+    tts_capabilities,
+)
 from avatarkit.text import SentenceSplitter, clean_for_speech
 
 if TYPE_CHECKING:
@@ -165,6 +172,7 @@ class AvatarSession:
         stt: Any | None = None,
         vad: Any | None = None,
         turn: TurnOptions | None = None,
+        incremental: bool | None = None,
     ) -> None:
         if lookahead < 0:
             raise ValueError("lookahead must be 0 or more")
@@ -174,6 +182,22 @@ class AvatarSession:
         self.renderer = renderer
         self.route: Route = self._choose_route(renderer, tts, prefer)
         self.tts = tts if self.route == "audio" else None
+        can_stream = self.tts is not None and tts_capabilities(self.tts).incremental
+        if incremental and not can_stream:
+            raise CapabilityError(
+                f"incremental: true, but TTS {_name(tts)} has no open_stream()"
+                if self.tts is not None
+                else "incremental: true needs the audio route and a TTS with open_stream()"
+            )
+        #: The audio route feeds the TTS one stream per turn, as the LLM writes (the TTS has
+        #: ``open_stream``; ``incremental=False`` keeps it on the sentence path).
+        self.incremental = can_stream and incremental is not False
+        if (
+            self.tts is not None
+            and not self.incremental
+            and not callable(getattr(self.tts, "synthesize", None))
+        ):
+            raise CapabilityError(f"TTS {_name(tts)} has no synthesize(text); it only streams")
         if tts is not None and self.route == "text":
             logger.info(
                 "renderer %s speaks text itself; the TTS given is not used", _name(renderer)
@@ -575,9 +599,14 @@ class AvatarSession:
         return cleaned
 
     async def _turn_body(self, turn: _Turn, text: str, use_llm: bool) -> None:
-        send, receive = anyio.create_memory_object_stream[_Sentence](math.inf)
         if use_llm:
             self._set_state("thinking")
+        if self.incremental:
+            from avatarkit._incremental_turn import speak_incremental
+
+            await speak_incremental(self, turn, text, use_llm)
+            return
+        send, receive = anyio.create_memory_object_stream[_Sentence](math.inf)
         async with anyio.create_task_group() as tg:
             if self.route == "text":
                 tg.start_soon(self._producers, turn, text, use_llm, send, None)
@@ -619,50 +648,60 @@ class AvatarSession:
 
     async def _produce_from_llm(self, turn: _Turn, out: MemoryObjectSendStream[_Sentence]) -> None:
         splitter = SentenceSplitter()
-        limit = self.timeouts.first_token
-        deadline = math.inf if limit is None else anyio.current_time() + limit
+
+        async def take(delta: str) -> None:
+            queued = turn.queued
+            for sentence in splitter.feed(delta):
+                self._queue_sentence(turn, out, sentence)
+            if turn.queued != queued:
+                # Let the speaker start on it now, even if the LLM has more at hand
+                # (a stream that yields without awaiting would otherwise run to the end).
+                await anyio.lowlevel.checkpoint()
+
         async with out:
-            stream: object = None
             try:
-                try:
-                    stream = self.llm.stream(list(self.history))
-                    iterator = stream.__aiter__()
-                except Exception as exc:  # the call itself failed, before streaming
-                    turn.failed = True
-                    raise _Failed("llm", exc) from exc
-                while True:
-                    try:
-                        if turn.first_token_at is None:
-                            delta = await _next_before(
-                                iterator, deadline, limit, self.llm, "first token"
-                            )
-                        else:
-                            delta = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:
-                        turn.failed = True
-                        raise _Failed("llm", exc) from exc
-                    if not delta:
-                        continue  # an empty delta is not a first token
-                    if turn.first_token_at is None:
-                        turn.first_token_at = time.perf_counter()
-                    self._emit(TextDelta(turn.number, delta))
-                    queued = turn.queued
-                    for sentence in splitter.feed(delta):
-                        self._queue_sentence(turn, out, sentence)
-                    if turn.queued != queued:
-                        # Let the speaker start on it now, even if the LLM has more at hand
-                        # (a stream that yields without awaiting would otherwise run to the end).
-                        await anyio.lowlevel.checkpoint()
+                await self._each_delta(turn, take)
                 for sentence in splitter.flush():
                     self._queue_sentence(turn, out, sentence)
                 turn.produced = True
             except _SpeakerGone:
                 return  # the turn is ending (cancelled, interrupted): stop streaming
-            finally:
-                if stream is not None:
-                    await aclose_stream(stream, self.timeouts.cleanup, self.llm)
+
+    async def _each_delta(self, turn: _Turn, take: Callable[[str], Awaitable[None]]) -> None:
+        """Stream the LLM's reply into ``take``, one non-empty delta at a time: the first-token
+        timeout, ``TextDelta`` events, failures as ``_Failed("llm")``, the stream always closed."""
+        limit = self.timeouts.first_token
+        deadline = math.inf if limit is None else anyio.current_time() + limit
+        stream: object = None
+        try:
+            try:
+                stream = self.llm.stream(list(self.history))
+                iterator = stream.__aiter__()
+            except Exception as exc:  # the call itself failed, before streaming
+                turn.failed = True
+                raise _Failed("llm", exc) from exc
+            while True:
+                try:
+                    if turn.first_token_at is None:
+                        delta = await _next_before(
+                            iterator, deadline, limit, self.llm, "first token"
+                        )
+                    else:
+                        delta = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    turn.failed = True
+                    raise _Failed("llm", exc) from exc
+                if not delta:
+                    continue  # an empty delta is not a first token
+                if turn.first_token_at is None:
+                    turn.first_token_at = time.perf_counter()
+                self._emit(TextDelta(turn.number, delta))
+                await take(delta)
+        finally:
+            if stream is not None:
+                await aclose_stream(stream, self.timeouts.cleanup, self.llm)
 
     async def _produce_from_text(
         self, turn: _Turn, text: str, out: MemoryObjectSendStream[_Sentence]
@@ -842,6 +881,8 @@ class AvatarSession:
     async def _renderer_call(call: Awaitable[None]) -> None:
         try:
             await call
+        except _Failed:
+            raise  # a failure of the audio the renderer was pulling (incremental route)
         except Exception as exc:
             raise _Failed("renderer", exc) from exc
 
@@ -868,9 +909,12 @@ class AvatarSession:
                 raise _Failed("renderer", exc) from exc
             if turn.stopping:
                 return False
+        self._announce_sentence(turn, sentence)
+        return True
+
+    def _announce_sentence(self, turn: _Turn, sentence: _Sentence) -> None:
         self._set_state("speaking")
         self._emit(SentenceStarted(turn.number, sentence.index, sentence.speech))
-        return True
 
     def _spoken_report(self) -> float | None:
         report = getattr(self.renderer, "spoken_fraction", None)
@@ -885,7 +929,10 @@ class AvatarSession:
 
     def _end_sentence(self, turn: _Turn, sentence: _Sentence, meter: Meter) -> None:
         fraction = meter.fraction(interrupted=turn.interrupted, report=self._spoken_report())
-        said = spoken_prefix(sentence.speech, fraction)
+        self._record_sentence(turn, sentence, spoken_prefix(sentence.speech, fraction))
+
+    def _record_sentence(self, turn: _Turn, sentence: _Sentence, said: str) -> None:
+        """History and ``SentenceEnded``: ``said`` of ``sentence`` was heard."""
         cut = said != sentence.speech
         if said:
             turn.spoken.append(said)

@@ -6,6 +6,7 @@ exact, so benchmarks can subtract them. Register them for one test with :func:`r
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from avatarkit.providers import AudioChunk, Message, SpeechEvent, Transcript, Wo
 __all__ = [
     "ClientGone",
     "FakeAudioRenderer",
+    "FakeIncrementalTTS",
     "FakeLLM",
     "FakeProvidersPlugin",
     "FakeSTT",
@@ -45,6 +47,7 @@ __all__ = [
     "ReceivedRequest",
     "Responder",
     "ResponseGate",
+    "check_incremental_tts",
     "check_llm",
     "check_renderer",
     "check_stt",
@@ -1434,3 +1437,172 @@ def loopback_server(handler: Handler) -> Iterator[LoopbackServer]:
         server.stop()
     if server.errors:
         raise server.errors[0]
+
+
+# -- incremental TTS -----------------------------------------------------------------------------
+
+
+class FakeIncrementalTTS:
+    """An incremental TTS: every pushed word becomes ``ms_per_char`` of tone per character (its
+    trailing space included) at once, with a :class:`~avatarkit.providers.WordTiming` per word.
+
+    ``timings=False`` gives audio only (the session then estimates proportionally);
+    ``first_audio_delay`` delays the first audio of a stream; ``error`` is raised by iteration
+    after ``error_after`` audio chunks. Records every stream's pushed text, flushes and how it
+    ended (``completed``, ``cancelled``).
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        ms_per_char: float = 10.0,
+        timings: bool = True,
+        first_audio_delay: float = 0.0,
+        error: BaseException | None = None,
+        error_after: int = 0,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.ms_per_char = ms_per_char
+        self.timings = timings
+        self.first_audio_delay = first_audio_delay
+        self.error = error
+        self.error_after = error_after
+        self.streams: list[FakeSpeechStream] = []
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def open_stream(self) -> FakeSpeechStream:
+        stream = FakeSpeechStream(self)
+        self.streams.append(stream)
+        return stream
+
+
+class FakeSpeechStream:
+    """One stream of :class:`FakeIncrementalTTS` (see there)."""
+
+    def __init__(self, tts: FakeIncrementalTTS) -> None:
+        self._tts = tts
+        self.pushed: list[str] = []
+        self.flushes = 0
+        self.ended = False
+        self.completed = False
+        self.cancelled = False
+        self._send, self._receive = anyio.create_memory_object_stream[Any](math.inf)
+        self._seconds = 0.0
+        self._chunks = 0
+        self._delayed = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pushed)
+
+    async def __aenter__(self) -> FakeSpeechStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.completed:
+            self.cancelled = True
+        self._send.close()
+        self._receive.close()
+
+    async def push(self, text: str) -> None:
+        if self.ended:
+            raise RuntimeError("push after end")
+        self.pushed.append(text)
+        tts = self._tts
+        for match in re.finditer(r"\S+\s*", text):
+            chars = len(match.group())
+            duration = chars * tts.ms_per_char / 1000
+            word = match.group().strip()
+            if tts.timings:
+                speaking = len(word) * tts.ms_per_char / 1000
+                self._send.send_nowait(WordTiming(word, self._seconds, self._seconds + speaking))
+            self._send.send_nowait(AudioChunk(tone(duration, tts.sample_rate), tts.sample_rate))
+            self._seconds += round(duration * tts.sample_rate) / tts.sample_rate
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    async def end(self) -> None:
+        self.ended = True
+        self._send.close()
+
+    def __aiter__(self) -> FakeSpeechStream:
+        return self
+
+    async def __anext__(self) -> AudioChunk | WordTiming:
+        tts = self._tts
+        if not self._delayed and tts.first_audio_delay:
+            await anyio.sleep(tts.first_audio_delay)
+        self._delayed = True
+        try:
+            item = await self._receive.receive()
+        except anyio.EndOfStream:
+            self.completed = True
+            raise StopAsyncIteration from None
+        if isinstance(item, AudioChunk):
+            if tts.error is not None and self._chunks >= tts.error_after:
+                raise tts.error
+            self._chunks += 1
+        return item  # type: ignore[no-any-return]
+
+
+async def check_incremental_tts(
+    tts: Any,
+    text: str = "Hello there, this is a test. And a second sentence.",
+    *,
+    patience: float = 30.0,
+) -> list[AudioChunk | WordTiming]:
+    """Check that ``tts`` (an :class:`~avatarkit.providers.IncrementalTTS`) speaks ``text`` fed
+    word by word with a flush at each sentence end; returns what it yielded.
+
+    Audio is valid PCM at one rate; word timings, if any, are in order, within the audio and
+    match ``text``'s words; leaving a second stream after its first item does not raise; ``close``
+    is idempotent and cancellation-safe.
+    """
+    from avatarkit.providers import tts_capabilities
+
+    assert tts_capabilities(tts).incremental, f"{tts!r} has no open_stream()"
+    items: list[AudioChunk | WordTiming] = []
+    with anyio.fail_after(patience):
+        await _maybe_start(tts)
+        async with tts.open_stream() as stream:
+            for word in tokens(text):
+                await stream.push(word if word.endswith(" ") else word + " ")
+                if word.rstrip().endswith((".", "!", "?")):
+                    await stream.flush()
+            await stream.end()
+            async for item in stream:
+                items.append(item)
+        audio = [i for i in items if isinstance(i, AudioChunk)]
+        assert audio, "no audio"
+        rates = {c.sample_rate for c in audio}
+        assert len(rates) == 1, f"audio at several rates: {rates}"
+        assert all(len(c.data) % (2 * c.channels) == 0 for c in audio), "partial samples"
+        seconds = sum(c.duration for c in audio)
+        timings = [i for i in items if isinstance(i, WordTiming)]
+        if timings:
+            assert [t.word for t in timings] == text.split(), "timings do not match the words"
+            for a, b in itertools.pairwise(timings):
+                assert a.start <= a.end <= b.start + 1e-3, f"timings out of order: {a}, {b}"
+            assert timings[-1].end <= seconds + 0.05, "a timing beyond the audio"
+        async with tts.open_stream() as stream:
+            await stream.push(text)
+            await stream.end()
+            async for _ in stream:
+                break
+    await _close_twice_and_cancelled(tts, "TTS")
+    return items
+
+
+async def _maybe_start(provider: object) -> None:
+    start = getattr(provider, "start", None)
+    if start is not None:
+        await start()
