@@ -24,24 +24,10 @@ def capabilities_from_source(factory: str) -> RendererCapabilities | None:
     """Capabilities of the class ``factory`` (``"module:Class"``) found in its module's source,
     or None when the source cannot tell for sure (a base class might add a method, the module
     is not plain Python source, the attribute is not a class defined there)."""
-    module, _, attr = factory.partition(":")
-    if not attr or "." in attr:
+    found = _class_node(factory)
+    if found is None:
         return None
-    try:
-        spec = importlib.util.find_spec(module)  # imports parent packages, not the module
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
-        return None
-    try:
-        with open(spec.origin, encoding="utf-8") as source:
-            tree = ast.parse(source.read(), spec.origin)
-    except (OSError, SyntaxError, ValueError):
-        return None
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == attr]
-    if len(classes) != 1 or any(_rebinds(n, attr) for n in tree.body if n is not classes[0]):
-        return None
-    cls = classes[0]
+    _, cls = found
     if cls.decorator_list:
         return None  # a decorator may replace the class
     async_defs = {n.name for n in cls.body if isinstance(n, ast.AsyncFunctionDef)}
@@ -82,11 +68,39 @@ def _rebinds(node: ast.stmt, name: str) -> bool:
 def tts_methods_from_source(factory: str) -> list[str] | None:
     """Which of ``synthesize`` / ``open_stream`` the TTS class ``factory`` defines, read from its
     source as above; None when the source cannot tell (a base class may add one)."""
+    found = _class_node(factory)
+    if found is None:
+        return None
+    tree, cls = found
+    # avatarkit.http.KeyedClient (client lifecycle only) adds neither method
+    known = _PLAIN_BASES | (
+        {"KeyedClient"} if _imports(tree, "avatarkit.http", "KeyedClient") else set()
+    )
+    plain = all(isinstance(b, ast.Name) and b.id in known for b in cls.bases)
+    if cls.decorator_list or cls.keywords or not plain:
+        return None
+    defined = {n.name for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    return [m for m in ("synthesize", "open_stream") if m in defined]
+
+
+def _imports(tree: ast.Module, module: str, name: str) -> bool:
+    """Whether ``tree`` has ``from module import name`` at its top level."""
+    return any(
+        isinstance(n, ast.ImportFrom)
+        and n.module == module
+        and any(a.name == name and a.asname is None for a in n.names)
+        for n in tree.body
+    )
+
+
+def _class_node(factory: str) -> tuple[ast.Module, ast.ClassDef] | None:
+    """The class ``factory`` (``"module:Class"``) as defined once at the top of its module's
+    plain-Python source and never rebound there; None otherwise."""
     module, _, attr = factory.partition(":")
     if not attr or "." in attr:
         return None
     try:
-        spec = importlib.util.find_spec(module)
+        spec = importlib.util.find_spec(module)  # imports parent packages, not the module
     except (ImportError, ValueError):
         return None
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
@@ -99,9 +113,4 @@ def tts_methods_from_source(factory: str) -> list[str] | None:
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == attr]
     if len(classes) != 1 or any(_rebinds(n, attr) for n in tree.body if n is not classes[0]):
         return None
-    cls = classes[0]
-    plain = all(isinstance(b, ast.Name) and b.id in _PLAIN_BASES for b in cls.bases)
-    if cls.decorator_list or cls.keywords or not plain:
-        return None
-    defined = {n.name for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    return [m for m in ("synthesize", "open_stream") if m in defined]
+    return tree, classes[0]

@@ -19,9 +19,10 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import anyio
+import httpx
 
 from avatarkit.errors import (
     ProviderConnectionError,
@@ -32,6 +33,7 @@ from avatarkit.errors import (
 )
 
 __all__ = [
+    "KeyedClient",
     "RequestContext",
     "bad_event_data",
     "connection_error",
@@ -239,3 +241,38 @@ async def streamed_response(
     finally:
         with anyio.CancelScope(shield=True):
             await response.close()
+
+
+class KeyedClient:
+    """An optional base for a provider that calls a keyed service with its own httpx client.
+
+    It owns one ``httpx.AsyncClient`` from ``start()`` to ``close()`` (idempotent; also an async
+    context manager) and declares its key through ``secrets``, which the session keeps out of
+    every error and event. Set ``self._ctx`` (a :class:`RequestContext`) and ``self._timeout``
+    in ``__init__``. Nothing else is assumed: the provider protocols need no base class.
+    """
+
+    _ctx: RequestContext
+    _timeout: float
+    _client: httpx.AsyncClient | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in an error or event."""
+        return (self._ctx.api_key,)
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

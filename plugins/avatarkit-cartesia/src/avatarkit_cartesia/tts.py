@@ -23,15 +23,14 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-import httpx
 
 from avatarkit.credentials import resolve_api_key
 from avatarkit.errors import ProviderError
-from avatarkit.http import RequestContext
+from avatarkit.http import KeyedClient, RequestContext
 from avatarkit.providers import AudioChunk, WordTiming
 from avatarkit.websocket import ServiceClosed, ServiceSocket
 from avatarkit_cartesia.options import CartesiaOptions
@@ -44,7 +43,7 @@ KEY_ENV = "CARTESIA_API_KEY"
 KEY_PATTERN = re.compile(r"\bsk_car_[A-Za-z0-9]{12,}")
 
 
-class CartesiaTTS:
+class CartesiaTTS(KeyedClient):
     """Incremental TTS over Cartesia's WebSocket (also usable a sentence at a time)."""
 
     provider = PROVIDER
@@ -64,32 +63,11 @@ class CartesiaTTS:
             max_retries=0,
             key_pattern=KEY_PATTERN,
         )
-        self._client: httpx.AsyncClient | None = None
+        self._timeout = self.options.timeout
 
     def __repr__(self) -> str:
         o = self.options
         return f"CartesiaTTS(voice_id={o.voice_id!r}, model={o.model!r}, base_url={o.base_url!r})"
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in an error or event (the session redacts them)."""
-        return (self._ctx.api_key,)
-
-    async def start(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.options.timeout)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def open_stream(self) -> CartesiaStream:
         """One turn's stream: ``async with tts.open_stream() as stream:``."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from avatarkit.http import connection_error, status_error, timeout_error
+from avatarkit.http import KeyedClient, connection_error, status_error, timeout_error
 from avatarkit.providers import AudioChunk
 from avatarkit_elevenlabs._common import request_context, voice_settings
 from avatarkit_elevenlabs.options import ElevenLabsHTTPOptions
@@ -24,7 +24,7 @@ __all__ = ["ElevenLabsHTTPTTS"]
 PROVIDER = "elevenlabs-http TTS"
 
 
-class ElevenLabsHTTPTTS:
+class ElevenLabsHTTPTTS(KeyedClient):
     """Sentence-at-a-time ElevenLabs TTS over HTTP, streamed as it is synthesised."""
 
     provider = PROVIDER
@@ -33,7 +33,7 @@ class ElevenLabsHTTPTTS:
         self.options = ElevenLabsHTTPOptions(**options)
         self.sample_rate = self.options.sample_rate
         self._ctx = request_context(self.options, PROVIDER)
-        self._client: httpx.AsyncClient | None = None
+        self._timeout = self.options.timeout
 
     def __repr__(self) -> str:
         o = self.options
@@ -41,26 +41,6 @@ class ElevenLabsHTTPTTS:
             f"ElevenLabsHTTPTTS(voice_id={o.voice_id!r}, model={o.model!r}, "
             f"base_url={o.base_url!r})"
         )
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self._ctx.api_key,)
-
-    async def start(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.options.timeout)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         if not text.strip():

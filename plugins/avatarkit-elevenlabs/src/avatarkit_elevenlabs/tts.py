@@ -16,12 +16,11 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-import httpx
-
 from avatarkit.errors import ProviderError
+from avatarkit.http import KeyedClient
 from avatarkit.providers import AudioChunk, WordTiming
 from avatarkit.websocket import ServiceClosed, ServiceSocket
 from avatarkit_elevenlabs._common import request_context, voice_settings
@@ -33,7 +32,7 @@ logger = logging.getLogger(__name__)
 PROVIDER = "elevenlabs TTS"
 
 
-class ElevenLabsTTS:
+class ElevenLabsTTS(KeyedClient):
     """Incremental TTS over the stream-input WebSocket (also usable a sentence at a time)."""
 
     provider = PROVIDER
@@ -42,32 +41,11 @@ class ElevenLabsTTS:
         self.options = ElevenLabsOptions(**options)
         self.sample_rate = self.options.sample_rate
         self._ctx = request_context(self.options, PROVIDER)
-        self._client: httpx.AsyncClient | None = None
+        self._timeout = self.options.timeout
 
     def __repr__(self) -> str:
         o = self.options
         return f"ElevenLabsTTS(voice_id={o.voice_id!r}, model={o.model!r}, base_url={o.base_url!r})"
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in an error or event (the session redacts them)."""
-        return (self._ctx.api_key,)
-
-    async def start(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.options.timeout)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def open_stream(self) -> ElevenLabsStream:
         """One turn's stream: ``async with tts.open_stream() as stream:``."""
