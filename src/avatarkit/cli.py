@@ -152,6 +152,10 @@ def _capabilities(spec: Any) -> tuple[list[str], str | None]:
         return ["stream"], None
     if spec.kind == "tts":
         return ["synthesize"], None
+    if spec.kind == "stt":
+        return ["transcribe"], None
+    if spec.kind == "vad":
+        return ["detect"], None
     try:
         caps = static_capabilities(spec)
     except AvatarKitError as exc:

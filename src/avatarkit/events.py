@@ -18,6 +18,10 @@ __all__ = [
     "StateChanged",
     "TextDelta",
     "TurnMetrics",
+    "UserSpeechEnded",
+    "UserSpeechStarted",
+    "UserTranscript",
+    "VoiceMetrics",
     "event_to_dict",
 ]
 
@@ -91,8 +95,58 @@ class ErrorEvent:
     type: Literal["error"] = field(default="error", init=False)
 
 
+@dataclass(frozen=True, slots=True)
+class UserSpeechStarted:
+    """The user started speaking, ``at`` seconds into the audio given to ``listen``."""
+
+    at: float
+    type: Literal["user_speech_start"] = field(default="user_speech_start", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpeechEnded:
+    """The user stopped speaking, ``at`` seconds into the audio given to ``listen``."""
+
+    at: float
+    type: Literal["user_speech_end"] = field(default="user_speech_end", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UserTranscript:
+    """What the user said so far in this turn: interim (may change) or ``final`` (the message)."""
+
+    text: str
+    final: bool
+    type: Literal["user_transcript"] = field(default="user_transcript", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceMetrics:
+    """Voice timings of one spoken turn, in seconds from the end of the user's speech.
+
+    The end of speech is when its last audio frame reached ``listen`` (wall clock), so with a
+    live microphone these are the delays the user feels. A figure is ``None`` when it did not
+    happen (nothing spoken, the turn was cut).
+    """
+
+    turn: int
+    to_final_transcript: float | None
+    to_first_token: float | None
+    to_first_speech: float | None
+    type: Literal["voice_metrics"] = field(default="voice_metrics", init=False)
+
+
 Event: TypeAlias = (
-    StateChanged | TextDelta | SentenceStarted | SentenceEnded | TurnMetrics | ErrorEvent
+    StateChanged
+    | TextDelta
+    | SentenceStarted
+    | SentenceEnded
+    | TurnMetrics
+    | ErrorEvent
+    | UserSpeechStarted
+    | UserSpeechEnded
+    | UserTranscript
+    | VoiceMetrics
 )
 
 

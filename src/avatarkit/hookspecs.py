@@ -22,4 +22,4 @@ hookimpl = pluggy.HookimplMarker("avatarkit")
 
 @hookspec
 def register_providers(registry: ProviderRegistry) -> None:
-    """Register LLM, TTS and renderer providers with ``registry.llm/tts/renderer``."""
+    """Register providers with ``registry.llm/tts/renderer/stt/vad``."""

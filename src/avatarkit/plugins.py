@@ -42,8 +42,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["llm", "tts", "renderer"]
-KINDS: tuple[Kind, ...] = ("llm", "tts", "renderer")
+Kind = Literal["llm", "tts", "renderer", "stt", "vad"]
+KINDS: tuple[Kind, ...] = ("llm", "tts", "renderer", "stt", "vad")
 ENTRY_POINT_GROUP = "avatarkit"
 BUILTIN_PLUGINS = (
     "avatarkit.builtins.scripted",
@@ -60,6 +60,10 @@ KNOWN_PROVIDERS: dict[tuple[Kind, str], str] = {
     ("renderer", "liveavatar"): "avatarkit-heygen",
     ("tts", "piper"): "avatarkit-piper",
     ("renderer", "video"): "avatarkit-video",
+    ("stt", "whisper"): "avatarkit-whisper",
+    ("vad", "silero"): "avatarkit-whisper",
+    ("stt", "deepgram"): "avatarkit-deepgram",
+    ("stt", "openai"): "avatarkit-openai",
 }
 
 
@@ -195,6 +199,28 @@ class ProviderRegistry:
     ) -> None:
         """Register an avatar renderer."""
         self._add("renderer", name, factory, options, description)
+
+    def stt(
+        self,
+        name: str,
+        factory: Callable[..., Any] | str,
+        *,
+        options: type[BaseModel] | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Register a speech-to-text provider (see :class:`avatarkit.providers.STT`)."""
+        self._add("stt", name, factory, options, description)
+
+    def vad(
+        self,
+        name: str,
+        factory: Callable[..., Any] | str,
+        *,
+        options: type[BaseModel] | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Register a voice activity detector (see :class:`avatarkit.providers.VAD`)."""
+        self._add("vad", name, factory, options, description)
 
     def _add(
         self,

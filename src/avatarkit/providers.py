@@ -3,6 +3,10 @@
 A provider is any object with the right async methods; nothing to subclass. Renderers come in two
 kinds, told apart by which methods they have (see :func:`renderer_capabilities`): one that speaks
 text itself (``speak_text``) needs no TTS, one that only plays audio (``speak``) is fed by the TTS.
+
+Voice input adds two kinds: :class:`STT` (the user's audio in, transcripts out) and :class:`VAD`
+(the user's audio in, speech start/end out). Both take 16-bit mono PCM at the rate they ask for
+with an optional ``sample_rate`` attribute (default 16000); the session resamples for them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "LLM",
+    "STT",
     "TTS",
+    "VAD",
     "AudioChunk",
     "Message",
     "Renderer",
@@ -22,8 +28,15 @@ __all__ = [
     "Role",
     "SpeaksAudio",
     "SpeaksText",
+    "SpeechEvent",
+    "Transcript",
+    "TranscriptKind",
     "ViewerConnection",
+    "WordTiming",
     "renderer_capabilities",
+    "stt_sample_rate",
+    "stt_streams",
+    "vad_sample_rate",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -88,6 +101,92 @@ class TTS(Protocol):
     """Turns one sentence into audio, streamed as it is synthesised."""
 
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]: ...
+
+
+TranscriptKind = Literal["interim", "final", "speech_started", "speech_ended"]
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """One recognised word; times in seconds from the start of the audio given to the call."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What an STT says about the audio it was given.
+
+    ``interim`` text may still change; ``final`` text for that stretch of audio will not.
+    ``speech_started``/``speech_ended`` come from services that detect speech themselves.
+    Times are seconds into the audio given to this ``transcribe`` call. ``end_of_turn`` is set
+    when the service itself marked an endpoint (e.g. Deepgram's ``speech_final``).
+    """
+
+    kind: TranscriptKind
+    text: str = ""
+    start: float | None = None
+    end: float | None = None
+    words: tuple[WordTiming, ...] = ()
+    end_of_turn: bool = False
+
+
+@runtime_checkable
+class STT(Protocol):
+    """Speech to text: the user's audio in, transcripts out.
+
+    Optional attributes the session reads: ``sample_rate`` (int, default 16000; the session
+    resamples and downmixes to mono PCM16 at that rate) and ``streaming`` (bool, default
+    ``False``). A *streaming* STT gets one long ``transcribe`` call over the whole microphone
+    stream and yields interim and final results as it goes. A non-streaming one is called once
+    per utterance the VAD delimited: its input ends where the utterance ends, and it yields at
+    least one ``final`` before its own iterator ends.
+    """
+
+    def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Transcript]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEvent:
+    """The VAD heard speech start or end ``at`` seconds into the audio stream it was given."""
+
+    kind: Literal["speech_started", "speech_ended"]
+    at: float
+
+
+@runtime_checkable
+class VAD(Protocol):
+    """Voice activity detection: audio in, speech start/end out (optional ``sample_rate``).
+
+    Events alternate, beginning with ``speech_started``, and are yielded as soon as the VAD is
+    sure (a ``speech_ended`` only after its own minimum silence), each ``at`` the moment it
+    refers to. If the audio ends during speech, a last ``speech_ended`` closes it. The iterator
+    ends with the audio.
+    """
+
+    def detect(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[SpeechEvent]: ...
+
+
+def _rate(provider: object) -> int:
+    rate = getattr(provider, "sample_rate", None)
+    return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else 16000
+
+
+def stt_sample_rate(stt: object) -> int:
+    """The rate ``stt`` wants its audio at (its ``sample_rate``, else 16000)."""
+    return _rate(stt)
+
+
+def vad_sample_rate(vad: object) -> int:
+    """The rate ``vad`` wants its audio at (its ``sample_rate``, else 16000)."""
+    return _rate(vad)
+
+
+def stt_streams(stt: object) -> bool:
+    """Whether ``stt`` transcribes one long stream (``streaming = True``) or whole utterances."""
+    return getattr(stt, "streaming", False) is True
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ import struct
 import sys
 import threading
 import time
+from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -29,22 +30,26 @@ from pydantic import BaseModel, ConfigDict
 
 from avatarkit.hookspecs import hookimpl
 from avatarkit.plugins import PluginManager, ProviderRegistry, get_plugin_manager, load_registry
-from avatarkit.providers import AudioChunk, Message
+from avatarkit.providers import AudioChunk, Message, SpeechEvent, Transcript, WordTiming
 
 __all__ = [
     "ClientGone",
     "FakeAudioRenderer",
     "FakeLLM",
     "FakeProvidersPlugin",
+    "FakeSTT",
     "FakeTTS",
     "FakeTextRenderer",
+    "FakeVAD",
     "LoopbackServer",
     "ReceivedRequest",
     "Responder",
     "ResponseGate",
     "check_llm",
     "check_renderer",
+    "check_stt",
     "check_tts",
+    "check_vad",
     "installed_distribution",
     "loopback_server",
     "registered",
@@ -292,8 +297,25 @@ class _FakeAudioRendererOptions(BaseModel):
     sample_rate: int | None = None
 
 
+class _FakeSTTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    transcripts: list[str] = []
+    streaming: bool = False
+    sample_rate: int = 16000
+    final_delay: float = 0.0
+    min_silence: float = 0.3
+
+
+class _FakeVADOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sample_rate: int = 16000
+    threshold: float = 0.02
+    min_silence: float = 0.2
+
+
 class FakeProvidersPlugin:
-    """A plugin registering the fakes as ``fake`` (llm, tts), ``fake-text`` and ``fake-audio``.
+    """A plugin registering the fakes as ``fake`` (llm, tts, stt, vad), ``fake-text`` and
+    ``fake-audio`` (renderers).
 
     ``instances`` records every provider built through it, so a test that goes through YAML can
     still inspect the objects the session used.
@@ -329,6 +351,8 @@ class FakeProvidersPlugin:
         registry.renderer(
             "fake-audio", self._track(FakeAudioRenderer), options=_FakeAudioRendererOptions
         )
+        registry.stt("fake", self._track(FakeSTT), options=_FakeSTTOptions)
+        registry.vad("fake", self._track(FakeVAD), options=_FakeVADOptions)
 
 
 @contextmanager
@@ -563,6 +587,496 @@ async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str
         tg.cancel_scope.cancel()
     if not returned.is_set():
         raise AssertionError(f"{name} did not return within {patience}s of interrupt()")
+
+
+# -- voice input fakes ----------------------------------------------------------------------------
+
+
+def _frame_levels(data: bytes) -> float:
+    """RMS level (0..1) of PCM16 mono bytes, without numpy (the fakes stay dependency-free)."""
+    samples = array("h")
+    samples.frombytes(data[: len(data) - len(data) % 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    if not samples:
+        return 0.0
+    return math.sqrt(sum(x * x for x in samples) / len(samples)) / 32768.0
+
+
+class _EnergyGate:
+    """Loud/quiet frames to speech start/end: the fakes' stand-in for a real VAD.
+
+    Frames of ``frame_ms`` above ``threshold`` RMS are speech; speech ends after
+    ``min_silence`` seconds below it. Times are seconds into the audio fed so far.
+    """
+
+    def __init__(self, sample_rate: int, threshold: float, min_silence: float, frame_ms: float):
+        self.frame_bytes = max(2, round(sample_rate * frame_ms / 1000) * 2)
+        self.sample_rate = sample_rate
+        self.threshold = threshold
+        self.min_silence = min_silence
+        self._pending = b""
+        self.position = 0.0  # seconds of audio consumed
+        self.in_speech = False
+        self.speech_start = 0.0
+        self.last_loud_end = 0.0
+
+    def feed(self, data: bytes) -> list[SpeechEvent]:
+        events: list[SpeechEvent] = []
+        self._pending += data
+        while len(self._pending) >= self.frame_bytes:
+            frame, self._pending = (
+                self._pending[: self.frame_bytes],
+                self._pending[self.frame_bytes :],
+            )
+            start = self.position
+            self.position += len(frame) / 2 / self.sample_rate
+            if _frame_levels(frame) >= self.threshold:
+                if not self.in_speech:
+                    self.in_speech = True
+                    self.speech_start = start
+                    events.append(SpeechEvent("speech_started", start))
+                self.last_loud_end = self.position
+            elif self.in_speech and self.position - self.last_loud_end >= self.min_silence - 1e-9:
+                self.in_speech = False
+                events.append(SpeechEvent("speech_ended", self.last_loud_end))
+        return events
+
+    def finish(self) -> list[SpeechEvent]:
+        if not self.in_speech:
+            return []
+        self.in_speech = False
+        return [SpeechEvent("speech_ended", self.last_loud_end)]
+
+
+def _checked_pcm(chunk: AudioChunk, rate: int, who: str) -> bytes:
+    if chunk.sample_rate != rate or chunk.channels != 1:
+        raise AssertionError(
+            f"{who} wants mono audio at {rate} Hz, got {chunk.channels} channel(s) at "
+            f"{chunk.sample_rate} Hz"
+        )
+    return chunk.data
+
+
+class FakeVAD:
+    """A VAD that calls loud audio speech: frames above ``threshold`` RMS.
+
+    Speech ends after ``min_silence`` seconds below the threshold. Deterministic, so tests can
+    build exact scenarios from :func:`tone` and silence. Records each audio stream's length.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        threshold: float = 0.02,
+        min_silence: float = 0.2,
+        frame_ms: float = 20.0,
+        error: BaseException | None = None,
+        error_at: float = 0.0,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.threshold = threshold
+        self.min_silence = min_silence
+        self.frame_ms = frame_ms
+        self.error = error
+        self.error_at = error_at
+        self.streams: list[float] = []  # seconds of audio seen, per detect() call
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def detect(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[SpeechEvent]:
+        gate = _EnergyGate(self.sample_rate, self.threshold, self.min_silence, self.frame_ms)
+        self.streams.append(0.0)
+        index = len(self.streams) - 1
+        async for chunk in audio:
+            events = gate.feed(_checked_pcm(chunk, self.sample_rate, "FakeVAD"))
+            self.streams[index] = gate.position
+            if self.error is not None and gate.position >= self.error_at:
+                raise self.error
+            for event in events:
+                yield event
+        for event in gate.finish():
+            yield event
+
+
+class FakeSTT:
+    """An STT that "recognises" the scripted ``transcripts``, one per utterance, in order.
+
+    Not streaming (default): each ``transcribe`` call consumes its audio, waits
+    ``final_delay`` and yields one final with the next transcript (``""`` entries stand for
+    noise). Streaming: one call over the whole stream; loud audio (see :class:`FakeVAD`) is an
+    utterance, revealed as interims at ``words_per_second`` and finalised ``min_silence`` after
+    it ends (``end_of_turn`` set), with speech start/end transcripts. After the script runs out
+    it says ``"utterance N"``. ``calls`` keeps the seconds of audio each call got.
+    """
+
+    def __init__(
+        self,
+        transcripts: Sequence[str] = (),
+        *,
+        streaming: bool = False,
+        sample_rate: int = 16000,
+        final_delay: float = 0.0,
+        words_per_second: float = 3.0,
+        threshold: float = 0.02,
+        min_silence: float = 0.3,
+        error: BaseException | None = None,
+        error_at: float = 0.0,
+    ) -> None:
+        self.transcripts = list(transcripts)
+        self.streaming = streaming
+        self.sample_rate = sample_rate
+        self.final_delay = final_delay
+        self.words_per_second = words_per_second
+        self.threshold = threshold
+        self.min_silence = min_silence
+        self.error = error
+        self.error_at = error_at
+        self.calls: list[float] = []
+        self.finals: list[str] = []
+        self.completed = 0
+        self.cancelled = 0
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def _next_text(self) -> str:
+        n = len(self.finals)
+        text = self.transcripts[n] if n < len(self.transcripts) else f"utterance {n + 1}"
+        self.finals.append(text)
+        return text
+
+    @staticmethod
+    def _words(text: str, start: float, end: float) -> tuple[WordTiming, ...]:
+        words = text.split()
+        if not words:
+            return ()
+        step = (end - start) / len(words)
+        return tuple(
+            WordTiming(w, start + i * step, start + (i + 1) * step) for i, w in enumerate(words)
+        )
+
+    async def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Transcript]:
+        self.calls.append(0.0)
+        index = len(self.calls) - 1
+        finished = False
+        try:
+            if self.streaming:
+                async for transcript in self._stream(audio, index):
+                    yield transcript
+            else:
+                position = 0.0
+                async for chunk in audio:
+                    position += len(_checked_pcm(chunk, self.sample_rate, "FakeSTT")) / 2
+                    self.calls[index] = position / self.sample_rate
+                    if self.error is not None and self.calls[index] >= self.error_at:
+                        raise self.error
+                if self.final_delay:
+                    await anyio.sleep(self.final_delay)
+                end = self.calls[index]
+                text = self._next_text()
+                yield Transcript("final", text, 0.0, end, self._words(text, 0.0, end))
+            finished = True
+            self.completed += 1
+        finally:
+            if not finished and self.error is None:
+                self.cancelled += 1
+
+    async def _stream(
+        self, audio: AsyncIterator[AudioChunk], index: int
+    ) -> AsyncIterator[Transcript]:
+        gate = _EnergyGate(self.sample_rate, self.threshold, self.min_silence, 20.0)
+        shown = 0
+
+        async def finalise(end: float) -> AsyncIterator[Transcript]:
+            if self.final_delay:
+                await anyio.sleep(self.final_delay)
+            start = gate.speech_start
+            text = self._next_text()
+            yield Transcript("final", text, start, end, self._words(text, start, end), True)
+            yield Transcript("speech_ended", start=end, end=end)
+
+        async for chunk in audio:
+            events = gate.feed(_checked_pcm(chunk, self.sample_rate, "FakeSTT"))
+            self.calls[index] = gate.position
+            if self.error is not None and gate.position >= self.error_at:
+                raise self.error
+            for event in events:
+                if event.kind == "speech_started":
+                    shown = 0
+                    yield Transcript("speech_started", start=event.at, end=event.at)
+                else:
+                    async for transcript in finalise(event.at):
+                        yield transcript
+            if gate.in_speech:
+                n = len(self.finals)
+                upcoming = (
+                    self.transcripts[n] if n < len(self.transcripts) else f"utterance {n + 1}"
+                ).split()
+                heard = gate.last_loud_end - gate.speech_start
+                count = min(len(upcoming), int(heard * self.words_per_second))
+                if count > shown:
+                    shown = count
+                    yield Transcript(
+                        "interim", " ".join(upcoming[:count]), gate.speech_start, gate.position
+                    )
+        for event in gate.finish():
+            async for transcript in finalise(event.at):
+                yield transcript
+
+
+# -- conformance checks for STT and VAD providers -------------------------------------------------
+
+
+class _Feed:
+    """Feeds chunks to a provider in order and records how far it read."""
+
+    def __init__(self, chunks: Sequence[AudioChunk], *, pace: float = 0.0) -> None:
+        self.chunks = list(chunks)
+        self.pace = pace
+        self.given = 0
+        self.exhausted = False
+        self.closed = False
+        self.reading = anyio.Event()
+
+    async def __call__(self) -> AsyncGenerator[AudioChunk, None]:
+        try:
+            for chunk in self.chunks:
+                if self.pace:
+                    await anyio.sleep(self.pace)
+                else:
+                    await anyio.lowlevel.checkpoint()
+                self.given += 1
+                if self.given >= 3:
+                    self.reading.set()
+                yield chunk
+            self.exhausted = True
+        finally:
+            self.closed = True
+
+
+def _split(
+    audio: Sequence[AudioChunk] | AudioChunk, rate: int, chunk_ms: float
+) -> list[AudioChunk]:
+    """``audio`` as mono ``rate`` Hz chunks of ``chunk_ms`` (resampled with soxr if needed)."""
+    chunks = [audio] if isinstance(audio, AudioChunk) else list(audio)
+    data = b""
+    from avatarkit.audio import Resampler, to_mono
+
+    resamplers: dict[int, Resampler] = {}
+    for chunk in chunks:
+        mono = to_mono(chunk)
+        if mono.sample_rate == rate:
+            data += mono.data
+            continue
+        resampler = resamplers.setdefault(mono.sample_rate, Resampler(mono.sample_rate, rate))
+        data += resampler.process(mono).data
+    for resampler in resamplers.values():
+        data += resampler.flush().data
+    step = max(2, round(rate * chunk_ms / 1000) * 2)
+    return [AudioChunk(data[i : i + step], rate) for i in range(0, len(data), step)]
+
+
+def _normalise_words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _check_transcript(item: Any, duration: float, slack: float) -> None:
+    assert isinstance(item, Transcript), f"transcribe yielded {type(item).__name__}, not Transcript"
+    assert item.kind in ("interim", "final", "speech_started", "speech_ended"), (
+        f"unknown transcript kind {item.kind!r}"
+    )
+    assert isinstance(item.text, str), "Transcript.text must be a str"
+    for name in ("start", "end"):
+        value = getattr(item, name)
+        if value is not None:
+            assert isinstance(value, int | float), f"Transcript.{name} must be a number"
+            assert -1e-6 <= value <= duration + slack, (
+                f"Transcript.{name}={value} is outside the {duration:.2f} s of audio given"
+            )
+    if item.start is not None and item.end is not None:
+        assert item.start <= item.end + 1e-6, f"Transcript start {item.start} > end {item.end}"
+    for word in item.words:
+        assert isinstance(word, WordTiming), "Transcript.words must hold WordTiming"
+        assert word.start <= word.end + 1e-6, f"word {word.word!r} starts after it ends"
+        assert word.start >= -1e-6, f"word {word.word!r} starts before the audio"
+        assert word.end <= duration + slack, (
+            f"word {word.word!r} ends at {word.end} s, after the {duration:.2f} s of audio"
+        )
+
+
+async def check_stt(
+    stt: Any,
+    audio: Sequence[AudioChunk] | AudioChunk,
+    *,
+    expect: Sequence[str] = (),
+    chunk_ms: float = 20.0,
+    pace: float = 0.0,
+    patience: float = 60.0,
+) -> str:
+    """Check that ``stt`` follows the STT contract on ``audio``; returns the final text.
+
+    ``audio`` (any rate or channels; converted to what the STT asks for) is fed in ``chunk_ms``
+    chunks, ``pace`` seconds apart. Every item is a valid :class:`~avatarkit.Transcript` inside
+    the audio's time span; the STT reads its input to the end and its iterator then ends; a
+    non-streaming STT yields at least one ``final``; the finals contain each word of ``expect``
+    (case and punctuation ignored); empty audio ends cleanly; abandoning a call midway (what
+    the session does when it closes) does not raise; ``close`` is idempotent and
+    cancellation-safe. Start the provider yourself if it needs starting.
+    """
+    from avatarkit.providers import stt_sample_rate, stt_streams
+
+    rate = stt_sample_rate(stt)
+    chunks = _split(audio, rate, chunk_ms)
+    duration = sum(c.duration for c in chunks)
+    streaming = stt_streams(stt)
+    finals: list[str] = []
+    feed = _Feed(chunks, pace=pace)
+    with anyio.fail_after(patience):
+        source = feed()
+        stream = stt.transcribe(source)
+        try:
+            async for item in stream:
+                _check_transcript(item, duration, slack=0.5)
+                if item.kind == "final":
+                    finals.append(item.text)
+        finally:
+            await _aclose(stream)
+            await _aclose(source)
+    assert feed.exhausted, (
+        f"transcribe ended after reading {feed.given} of {len(chunks)} chunks; it must read "
+        "its audio to the end"
+    )
+    if not streaming:
+        assert finals, "a non-streaming STT must yield at least one final transcript"
+    text = " ".join(t.strip() for t in finals if t.strip())
+    heard = set(_normalise_words(text))
+    missing = [w for w in expect if not set(_normalise_words(w)) <= heard]
+    assert not missing, f"final transcript {text!r} lacks {missing}"
+
+    with anyio.fail_after(patience):  # no audio at all
+        source = _Feed([])()
+        stream = stt.transcribe(source)
+        try:
+            async for item in stream:
+                _check_transcript(item, 0.0, slack=0.5)
+        finally:
+            await _aclose(stream)
+            await _aclose(source)
+
+    await _abandon_midway(lambda f: stt.transcribe(f), chunks, patience, "transcribe")
+    await _close_twice_and_cancelled(stt, "stt")
+    return text
+
+
+async def _abandon_midway(
+    call: Callable[[AsyncIterator[AudioChunk]], Any],
+    chunks: Sequence[AudioChunk],
+    patience: float,
+    name: str,
+) -> None:
+    """Start ``call`` over slow audio, cancel it once it has read a few chunks, close it."""
+    feed = _Feed(chunks, pace=0.01)
+    source = feed()
+    stream = call(source)
+
+    async def consume() -> None:
+        async for _ in stream:
+            pass
+
+    try:
+        with anyio.fail_after(patience):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+                with anyio.move_on_after(patience / 2):
+                    await feed.reading.wait()
+                tg.cancel_scope.cancel()
+            try:
+                await _aclose(stream)
+            finally:
+                await _aclose(source)
+    except Exception as exc:
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        raise AssertionError(f"{name} raised {exc!r} when abandoned midway") from exc
+
+
+async def check_vad(
+    vad: Any,
+    audio: Sequence[AudioChunk] | AudioChunk,
+    *,
+    utterances: int | None = None,
+    chunk_ms: float = 20.0,
+    patience: float = 60.0,
+) -> list[SpeechEvent]:
+    """Check that ``vad`` follows the VAD contract on ``audio``; returns its events.
+
+    Events are :class:`~avatarkit.SpeechEvent` that alternate starting with
+    ``speech_started``, end closed (``speech_ended`` last), never go back in time, lie inside
+    the audio; with ``utterances`` the number of speech stretches must match. The VAD reads its
+    input to the end; empty audio yields nothing; abandoning midway does not raise; ``close``
+    is idempotent and cancellation-safe.
+    """
+    from avatarkit.providers import vad_sample_rate
+
+    rate = vad_sample_rate(vad)
+    chunks = _split(audio, rate, chunk_ms)
+    duration = sum(c.duration for c in chunks)
+    events: list[SpeechEvent] = []
+    feed = _Feed(chunks)
+    with anyio.fail_after(patience):
+        source = feed()
+        stream = vad.detect(source)
+        try:
+            async for event in stream:
+                assert isinstance(event, SpeechEvent), (
+                    f"detect yielded {type(event).__name__}, not SpeechEvent"
+                )
+                expected = "speech_started" if len(events) % 2 == 0 else "speech_ended"
+                assert event.kind == expected, (
+                    f"event {len(events)} is {event.kind!r}; expected {expected!r} "
+                    "(events must alternate, starting with speech_started)"
+                )
+                assert -1e-6 <= event.at <= duration + 0.05, (
+                    f"{event.kind} at {event.at} s is outside the {duration:.2f} s of audio"
+                )
+                if events:
+                    assert event.at >= events[-1].at - 1e-6, "speech events go back in time"
+                events.append(event)
+        finally:
+            await _aclose(stream)
+            await _aclose(source)
+    assert feed.exhausted, f"detect stopped reading after {feed.given} of {len(chunks)} chunks"
+    assert len(events) % 2 == 0, "the last speech was never closed with speech_ended"
+    if utterances is not None:
+        found = len(events) // 2
+        pairs = zip(events[::2], events[1::2], strict=True)
+        spans = [(round(a.at, 2), round(b.at, 2)) for a, b in pairs]
+        assert found == utterances, f"found {found} utterances {spans}, expected {utterances}"
+    with anyio.fail_after(patience):
+        source = _Feed([])()
+        stream = vad.detect(source)
+        try:
+            extra = [event async for event in stream]
+        finally:
+            await _aclose(stream)
+            await _aclose(source)
+        assert not extra, f"detect yielded {extra} for no audio"
+    await _abandon_midway(lambda f: vad.detect(f), chunks, patience, "detect")
+    await _close_twice_and_cancelled(vad, "vad")
+    return events
 
 
 # -- a loopback HTTP server for provider tests ------------------------------------------------
