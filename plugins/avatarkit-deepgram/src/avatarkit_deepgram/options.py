@@ -74,9 +74,9 @@ class DeepgramSTTOptions(BaseModel):
         "so no words are lost to a dropped connection.",
     )
 
-    @field_validator("endpointing")
+    @field_validator("endpointing", mode="before")
     @classmethod
-    def _positive(cls, value: int | bool) -> int | bool:
-        if value is True or (not isinstance(value, bool) and value < 0):
+    def _positive(cls, value: object) -> object:
+        if value is True or (isinstance(value, int | float) and value < 0):
             raise ValueError("endpointing is milliseconds (>= 0) or false")
         return value

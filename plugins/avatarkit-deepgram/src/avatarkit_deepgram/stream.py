@@ -100,7 +100,10 @@ class DeepgramStream:
                         if isinstance(item, BaseException):
                             failure = item
                             break
-                        yield item
+                        try:
+                            yield item
+                        except GeneratorExit:  # closed early: leave the task group normally
+                            break
                 tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -196,37 +199,34 @@ class DeepgramStream:
         ExceptionGroup), so the outcome is carried out in variables.
         """
         outcome: BaseException | None = None
+        opened = False
         headers = {"Authorization": f"Token {self._api_key}"}
         try:
+            # the handshake is bounded by the client's timeout (connect_timeout)
             connecting: AbstractAsyncContextManager[AsyncWebSocketSession] = aconnect_ws(
-                self._url,
-                client,
-                headers=headers,
-                keepalive_ping_interval_seconds=None,
+                self._url, client, headers=headers, keepalive_ping_interval_seconds=None
             )
-            with anyio.fail_after(self.options.connect_timeout):
-                ws = await connecting.__aenter__()
-        except WebSocketUpgradeError as exc:
-            raise await self._refused(exc.response) from None
-        except TimeoutError:
-            raise _Dropped(f"no handshake within {self.options.connect_timeout:g}s") from None
-        except (HTTPXWSException, httpx.HTTPError, OSError) as exc:
-            raise _Dropped(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
-        try:
-            self.connections += 1
-            self._ws = ws
-            self.mapper.offset = self._replay_start / self._rate
-            self.mapper.final_until = 0.0
-            await self._converse(ws, frames, results)
-        except (_Dropped, ProviderError) as exc:
-            outcome = exc
-        finally:
-            self._ws = None
-            with anyio.CancelScope(shield=True):
+            async with connecting as ws:
+                opened = True
+                self.connections += 1
+                self._ws = ws
+                self.mapper.offset = self._replay_start / self._rate
+                self.mapper.final_until = 0.0
                 try:
-                    await connecting.__aexit__(None, None, None)
-                except Exception as exc:  # closing a dead connection
-                    logger.debug("%s: closing the WebSocket: %r", self.provider, exc)
+                    await self._converse(ws, frames, results)
+                except (_Dropped, ProviderError) as exc:
+                    outcome = exc
+                finally:
+                    self._ws = None
+        except WebSocketUpgradeError as exc:
+            outcome = await self._refused(exc.response)
+        except (HTTPXWSException, httpx.HTTPError, OSError, ExceptionGroup) as exc:
+            if opened:  # closing a connection that had already died
+                logger.debug("%s: closing the WebSocket: %r", self.provider, exc)
+            elif isinstance(exc, httpx.TimeoutException):
+                outcome = _Dropped(f"no handshake within {self.options.connect_timeout:g}s")
+            else:
+                outcome = _Dropped(f"{type(exc).__name__}: {exc}".rstrip(": "))
         if outcome is not None:
             raise outcome
 

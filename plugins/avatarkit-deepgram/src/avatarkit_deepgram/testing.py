@@ -53,6 +53,8 @@ class Knobs:
     drops: int = 1
     #: Answer the next N handshakes with 503.
     refuse_handshakes: int = 0
+    #: Answer every handshake after the first connection with 503 (a lasting outage).
+    refuse_reconnects: bool = False
     #: Close with 1011 (NET-0001) when nothing arrives for this long (Deepgram: 10 s).
     idle_timeout: float = 10.0
     #: Fix the text (is_final, not speech_final) every N words of a long stretch.
@@ -135,8 +137,10 @@ class FakeDeepgram:
             query.get("encoding") != ["linear16"] or not query.get("sample_rate", [""])[0].isdigit()
         ):
             status, message, code = 400, "encoding=linear16 needs a sample_rate.", "Bad Request"
-        elif self.knobs.refuse_handshakes > 0:
-            self.knobs.refuse_handshakes -= 1
+        elif self.knobs.refuse_handshakes > 0 or (
+            self.knobs.refuse_reconnects and self.connections
+        ):
+            self.knobs.refuse_handshakes = max(0, self.knobs.refuse_handshakes - 1)
             status, message, code = 503, "Service unavailable.", "SERVICE_UNAVAILABLE"
         with self._lock:
             self.handshakes.append((request.path, headers, status))
