@@ -154,12 +154,14 @@ class DeepgramStream:
                 try:
                     await self._connection(client, frames, results)
                 except ProviderError as exc:
-                    await results.send(exc)
+                    with suppress(anyio.BrokenResourceError):
+                        await results.send(exc)
                     return
                 except _Dropped as exc:
                     attempts = self._attempts
                     if self.connections == 0 or attempts >= self.options.max_reconnects:
-                        await results.send(self._gave_up(str(exc), attempts))
+                        with suppress(anyio.BrokenResourceError):
+                            await results.send(self._gave_up(str(exc), attempts))
                         return
                     attempts = self._attempts = attempts + 1
                     logger.warning(
@@ -270,6 +272,8 @@ class DeepgramStream:
                 problems.append(exc)
             except _TRANSPORT_ERRORS as exc:
                 problems.append(_Dropped(f"the WebSocket dropped ({type(exc).__name__})"))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the caller stopped reading: the call is over
             else:
                 if not last:
                     return
@@ -403,8 +407,11 @@ class DeepgramStream:
             raise ProviderError(
                 self._ctx.clean(f"Deepgram reported an error: {detail}"), provider=self.provider
             )
-        for transcript in self.mapper.map(message):
-            await results.send(transcript)
+        # shielded: once the mapper counted a transcript, it must be out even if the
+        # connection is being ended meanwhile
+        with anyio.CancelScope(shield=True):
+            for transcript in self.mapper.map(message):
+                await results.send(transcript)
         if message.get("type") == "Results" and message.get("is_final"):
             self._finalised()
 
