@@ -3,8 +3,10 @@
 Three tasks share a connection: the receive loop (the page's messages; it never waits for a
 turn, so ``interrupt`` and ``played`` are handled at once), the driver (starts the session, then
 runs the page's messages as turns one after another) and the forwarder (session events to the
-page). When the page goes away the receive loop returns, the task group is cancelled and the
-session closes; its close is shielded, so a paid avatar session is stopped even then.
+page). While the page's microphone is on, a fourth runs ``session.listen`` on its audio frames
+(:mod:`avatarkit.serve.microphone`). When the page goes away the receive loop returns, the task
+group is cancelled and the session closes; its close is shielded, so a paid avatar session is
+stopped even then.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from starlette.websockets import WebSocket
 from avatarkit.errors import AvatarKitError
 from avatarkit.events import Event, event_to_dict
 from avatarkit.providers import ViewerConnection
+from avatarkit.serve.microphone import Microphone
 from avatarkit.serve.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_TEXT_CHARS,
     Interrupt,
+    MicStart,
+    MicStop,
     Played,
     ProtocolError,
     SendText,
@@ -133,6 +138,8 @@ class _Connection:
         self.pending_send, self.pending_receive = anyio.create_memory_object_stream[str](
             limits.max_pending
         )
+        self.microphone = Microphone(session, page.send_json)
+        self.ready = False
 
     async def run(self) -> None:
         events = self.session.subscribe()
@@ -183,8 +190,10 @@ class _Connection:
                 "display": mode,
                 "renderer": type(self.session.renderer).__name__,
                 "state": self.session.state,
+                "listen": self.microphone.available,
             }
         )
+        self.ready = True
         viewer = getattr(self.session.renderer, "viewer", None)
         if mode == "livekit" and isinstance(viewer, ViewerConnection):
             await self.page.send_json(
@@ -205,6 +214,12 @@ class _Connection:
             raw = message.get("text")
             if raw is None:
                 raw = message.get("bytes")
+            if isinstance(raw, bytes) and self.microphone.active:
+                try:
+                    await self.microphone.frame(raw)
+                except ProtocolError as exc:
+                    await self.page.send_json(error_message("protocol", str(exc)))
+                continue
             try:
                 parsed = parse_client_message(
                     raw,
@@ -223,6 +238,22 @@ class _Connection:
                 played = getattr(self.session.renderer, "played", None)
                 if callable(played):
                     played(parsed.utterance)
+            elif isinstance(parsed, MicStart | MicStop):
+                await self._microphone(parsed, tg)
+
+    async def _microphone(self, message: MicStart | MicStop, tg: TaskGroup) -> None:
+        if isinstance(message, MicStop):
+            await self.microphone.stop()
+            return
+        if not self.ready:
+            await self.page.send_json(
+                error_message("protocol", "the avatar is still starting; try again when ready")
+            )
+            return
+        try:
+            await self.microphone.start(message.sample_rate, tg)
+        except ProtocolError as exc:
+            await self.page.send_json(error_message("protocol", str(exc)))
 
     async def _queue_text(self, text: str, tg: TaskGroup) -> None:
         try:

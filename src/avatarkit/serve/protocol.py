@@ -19,6 +19,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "ClientMessage",
     "Interrupt",
+    "MicStart",
+    "MicStop",
     "Played",
     "ProtocolError",
     "SendText",
@@ -59,7 +61,21 @@ class Played:
     utterance: int
 
 
-ClientMessage: TypeAlias = SendText | Interrupt | Played
+@dataclass(frozen=True, slots=True)
+class MicStart:
+    """The page starts sending microphone audio: binary frames of PCM16 at ``sample_rate``."""
+
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class MicStop:
+    """The page stopped its microphone."""
+
+
+ClientMessage: TypeAlias = SendText | Interrupt | Played | MicStart | MicStop
+
+_EXPECTED = 'expected "send", "interrupt", "played", "mic_start" or "mic_stop"'
 
 
 def parse_client_message(
@@ -73,8 +89,8 @@ def parse_client_message(
         raise ProtocolError("empty message")
     if isinstance(raw, bytes):
         raise ProtocolError(
-            "binary messages are not accepted; send JSON text such as "
-            '{"type": "send", "text": "Hello"}'
+            "binary messages are not accepted outside a microphone stream (mic_start ... "
+            'mic_stop); send JSON text such as {"type": "send", "text": "Hello"}'
         )
     size = len(raw.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
@@ -105,11 +121,16 @@ def parse_client_message(
         if not isinstance(utterance, int) or isinstance(utterance, bool) or utterance < 0:
             raise ProtocolError('"played" needs an "utterance" number')
         return Played(utterance)
+    if kind == "mic_start":
+        rate = data.get("sample_rate")
+        if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 96000:
+            raise ProtocolError('"mic_start" needs a "sample_rate" between 8000 and 96000')
+        return MicStart(rate)
+    if kind == "mic_stop":
+        return MicStop()
     if kind is None:
-        raise ProtocolError('message has no "type"; expected "send", "interrupt" or "played"')
-    raise ProtocolError(
-        f'unknown message type {str(kind)[:40]!r}; expected "send", "interrupt" or "played"'
-    )
+        raise ProtocolError(f'message has no "type"; {_EXPECTED}')
+    raise ProtocolError(f"unknown message type {str(kind)[:40]!r}; {_EXPECTED}")
 
 
 def hello_message(*, max_bytes: int, max_text_chars: int, max_pending: int) -> dict[str, Any]:
