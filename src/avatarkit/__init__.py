@@ -31,6 +31,7 @@ from avatarkit.events import (
     VoiceMetrics,
 )
 from avatarkit.hookspecs import hookimpl, hookspec
+from avatarkit.listening import TurnOptions
 from avatarkit.plugins import ProviderRegistry
 from avatarkit.providers import (
     LLM,
@@ -83,6 +84,7 @@ __all__ = [
     "TextDelta",
     "Transcript",
     "TurnMetrics",
+    "TurnOptions",
     "UserSpeechEnded",
     "UserSpeechStarted",
     "UserTranscript",

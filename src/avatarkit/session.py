@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -47,6 +47,10 @@ from avatarkit.events import (
     TurnMetrics,
 )
 from avatarkit.providers import LLM, TTS, AudioChunk, Message, renderer_capabilities
+
+if TYPE_CHECKING:
+    from avatarkit.listening import TurnOptions
+
 from avatarkit.text import (
     SentenceSplitter,
     clean_for_speech,
@@ -141,6 +145,9 @@ class AvatarSession:
         lookahead: int = 1,
         max_history: int | None = None,
         timeouts: Timeouts | None = None,
+        stt: Any | None = None,
+        vad: Any | None = None,
+        turn: TurnOptions | None = None,
     ) -> None:
         if lookahead < 0:
             raise ValueError("lookahead must be 0 or more")
@@ -158,6 +165,14 @@ class AvatarSession:
         self.lookahead = lookahead
         self.max_history = max_history
         self.timeouts = timeouts or Timeouts()
+        # Voice input (see avatarkit.listening): used by listen(), started with the session.
+        if stt is not None and vad is None and getattr(stt, "streaming", False) is not True:
+            raise CapabilityError(
+                f"STT {_name(stt)} transcribes whole utterances and needs a VAD to find them"
+            )
+        self.stt = stt
+        self.vad = vad
+        self.turn = turn
         self.history: list[Message] = []
         if system_prompt:
             self.history.append(Message("system", system_prompt))
@@ -227,7 +242,7 @@ class AvatarSession:
             await _maybe_await(configure(self.route))
         stack = AsyncExitStack()
         try:
-            for provider in (self.llm, self.tts, self.renderer):
+            for provider in (self.llm, self.tts, self.renderer, self.stt, self.vad):
                 if provider is not None:
                     await self._start_provider(stack, provider)
         except BaseException:
@@ -334,6 +349,21 @@ class AvatarSession:
     async def say(self, text: str) -> str:
         """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words."""
         return await self._run(text, use_llm=False)
+
+    async def listen(self, audio: AsyncIterator[AudioChunk]) -> None:
+        """Take the user's turns from their voice: ``audio`` (any rate, mono or stereo).
+
+        Each finished user turn becomes a turn exactly as ``send(text)``; speech while the
+        avatar replies interrupts it. Returns when ``audio`` ends and the last reply is over.
+        Needs an STT (and a VAD unless the STT streams); see :mod:`avatarkit.listening`.
+        """
+        from avatarkit.listening import Listener
+
+        if self.stt is None:
+            raise SessionError("listen() needs an STT: give AvatarSession(stt=...) or `stt:`")
+        if not self._started:
+            raise SessionError("start the session first: use `async with session:`")
+        await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
 
     async def interrupt(self) -> None:
         """Stop the current reply now: cancel the LLM stream and pending TTS, silence the
