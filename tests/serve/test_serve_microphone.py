@@ -87,3 +87,95 @@ def test_a_session_without_stt_says_it_cannot_listen(serve: Callable[..., Server
 
 def test_frame_limit_is_generous_for_20ms_frames() -> None:
     assert MAX_FRAME_BYTES >= 48000 * 2 * 0.02 * 10
+
+
+# -- through session.listen, with Deepgram's live protocol against the loopback fake -----------
+
+RATE = 16000
+FRAME = 2 * RATE // 50  # 20 ms
+
+
+def frames(pcm: bytes) -> list[bytes]:
+    return [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
+
+
+class DeepgramFactory:
+    """Sessions that listen with the deepgram STT (FakeDeepgram on 127.0.0.1)."""
+
+    def __init__(self, fake: Any, replies: list[str]) -> None:
+        self.fake = fake
+        self.replies = replies
+        self.sessions: list[AvatarSession] = []
+
+    def __call__(self) -> AvatarSession:
+        from avatarkit_deepgram.stt import DeepgramSTT
+        from avatarkit_deepgram.testing import API_KEY
+
+        session = AvatarSession(
+            llm=FakeLLM(self.replies),
+            renderer=FakeTextRenderer(seconds_per_char=0.03),
+            stt=DeepgramSTT(api_key=API_KEY, base_url=self.fake.base_url),
+        )
+        self.sessions.append(session)
+        return session
+
+
+@pytest.fixture
+def deepgram() -> Any:
+    from avatarkit_deepgram.testing import FakeDeepgram
+
+    with FakeDeepgram() as fake:
+        yield fake
+
+
+def test_speech_becomes_a_turn_and_speaking_over_the_reply_interrupts_it(
+    serve: Callable[..., ServerThread], deepgram: Any
+) -> None:
+    from avatarkit.tonespeech import tone_speech
+
+    long_reply = "Let me tell you a long story about the sea. " * 6
+    factory = DeepgramFactory(deepgram, [long_reply, "Fine, I will stop."])
+    server = serve(factory)
+    with ws_connect(server) as ws:
+        assert ready(ws)["listen"] is True
+        ws.send(json.dumps({"type": "mic_start", "sample_rate": RATE}))
+        assert recv_until(ws, lambda m: m["type"] == "mic")[0]["state"] == "on"
+        for frame in frames(tone_speech(["hello there how are you"], RATE, pause=1.5)):
+            ws.send(frame)
+        ws.send(b"\x01")  # not whole samples: refused, the stream goes on
+        final, seen = recv_until(ws, lambda m: m["type"] == "user_transcript" and m["final"])
+        assert final["text"] == "hello there how are you"
+        interims = [m["text"] for m in seen if m["type"] == "user_transcript" and not m["final"]]
+        assert interims
+        assert all(final["text"].startswith(t) for t in interims)
+        assert any(m["type"] == "user_speech_start" for m in seen)
+        errors = [m for m in seen if m["type"] == "error"]
+        assert [e["stage"] for e in errors] == ["protocol"]
+        assert "whole 16-bit samples" in errors[0]["message"]
+        recv_until(ws, lambda m: m["type"] == "sentence_end")  # the avatar said a sentence...
+        for frame in frames(tone_speech(["stop please stop"], RATE, pause=1.5)):
+            ws.send(frame)  # ...and the user talks over it
+        _, seen = recv_until(ws, lambda m: m["type"] == "user_transcript" and m["final"])
+        assert seen[-1]["text"] == "stop please stop"
+        cut = [m for m in seen if m["type"] == "metrics"]
+        assert cut
+        assert cut[0]["interrupted"] is True
+        metrics, _ = recv_until(ws, lambda m: m["type"] == "metrics")
+        assert metrics["interrupted"] is False
+        ws.send(json.dumps({"type": "send", "text": "typing still works"}))
+        recv_until(ws, lambda m: m["type"] == "metrics")
+        ws.send(json.dumps({"type": "mic_stop"}))
+        off, _ = recv_until(ws, lambda m: m["type"] == "mic")
+        assert (off["state"], off["dropped"]) == ("off", 0)
+        ws.send(json.dumps({"type": "mic_start", "sample_rate": RATE}))  # again, after off
+        assert recv_until(ws, lambda m: m["type"] == "mic")[0]["state"] == "on"
+    session = factory.sessions[0]
+    said = [m.content for m in session.history if m.role == "user"]
+    assert said == ["hello there how are you", "stop please stop", "typing still works"]
+    roles = [m.role for m in session.history]
+    assert roles == ["user", "assistant", "user", "assistant", "user", "assistant"]
+    cut_reply = session.history[1].content
+    assert long_reply.startswith(cut_reply.strip())
+    assert 0 < len(cut_reply) < len(long_reply) - 40  # history holds only what was spoken
+    assert session.history[3].content == "Fine, I will stop."
+    assert deepgram.connections[0].ended is not None
