@@ -117,49 +117,10 @@ def test_talking_to_the_avatar_and_over_its_reply(
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(server.url + "/")
         page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'connected'")
-        assert page.is_visible("#mic")
-        page.click("#mic")
-        page.wait_for_function("window.avatarkit.mic.state === 'on'")
-        # the first utterance is heard, shown as the user's message, and answered by voice
-        page.wait_for_function(
-            "window.avatarkit.mic.transcripts.some((t) => t.final)", timeout=30000
-        )
-        page.wait_for_function(
-            "window.avatarkit.audio.played > 0 || window.avatarkit.audio.buffers > 0"
-        )
-        # speaking over the reply interrupts it, and the second utterance gets its answer
-        page.wait_for_function(
-            "document.querySelectorAll('#transcript li.user:not(.interim)').length >= 2",
-            timeout=30000,
-        )
-        page.wait_for_function(
-            "document.querySelector('#transcript li.avatar.interrupted') !== null"
-        )
-        page.wait_for_function(
-            f"[...document.querySelectorAll('#transcript li.avatar')]"
-            f".some((li) => li.textContent === {SHORT_REPLY!r})"
-        )
-        users = page.eval_on_selector_all(
-            "#transcript li.user", "(items) => items.map((li) => li.textContent)"
-        )
-        assert users == ["hello avatar how are you today", "stop please stop talking"]
-        transcripts = page.evaluate("window.avatarkit.mic.transcripts")
-        finals = [t["text"] for t in transcripts if t["final"]]
-        assert finals == users
-        stats = page.evaluate("window.avatarkit.micStats")
-        assert stats["frames"] > 100  # 20 ms frames for several seconds
-        assert stats["bytes"] == stats["frames"] * 640  # 16 kHz, 20 ms, PCM16
-        # typing still works with the microphone on
-        page.fill("#text", "and typing?")
-        page.press("#text", "Enter")
-        page.wait_for_function(
-            "document.querySelectorAll('#transcript li.user').length === 3"
-            " && window.avatarkit.state === 'idle'"
-        )
-        page.click("#mic")
-        page.wait_for_function("window.avatarkit.mic.server === 'off'")
-        assert errors == []
-        assert page.evaluate("window.avatarkit.errors") == []
+        try:
+            _converse(page, errors)
+        except Exception as exc:
+            raise AssertionError(f"{exc}\n{_dump(page, factory)}") from exc
     finally:
         context.close()
     session = factory.sessions[0]
@@ -171,3 +132,55 @@ def test_talking_to_the_avatar_and_over_its_reply(
     first_reply = session.history[1].content
     assert 0 < len(first_reply) < len(LONG_REPLY)  # only what was spoken
     assert LONG_REPLY.startswith(first_reply.strip())
+
+
+def _dump(page: Any, factory: VoiceFactory) -> str:
+    """What the page and the session were doing, for a failure's message."""
+    entries = page.eval_on_selector_all(
+        "#transcript li", "(items) => items.map((li) => `${li.className}: ${li.textContent}`)"
+    )
+    mic = page.evaluate("window.avatarkit.mic")
+    history = factory.sessions[0].history if factory.sessions else []
+    return f"transcript={entries}\nmic={mic}\nhistory={history}"
+
+
+def _converse(page: Any, errors: list[str]) -> None:
+    assert page.is_visible("#mic")
+    page.click("#mic")
+    page.wait_for_function("window.avatarkit.mic.state === 'on'")
+    # the first utterance is heard, shown as the user's message, and answered by voice
+    page.wait_for_function("window.avatarkit.mic.transcripts.some((t) => t.final)", timeout=30000)
+    page.wait_for_function(
+        "window.avatarkit.audio.played > 0 || window.avatarkit.audio.buffers > 0"
+    )
+    # speaking over the reply interrupts it, and the second utterance gets its answer
+    page.wait_for_function(
+        "document.querySelectorAll('#transcript li.user:not(.interim)').length >= 2",
+        timeout=30000,
+    )
+    page.wait_for_function("document.querySelector('#transcript li.avatar.interrupted') !== null")
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#transcript li.avatar')]"
+        f".some((li) => li.textContent === {SHORT_REPLY!r})"
+    )
+    users = page.eval_on_selector_all(
+        "#transcript li.user", "(items) => items.map((li) => li.textContent)"
+    )
+    assert users == ["hello avatar how are you today", "stop please stop talking"]
+    transcripts = page.evaluate("window.avatarkit.mic.transcripts")
+    finals = [t["text"] for t in transcripts if t["final"]]
+    assert finals == users
+    stats = page.evaluate("window.avatarkit.micStats")
+    assert stats["frames"] > 100  # 20 ms frames for several seconds
+    assert stats["bytes"] == stats["frames"] * 640  # 16 kHz, 20 ms, PCM16
+    # typing still works with the microphone on
+    page.fill("#text", "and typing?")
+    page.press("#text", "Enter")
+    page.wait_for_function(
+        "document.querySelectorAll('#transcript li.user').length === 3"
+        " && window.avatarkit.state === 'idle'"
+    )
+    page.click("#mic")
+    page.wait_for_function("window.avatarkit.mic.server === 'off'")
+    assert errors == []
+    assert page.evaluate("window.avatarkit.errors") == []

@@ -174,6 +174,8 @@ const handlers = {
     ui.firstToken.textContent = seconds(message.time_to_first_token);
     ui.duration.textContent = seconds(message.duration) + (message.interrupted ? " (interrupted)" : "");
     turnEntry(message.turn).classList.remove("speaking");
+    // cut between two sentences there is no interrupted sentence_end: mark the turn here too
+    if (message.interrupted) turnEntry(message.turn).classList.add("interrupted");
   },
   error(message) {
     showError(message);
