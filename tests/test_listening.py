@@ -430,3 +430,35 @@ async def test_typed_send_works_alongside_listen() -> None:
             tg.start_soon(type_meanwhile)
             await session.listen(feed(_idle(session, llm, 1), speech(0.5), pause(1.0)))
     assert user_messages(session) == ["typed words", "spoken words"]
+
+
+async def test_a_slow_stt_does_not_merge_turns_when_audio_comes_faster_than_real_time() -> None:
+    # The turn boundary is decided on the audio's clock; the words may come later.
+    stt = FakeSTT(["first turn", "second turn", "third turn"], final_delay=0.2)
+    session = AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(), stt=stt, vad=FakeVAD())
+    async with session:
+        rec = Recorder(session)
+        await session.listen(
+            feed(speech(0.5), pause(1.0), speech(0.5), pause(1.0), speech(0.5), pause(0.1))
+        )
+    assert user_messages(session) == ["first turn", "second turn", "third turn"]
+    assert rec.finals() == ["first turn", "second turn", "third turn"]
+
+
+async def test_streaming_finals_that_never_come_time_out_on_the_audio_clock() -> None:
+    class Mute(FakeSTT):
+        """Streams, hears speech, never says a word."""
+
+        async def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Any]:
+            async for _ in audio:
+                pass
+            if False:  # pragma: no cover - an async generator that yields nothing
+                yield None
+
+    stt = Mute(streaming=True)
+    session = AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(), stt=stt, vad=FakeVAD())
+    async with session:
+        rec = Recorder(session)
+        await session.listen(feed(speech(0.5), pause(3.0)))
+    assert user_messages(session) == []
+    assert len(rec.of(UserSpeechEnded)) == 1

@@ -151,6 +151,7 @@ class _Utterance:
     finals: list[str] = field(default_factory=list)
     interim: str = ""
     pending: bool = True  # its final text may still come
+    interrupted_reply: int | None = None  # the reply (turn number) it interrupted
     stream: MemoryObjectSendStream[AudioChunk] | None = None
     closed: bool = False  # its STT call has all its audio
     sent_until: float = 0.0  # audio given to its STT call so far
@@ -298,16 +299,17 @@ class Listener:
         self.vad_rate = vad_sample_rate(vad) if vad is not None else None
         self._inbox_send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
         self._tape = _Tape(self.stt_rate)
-        self._utterances: list[_Utterance] = []  # of the turn being heard
+        self._open: list[_Utterance] = []  # the turn being heard
+        self._closed: deque[list[_Utterance]] = deque()  # turns waiting for their words
         self._current: _Utterance | None = None  # the user is speaking this one now
+        self._last: _Utterance | None = None  # the latest one
+        self._last_interrupted = -1  # the reply (turn number) last interrupted
         self._next_id = 0
         self._clock = 0.0
         self._speaking = False
         self._last_speech_end: float | None = None
-        self._awaiting_final_since: float | None = None  # streaming: speech ended, no final yet
         self._end_of_turn_hint = False
         self._last_final_end = -1.0
-        self._interrupted_turn: int | None = None  # the reply this turn's speech cut
         self._vad_done = vad is None
         self._stt_done = not self.streaming
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)  # (audio end, wall)
@@ -336,7 +338,7 @@ class Listener:
             # streams of tasks that were cancelled before they ran, or never reached the end
             for stream in self._streams:
                 stream.close()
-            for utterance in self._utterances:
+            for utterance in self._heard():
                 if utterance.stream is not None:
                     utterance.stream.close()
             self._inbox_send.close()
@@ -474,6 +476,7 @@ class Listener:
             if isinstance(message, _Tick):
                 self._clock = max(self._clock, message.at)
                 self._feed_utterances()
+                self._expire_finals()
             elif isinstance(message, _Speech):
                 self._on_speech(message.event.kind, message.event.at)
             elif isinstance(message, _Heard):
@@ -488,17 +491,24 @@ class Listener:
                     self._fatal = message.error
                     return
             self._check_interruption()
-            if self._maybe_end_turn() and self._all_done():
+            self._maybe_close_turn()
+            self._flush_turns()
+            if self._input_over() and self._stt_done and not self._open and not self._closed:
                 return
 
-    def _all_done(self) -> bool:
-        return self._vad_done and self._stt_done and not self._utterances
+    def _input_over(self) -> bool:
+        """The clock's source (the VAD, else the streaming STT) has had all the audio."""
+        return self._vad_done if self.vad is not None else self._stt_done
+
+    def _heard(self) -> list[_Utterance]:
+        """Utterances not yet turned into a turn: closed turns waiting for text, then the
+        open one."""
+        return [u for turn in self._closed for u in turn] + self._open
 
     def _on_speech(self, kind: str, at: float) -> None:
         if kind == "speech_started" and not self._speaking:
             self._speaking = True
             self._end_of_turn_hint = False
-            self._awaiting_final_since = None
             self._open_utterance(at)
             self.session._emit(UserSpeechStarted(at))
         elif kind == "speech_ended" and self._speaking:
@@ -509,10 +519,9 @@ class Listener:
             if current is not None:
                 current.end = at
                 current.ended_wall = self._wall_at(at)
-                if self.streaming and self._last_final_end < at - _TAIL:
-                    self._awaiting_final_since = at  # words may still be on their way
-                else:
-                    self._feed_utterances()
+                if self.streaming and self._last_final_end >= at - _TAIL:
+                    current.pending = False  # its words are in already
+                self._feed_utterances()
             self.session._emit(UserSpeechEnded(at))
 
     def _open_utterance(self, at: float) -> None:
@@ -520,18 +529,16 @@ class Listener:
         busy = self.options.interruptions and self._avatar_busy()
         utterance = _Utterance(self._next_id, at, while_busy=busy, qualified=not busy)
         utterance.sent_until = max(0.0, at - self.options.preroll)
-        self._utterances.append(utterance)
-        self._current = utterance
+        self._open.append(utterance)
+        self._current = self._last = utterance
         if self._utterance_queue is not None:
             self._utterance_queue.send_nowait(utterance)
-        else:
-            utterance.pending = False  # streaming: finals are awaited per speech end instead
 
     def _feed_utterances(self) -> None:
         """Give each whole-utterance STT call its audio up to the clock; close it at its end."""
         if self.streaming:
             return
-        for utterance in list(self._utterances):
+        for utterance in self._heard():
             stream = utterance.stream
             if stream is None or utterance.closed:
                 continue
@@ -547,7 +554,7 @@ class Listener:
             if tail is not None and (utterance.sent_until >= tail - 1e-6 or self._vad_done):
                 utterance.closed = True
                 stream.close()
-        needed = [u.sent_until for u in self._utterances if not u.closed]
+        needed = [u.sent_until for u in self._heard() if not u.closed]
         self._tape.trim(min([*needed, self._clock - self.options.preroll - 1.0]))
 
     def _split(self, utterance: _Utterance) -> None:
@@ -559,9 +566,21 @@ class Listener:
         new.while_busy, new.qualified = utterance.while_busy, utterance.qualified
         new.sent_until = self._clock
 
+    def _expire_finals(self) -> None:
+        """A streaming STT that stays silent after speech ended has heard nothing more."""
+        if not self.streaming:
+            return
+        for utterance in self._heard():
+            if (
+                utterance.pending
+                and utterance.end is not None
+                and self._clock - utterance.end >= self.options.final_timeout - 1e-9
+            ):
+                utterance.pending = False
+
     def _turn_text(self) -> str:
-        parts = [u.text() for u in self._utterances if u.qualified]
-        parts += [u.interim for u in self._utterances if u.qualified and u.interim]
+        heard = [u for u in self._heard() if u.qualified]
+        parts = [u.text() for u in heard] + [u.interim for u in heard if u.interim]
         return " ".join(p for p in parts if p)
 
     def _on_transcript(self, transcript: Transcript, utterance_id: int | None) -> None:
@@ -581,41 +600,38 @@ class Listener:
             utterance.interim = ""
             utterance.finals.append(transcript.text)
             if transcript.end is not None:
-                self._last_final_end = transcript.end
-            if self.streaming and not self._speaking:
-                self._awaiting_final_since = None
-                self._end_of_turn_hint = self._end_of_turn_hint or transcript.end_of_turn
-            if self.streaming and self.vad is None and self._speaking and transcript.end_of_turn:
-                self._on_speech("speech_ended", transcript.end or self._clock)
-                self._awaiting_final_since = None
-                self._end_of_turn_hint = True
+                self._last_final_end = max(self._last_final_end, transcript.end)
+            if self.streaming:
+                if self.vad is None and self._speaking and transcript.end_of_turn:
+                    self._on_speech("speech_ended", transcript.end or self._clock)
+                if utterance.end is not None and (
+                    transcript.end is None or transcript.end >= utterance.end - _TAIL
+                ):
+                    utterance.pending = False
+                if not self._speaking and transcript.end_of_turn:
+                    self._end_of_turn_hint = True
         heard = self._turn_text()
         if heard and utterance.qualified:
             self.session._emit(UserTranscript(heard, final=False))
 
     def _utterance_for(self, utterance_id: int | None) -> _Utterance | None:
+        heard = self._heard()
         if utterance_id is not None:
-            return next((u for u in self._utterances if u.id == utterance_id), None)
-        if self._current is None and not self._utterances:
-            # A streaming STT heard words the VAD did not (or there is no VAD): speech.
-            if self.vad is None:
-                self._on_speech("speech_started", self._clock)
-            else:
-                self._open_utterance(self._clock)
-                self._current = None
-                self._utterances[-1].end = self._clock
-        return self._current or (self._utterances[-1] if self._utterances else None)
+            return next((u for u in heard if u.id == utterance_id), None)
+        if self._current is not None:
+            return self._current
+        if self._last is not None and self._last in heard:
+            return self._last
+        # A streaming STT heard words the VAD did not (or there is no VAD): speech.
+        self._on_speech("speech_started", self._clock)
+        if self.vad is not None:  # the VAD says it is over already
+            self._on_speech("speech_ended", self._clock)
+        return self._last
 
     def _on_utterance_done(self, utterance_id: int) -> None:
-        utterance = next((u for u in self._utterances if u.id == utterance_id), None)
-        if utterance is None:
-            return
-        utterance.pending = False
-        if utterance.end is not None and utterance.while_busy and not utterance.qualified:
-            self._check_interruption()
-            if not utterance.qualified:  # too short or too few words: not for the avatar
-                logger.debug("ignored speech while the avatar was busy: %r", utterance.text())
-                self._utterances.remove(utterance)
+        utterance = next((u for u in self._heard() if u.id == utterance_id), None)
+        if utterance is not None:
+            utterance.pending = False
 
     def _on_source_done(self, what: str) -> None:
         if what == "vad":
@@ -627,8 +643,9 @@ class Listener:
                 self._utterance_queue.close()
         else:
             self._stt_done = True
-            self._awaiting_final_since = None
-            for utterance in self._utterances:
+            if self.vad is None and self._speaking:
+                self._on_speech("speech_ended", self._clock)
+            for utterance in self._heard():
                 utterance.pending = False
 
     # -- interruptions -------------------------------------------------------------------------
@@ -637,52 +654,59 @@ class Listener:
         return self.session.state in ("thinking", "speaking")
 
     def _check_interruption(self) -> None:
-        for utterance in self._utterances:
+        busy = self._avatar_busy()
+        for utterance in self._heard():
             if utterance.qualified or not utterance.while_busy:
                 continue
-            if not self._avatar_busy() and self._interrupted_turn is None:
-                utterance.qualified = True  # the avatar finished meanwhile: a normal turn
+            if not busy and utterance.end is None:
+                utterance.qualified = True  # the avatar finished while the user spoke on
                 continue
             end = utterance.end if utterance.end is not None else self._clock
             long_enough = end - utterance.start >= self.options.min_interruption_speech - 1e-9
             if long_enough and utterance.words() >= self.options.min_interruption_words:
                 utterance.qualified = True
-                if self._avatar_busy():
-                    self._interrupt()
+                if busy:
+                    self._interrupt(utterance)
 
-    def _interrupt(self) -> None:
-        if self._interrupted_turn is None:
-            self._interrupted_turn = self._replies.last_turn
+    def _interrupt(self, utterance: _Utterance) -> None:
+        utterance.interrupted_reply = self._replies.last_turn
+        if self._replies.last_turn == self._last_interrupted:
+            return  # that reply is being stopped already
+        self._last_interrupted = self._replies.last_turn
         assert self._sends is not None
         self._sends.start_soon(self._guarded, self.session.interrupt())
 
     # -- ending a turn -------------------------------------------------------------------------
 
-    def _maybe_end_turn(self) -> bool:
-        """End the turn if its time has come; returns whether no turn is being heard."""
-        if not self._utterances:
-            return True
-        if self._speaking or any(u.pending for u in self._utterances):
-            return False
-        if self.streaming and self._awaiting_final_since is not None:
-            if self._clock - self._awaiting_final_since < self.options.final_timeout:
-                return False
-            self._awaiting_final_since = None  # nothing more is coming
+    def _maybe_close_turn(self) -> None:
+        """Close the turn being heard once the user has been silent long enough: speech
+        after that starts a new turn, whether or not this one's words are in yet."""
+        if not self._open or self._speaking:
+            return
         silence = self._clock - (self._last_speech_end or 0.0)
-        inputs_over = self._vad_done and self._stt_done
-        if not (
-            inputs_over or self._end_of_turn_hint or silence >= self.options.end_silence - 1e-9
+        if (
+            self._input_over()
+            or self._end_of_turn_hint
+            or silence >= self.options.end_silence - 1e-9
         ):
-            return False
-        self._end_turn()
-        return True
+            self._closed.append(self._open)
+            self._open = []
+            self._end_of_turn_hint = False
 
-    def _end_turn(self) -> None:
-        utterances, self._utterances = self._utterances, []
-        interrupted, self._interrupted_turn = self._interrupted_turn, None
-        self._end_of_turn_hint = False
+    def _flush_turns(self) -> None:
+        """Send closed turns, in order, as soon as all their words are in."""
+        while self._closed and not any(u.pending for u in self._closed[0]):
+            self._end_turn(self._closed.popleft())
+
+    def _end_turn(self, utterances: list[_Utterance]) -> None:
         counted = [u for u in utterances if u.qualified]
+        for u in utterances:
+            if not u.qualified:  # too short or too few words while the avatar spoke
+                logger.debug("ignored speech while the avatar was busy: %r", u.text())
         text = " ".join(t for t in (u.text() for u in counted) if t)
+        interrupted = next(
+            (u.interrupted_reply for u in counted if u.interrupted_reply is not None), None
+        )
         assert self._sends is not None
         if not text:
             if interrupted is not None and self.options.false_interruption == "resume":
