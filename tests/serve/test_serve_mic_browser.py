@@ -1,12 +1,14 @@
 """The microphone in real headless Chromium (Debian's, via Playwright): Chromium's fake capture
 device plays a WAV of Piper speech (led by silence; browser echo cancellation, noise suppression
 and gain control on) into getUserMedia; the page's AudioWorklet streams 20 ms PCM16 frames to
-``avatarkit serve``, whose session listens (energy VAD and a scripted STT from avatarkit.testing),
-answers by voice through the browser renderer, and is interrupted by the second utterance."""
+``avatarkit serve``, whose session listens with the offline stack (Silero VAD, Whisper tiny.en
+from avatarkit-whisper), answers by voice through the browser renderer, and is interrupted by the
+second utterance."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import wave
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ import pytest
 
 from avatarkit import AvatarSession
 from avatarkit.builtins.browser import BrowserRenderer
-from avatarkit.testing import FakeLLM, FakeSTT, FakeTTS, FakeVAD
+from avatarkit.testing import FakeLLM, FakeTTS
 
 from .conftest import CHROMIUM, CHROMIUM_ARGS
 
@@ -49,10 +51,10 @@ def _silence(seconds: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """1.5 s of silence, FIRST, 3.5 s of silence (the avatar starts its long reply), SECOND
+    """1.5 s of silence, FIRST, 5 s of silence (the avatar starts its long reply), SECOND
     spoken over the reply, 4 s of silence."""
     first, second = anyio.run(_speech, FIRST), anyio.run(_speech, SECOND)
-    samples = np.concatenate([_silence(1.5), first, _silence(3.5), second, _silence(4.0)]).astype(
+    samples = np.concatenate([_silence(1.5), first, _silence(5.0), second, _silence(4.0)]).astype(
         "<i2"
     )
     path = tmp_path_factory.mktemp("mic") / "speech.wav"
@@ -93,12 +95,15 @@ class VoiceFactory:
         self.sessions: list[AvatarSession] = []
 
     def __call__(self) -> AvatarSession:
+        from avatarkit_whisper.stt import WhisperSTT
+        from avatarkit_whisper.vad import SileroVAD
+
         session = AvatarSession(
             llm=FakeLLM([LONG_REPLY, SHORT_REPLY], token_delay=0.01),
             tts=FakeTTS(ms_per_char=40),
             renderer=BrowserRenderer(),
-            stt=FakeSTT(["hello avatar how are you today", "stop please stop talking"]),
-            vad=FakeVAD(threshold=0.02, min_silence=0.4),
+            stt=WhisperSTT(language="en"),
+            vad=SileroVAD(),
         )
         self.sessions.append(session)
         return session
@@ -124,14 +129,16 @@ def test_talking_to_the_avatar_and_over_its_reply(
     finally:
         context.close()
     session = factory.sessions[0]
-    assert [m.content for m in session.history if m.role == "user"] == [
-        "hello avatar how are you today",
-        "stop please stop talking",
-        "and typing?",
-    ]
+    said = [words(m.content) for m in session.history if m.role == "user"]
+    assert said == [words(FIRST), words(SECOND), ["and", "typing"]]
     first_reply = session.history[1].content
     assert 0 < len(first_reply) < len(LONG_REPLY)  # only what was spoken
     assert LONG_REPLY.startswith(first_reply.strip())
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, without punctuation (Whisper writes "Hello avatar, how...?")."""
+    return re.findall(r"[a-z']+", text.lower())
 
 
 def _dump(page: Any, factory: VoiceFactory) -> str:
@@ -166,7 +173,7 @@ def _converse(page: Any, errors: list[str]) -> None:
     users = page.eval_on_selector_all(
         "#transcript li.user", "(items) => items.map((li) => li.textContent)"
     )
-    assert users == ["hello avatar how are you today", "stop please stop talking"]
+    assert [words(u) for u in users] == [words(FIRST), words(SECOND)]
     transcripts = page.evaluate("window.avatarkit.mic.transcripts")
     finals = [t["text"] for t in transcripts if t["final"]]
     assert finals == users
