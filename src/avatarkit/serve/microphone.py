@@ -14,7 +14,8 @@ told once per stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -124,13 +125,14 @@ class Microphone:
         frames: MemoryObjectReceiveStream[bytes],
         rate: int,
     ) -> None:
-        async def audio() -> AsyncIterator[AudioChunk]:
+        async def audio() -> AsyncGenerator[AudioChunk, None]:
             async with frames:
                 async for data in frames:
                     yield AudioChunk(data, rate)
 
         try:
-            await self.session.listen(audio())
+            async with aclosing(audio()) as chunks:  # closed even when listen() fails midway
+                await self.session.listen(chunks)
         except AvatarKitError as exc:
             await self._send_json(error_message("session", str(exc)))
         except Exception as exc:
