@@ -333,3 +333,30 @@ async def test_http_empty_audio_makes_no_request(fake_openai) -> None:  # type: 
         items = await collect(stt, feed(b"", 16000))
     assert [(t.kind, t.text) for t in items] == [("final", "")]
     assert fake_openai.requests == []
+
+
+async def test_a_half_open_connection_is_found_and_replaced(realtime: FakeRealtime) -> None:
+    """The server stops reading and answering mid-utterance, the TCP connection stays up: an
+    unanswered ping, or a send that cannot complete within ``timeout`` once the socket buffers
+    are full, gives it away, and the audio goes again on a new connection."""
+    realtime.knobs.freeze_after_audio = 1.5
+    stt = live(realtime, ping_interval=0.1, ping_timeout=1.0, timeout=2.0)
+    items = await collect(stt, feed(PCM))
+    assert realtime.connections[0].ended == "frozen"
+    assert len(realtime.connections) == 2
+    assert final_texts(items) == UTTERANCES
+
+
+async def test_two_realtime_calls_at_once_are_independent(realtime: FakeRealtime) -> None:
+    stt = live(realtime)
+    results: dict[int, list[Transcript]] = {}
+
+    async def one(n: int, text: str) -> None:
+        results[n] = await collect(stt, feed(tone_speech([text], RATE)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, 0, "hello there")
+        tg.start_soon(one, 1, "tell me a joke")
+    assert final_texts(results[0]) == ["hello there"]
+    assert final_texts(results[1]) == ["tell me a joke"]
+    assert len(realtime.connections) == 2

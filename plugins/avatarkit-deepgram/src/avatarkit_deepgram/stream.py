@@ -57,6 +57,12 @@ _REPLAY_FRAME = 3200
 _TRANSPORT_ERRORS = (HTTPXWSException, wsproto.utilities.LocalProtocolError, OSError)
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return ", ".join(_describe(e) for e in exc.exceptions)
+    return type(exc).__name__
+
+
 class _Dropped(Exception):
     """The connection ended before CloseStream was answered (carries why)."""
 
@@ -201,7 +207,7 @@ class DeepgramStream:
         ExceptionGroup), so the outcome is carried out in variables.
         """
         outcome: BaseException | None = None
-        opened = False
+        opened = finished = False
         headers = {"Authorization": f"Token {self._api_key}"}
         try:
             # the handshake is bounded by the client's timeout (connect_timeout)
@@ -216,6 +222,7 @@ class DeepgramStream:
                 self.mapper.final_until = 0.0
                 try:
                     await self._converse(ws, frames, results)
+                    finished = True
                 except (_Dropped, ProviderError) as exc:
                     outcome = exc
                 finally:
@@ -223,8 +230,10 @@ class DeepgramStream:
         except WebSocketUpgradeError as exc:
             outcome = await self._refused(exc.response)
         except (HTTPXWSException, httpx.HTTPError, OSError, ExceptionGroup) as exc:
-            if opened:  # closing a connection that had already died
+            if opened and finished:  # closing a connection that had already died
                 logger.debug("%s: closing the WebSocket: %r", self.provider, exc)
+            elif opened:  # the connection failed under us (e.g. no answer to a ping)
+                outcome = _Dropped(f"the WebSocket failed ({_describe(exc)})")
             elif isinstance(exc, httpx.TimeoutException):
                 outcome = _Dropped(f"no handshake within {self.options.connect_timeout:g}s")
             else:

@@ -135,6 +135,12 @@ class OpenAISTTOptions(_ClientOptions):
         description="realtime: seconds between WebSocket pings, keeping the connection alive "
         "while no audio flows; null: none.",
     )
+    ping_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="realtime: seconds without an answer to a ping before the connection is "
+        "taken for dead and opened again.",
+    )
     close_timeout: float = Field(
         10.0, gt=0, description="realtime: seconds to wait for the last transcripts at the end."
     )

@@ -64,6 +64,7 @@ class OpenAISTT(OpenAIProvider[OpenAISTTOptions]):
         max_reconnects: int = 3,
         replay_seconds: float = 30.0,
         ping_interval: float | None = 20.0,
+        ping_timeout: float = 10.0,
         close_timeout: float = 10.0,
     ) -> None:
         super().__init__(
@@ -84,6 +85,7 @@ class OpenAISTT(OpenAIProvider[OpenAISTTOptions]):
             max_reconnects=max_reconnects,
             replay_seconds=replay_seconds,
             ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
             close_timeout=close_timeout,
         )
         realtime = self.options.mode == "realtime"

@@ -89,6 +89,12 @@ def session_update(options: OpenAISTTOptions) -> dict[str, Any]:
     }
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return ", ".join(_describe(e) for e in exc.exceptions)
+    return type(exc).__name__
+
+
 class _Dropped(Exception):
     """The connection ended before every transcript was in (carries why)."""
 
@@ -263,7 +269,7 @@ class RealtimeStream:
         ExceptionGroup), so the outcome is carried out in a variable.
         """
         outcome: BaseException | None = None
-        opened = False
+        opened = finished = False
         headers = {**self._headers, "Authorization": f"Bearer {self._ctx.api_key}"}
         try:
             connecting: AbstractAsyncContextManager[AsyncWebSocketSession] = aconnect_ws(
@@ -271,6 +277,7 @@ class RealtimeStream:
                 client,
                 headers=headers,
                 keepalive_ping_interval_seconds=self.options.ping_interval,
+                keepalive_ping_timeout_seconds=self.options.ping_timeout,
             )
             async with connecting as ws:
                 opened = True
@@ -280,6 +287,7 @@ class RealtimeStream:
                 self._reset()
                 try:
                     await self._converse(ws, frames, results)
+                    finished = True
                 except (_Dropped, ProviderError) as exc:
                     outcome = exc
                 finally:
@@ -287,8 +295,10 @@ class RealtimeStream:
         except WebSocketUpgradeError as exc:
             outcome = await self._refused(exc.response)
         except (HTTPXWSException, httpx.HTTPError, OSError, ExceptionGroup) as exc:
-            if opened:
+            if opened and finished:  # closing a connection that had already died
                 logger.debug("%s: closing the WebSocket: %r", self.provider, exc)
+            elif opened:  # the connection failed under us (e.g. no answer to a ping)
+                outcome = _Dropped(f"the WebSocket failed ({_describe(exc)})")
             elif isinstance(exc, httpx.TimeoutException):
                 outcome = _Dropped(f"no handshake within {self.options.timeout:g}s")
             else:

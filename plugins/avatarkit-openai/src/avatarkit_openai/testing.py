@@ -53,6 +53,9 @@ class Knobs:
     complete_out_of_order: bool = False
     #: Fail the transcription of the item with this index (0-based) with ``.failed``.
     fail_item: int | None = None
+    #: Stop reading and answering pings (a half-open connection) once a connection received
+    #: this much audio (s), on the first ``drops`` connections.
+    freeze_after_audio: float | None = None
 
 
 @dataclass
@@ -67,7 +70,8 @@ class RealtimeConnection:
     sent: list[dict[str, Any]] = field(default_factory=list)
     appends: int = 0
     pings: int = 0
-    ended: str | None = None  # "dropped", "client"
+    frozen: bool = False
+    ended: str | None = None  # "dropped", "client", "frozen"
     session: dict[str, Any] | None = None
 
 
@@ -82,18 +86,32 @@ class FakeRealtime:
         self.connections: list[RealtimeConnection] = []
         self.handshakes: list[tuple[str, dict[str, str], int]] = []
         self.violations: list[str] = []
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
         fake = self
 
         class _Recording(ServerConnection):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                protocol_send = self.protocol.send_frame
+
+                def send_frame(frame: Any) -> None:
+                    from websockets.frames import Opcode
+
+                    conn = getattr(self, "fake_connection", None)
+                    if conn is not None and conn.frozen and frame.opcode is Opcode.PONG:
+                        return  # a half-open connection answers no ping
+                    protocol_send(frame)
+
+                self.protocol.send_frame = send_frame  # type: ignore[method-assign]
+
             def process_event(self, event: Any) -> None:
                 from websockets.frames import Opcode
 
-                if getattr(event, "opcode", None) is Opcode.PING:
-                    conn = getattr(self, "fake_connection", None)
-                    if conn is not None:
-                        with fake._lock:
-                            conn.pings += 1
+                conn = getattr(self, "fake_connection", None)
+                if getattr(event, "opcode", None) is Opcode.PING and conn is not None:
+                    with fake._lock:
+                        conn.pings += 1
                 super().process_event(event)
 
         self._server: Server = serve(
@@ -111,6 +129,7 @@ class FakeRealtime:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._thread.join(timeout=5)
 
@@ -224,6 +243,19 @@ class _Session:
             if kind == "input_audio_buffer.append":
                 self.conn.appends += 1
                 self.append(message)
+                freeze = self.fake.knobs.freeze_after_audio
+                if (
+                    freeze is not None
+                    and self.conn.index < self.fake.knobs.drops
+                    and len(self.conn.audio) >= freeze * RATE * 2
+                ):
+                    self.conn.frozen = True
+                    self.conn.ended = "frozen"
+                    self.ws.socket.settimeout(None)
+                    while not self.fake.stopping.wait(0.05):  # hold the socket, say nothing
+                        pass
+                    self.ws.socket.shutdown(socket.SHUT_RDWR)  # no closing handshake to wait on
+                    return
                 drop = self.fake.knobs.drop_after_audio
                 if (
                     drop is not None
