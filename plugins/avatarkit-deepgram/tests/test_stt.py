@@ -321,3 +321,14 @@ async def test_two_calls_at_once_are_independent(fake: FakeDeepgram) -> None:
     assert finals(results[0]) == ["hello", "there"]
     assert finals(results[1]) == ["tell", "me", "a", "joke"]
     assert len(fake.connections) == 2
+
+
+async def test_a_half_open_connection_is_found_and_replaced(fake: FakeDeepgram) -> None:
+    """Deepgram stops reading and answering mid-utterance, the TCP connection stays up: an
+    unanswered ping (or a send that cannot complete) gives it away; nothing said is lost."""
+    fake.knobs.freeze_after_audio = 1.0
+    stt = stt_for(fake, ping_interval=0.1, ping_timeout=1.0, connect_timeout=2.0)
+    items = await collect(stt, feed(PCM))
+    assert fake.connections[0].ended == "frozen"
+    assert len(fake.connections) == 2
+    assert finals(items) == SPOKEN

@@ -60,7 +60,18 @@ class DeepgramSTTOptions(BaseModel):
         description="Seconds without audio after which a KeepAlive is sent (Deepgram closes "
         "an idle stream after 10 s).",
     )
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds for the handshake.")
+    connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds for the handshake, and for any one send to complete."
+    )
+    ping_interval: float | None = Field(
+        20.0, gt=0, description="Seconds between WebSocket pings; null: none."
+    )
+    ping_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds without an answer to a ping before the connection is taken for "
+        "dead and opened again.",
+    )
     close_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for the last results after CloseStream."
     )

@@ -212,7 +212,11 @@ class DeepgramStream:
         try:
             # the handshake is bounded by the client's timeout (connect_timeout)
             connecting: AbstractAsyncContextManager[AsyncWebSocketSession] = aconnect_ws(
-                self._url, client, headers=headers, keepalive_ping_interval_seconds=None
+                self._url,
+                client,
+                headers=headers,
+                keepalive_ping_interval_seconds=self.options.ping_interval,
+                keepalive_ping_timeout_seconds=self.options.ping_timeout,
             )
             async with connecting as ws:
                 opened = True

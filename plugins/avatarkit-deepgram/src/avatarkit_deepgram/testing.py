@@ -61,6 +61,9 @@ class Knobs:
     final_every: int = 4
     #: Do not answer CloseStream (the client must give up by itself).
     ignore_close_stream: bool = False
+    #: Stop reading and answering pings (a half-open connection) once a connection received
+    #: this much audio (s), on the first ``drops`` connections.
+    freeze_after_audio: float | None = None
 
 
 @dataclass
@@ -73,7 +76,8 @@ class Connection:
     audio: bytearray = field(default_factory=bytearray)
     received: list[dict[str, Any]] = field(default_factory=list)  # text messages, in order
     sent: list[dict[str, Any]] = field(default_factory=list)
-    ended: str | None = None  # "closed", "dropped", "idle", "client"
+    ended: str | None = None  # "closed", "dropped", "idle", "client", "frozen"
+    frozen: bool = False
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -84,16 +88,39 @@ class FakeDeepgram:
     """The fake service; use as a context manager. ``base_url`` is what the STT is given."""
 
     def __init__(self, api_key: str = API_KEY) -> None:
-        from websockets.sync.server import serve
+        from websockets.sync.server import ServerConnection, serve
+
+        class _HalfOpenable(ServerConnection):
+            """Answers no ping once its connection is frozen."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                protocol_send = self.protocol.send_frame
+
+                def send_frame(frame: Any) -> None:
+                    from websockets.frames import Opcode
+
+                    conn = getattr(self, "fake_connection", None)
+                    if conn is not None and conn.frozen and frame.opcode is Opcode.PONG:
+                        return
+                    protocol_send(frame)
+
+                self.protocol.send_frame = send_frame  # type: ignore[method-assign]
 
         self.api_key = api_key
+        self.stopping = threading.Event()
         self.knobs = Knobs()
         self.connections: list[Connection] = []
         self.handshakes: list[tuple[str, dict[str, str], int]] = []  # path, headers, status
         self.violations: list[str] = []
         self._lock = threading.Lock()
         self._server: Server = serve(
-            self._handle, "127.0.0.1", 0, process_request=self._handshake, compression=None
+            self._handle,
+            "127.0.0.1",
+            0,
+            process_request=self._handshake,
+            compression=None,
+            create_connection=_HalfOpenable,
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -102,6 +129,7 @@ class FakeDeepgram:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._thread.join(timeout=5)
 
@@ -179,6 +207,7 @@ class FakeDeepgram:
                 {k.lower(): v for k, v in request.headers.raw_items()},
             )
             self.connections.append(conn)
+        ws.fake_connection = conn  # type: ignore[attr-defined]
         stream = _Stream(self, ws, conn)
         try:
             stream.serve()
@@ -224,6 +253,18 @@ class _Stream:
                 return
             if isinstance(data, bytes):
                 self.audio(data)
+                freeze = knobs.freeze_after_audio
+                if (
+                    freeze is not None
+                    and self.conn.index < knobs.drops
+                    and len(self.conn.audio) >= freeze * self.rate * 2
+                ):
+                    self.conn.frozen = True
+                    self.conn.ended = "frozen"
+                    while not self.fake.stopping.wait(0.05):  # hold the socket, say nothing
+                        pass
+                    self.ws.socket.shutdown(socket.SHUT_RDWR)
+                    return
                 drop = knobs.drop_after_audio
                 if (
                     drop is not None
