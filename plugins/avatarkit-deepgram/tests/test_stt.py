@@ -332,3 +332,30 @@ async def test_a_half_open_connection_is_found_and_replaced(fake: FakeDeepgram) 
     assert fake.connections[0].ended == "frozen"
     assert len(fake.connections) == 2
     assert finals(items) == SPOKEN
+
+
+async def test_a_refusing_close_is_a_clear_error_not_a_reconnect_loop(fake: FakeDeepgram) -> None:
+    """Deepgram closes with 1008 when it cannot use the audio: retrying cannot help."""
+    fake.knobs.close_with = (1008, "DATA-0000: could not decode the audio")
+
+    async def consume() -> None:
+        await collect(stt_for(fake), feed(PCM))
+
+    with pytest.raises(ProviderError, match=r"code 1008 \(DATA-0000: could not decode") as caught:
+        await consume()
+    assert not caught.value.retryable
+    assert len(fake.connections) == 1
+
+
+async def test_other_closes_are_reconnected(fake: FakeDeepgram) -> None:
+    """1011 (Deepgram's internal error or timeout) is worth another connection; a lasting one
+    ends in a clear error after max_reconnects."""
+    fake.knobs.close_with = (1011, "NET-0000: internal error")
+
+    async def consume() -> None:
+        await collect(stt_for(fake, max_reconnects=2), feed(PCM))
+
+    with pytest.raises(ProviderConnectionError, match="code 1011") as caught:
+        await consume()
+    assert "2 reconnection(s) failed" in str(caught.value)
+    assert len(fake.connections) == 3

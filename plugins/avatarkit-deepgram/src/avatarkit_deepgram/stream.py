@@ -55,6 +55,8 @@ _FATAL_CLOSE = {1002, 1003, 1007, 1008, 1009, 1010}
 #: Largest binary frame sent when replaying buffered audio (100 ms at 16 kHz).
 _REPLAY_FRAME = 3200
 _TRANSPORT_ERRORS = (HTTPXWSException, wsproto.utilities.LocalProtocolError, OSError)
+#: Seconds a failed send waits for the receiver to read the server's close reason.
+_CLOSE_REASON_WAIT = 1.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -64,7 +66,21 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Dropped(Exception):
-    """The connection ended before CloseStream was answered (carries why)."""
+    """The connection ended before the stream was complete (carries why)."""
+
+    def __init__(self, why: str, *, from_server: bool = False) -> None:
+        super().__init__(why)
+        #: the server closed it and said why (more telling than a failed send)
+        self.from_server = from_server
+
+
+def _first_cause(problems: list[BaseException]) -> BaseException:
+    """The server's refusal, else its close, else whatever failed first."""
+    for wanted in (ProviderError, _Dropped):
+        for problem in problems:
+            if isinstance(problem, wanted) and getattr(problem, "from_server", True):
+                return problem
+    return problems[0]
 
 
 class DeepgramStream:
@@ -88,7 +104,7 @@ class DeepgramStream:
         self._last_sent = 0.0
         self._ws: AsyncWebSocketSession | None = None
         self.connections = 0
-        self._attempts = 0  # reconnections since the last message from the server
+        self._attempts = 0  # reconnections since the last final result
 
     # -- the generator -----------------------------------------------------------------------
 
@@ -276,6 +292,7 @@ class DeepgramStream:
         :class:`_Dropped` or a :class:`ProviderError` otherwise."""
         self._last_sent = anyio.current_time()
         closing = anyio.Event()
+        received_all = anyio.Event()
         problems: list[BaseException] = []
 
         async def guarded(job: Callable[[], Awaitable[None]], *, last: bool) -> None:
@@ -285,12 +302,21 @@ class DeepgramStream:
                 problems.append(exc)
             except _TRANSPORT_ERRORS as exc:
                 problems.append(_Dropped(f"the WebSocket dropped ({type(exc).__name__})"))
+                # a send fails once the server has closed: let the receiver read why (bounded)
+                with anyio.move_on_after(_CLOSE_REASON_WAIT):
+                    await received_all.wait()
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the caller stopped reading: the call is over
             else:
                 if not last:
                     return
             tg.cancel_scope.cancel()
+
+        async def receive() -> None:
+            try:
+                await self._receive(ws, results, closing)
+            finally:
+                received_all.set()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(
@@ -299,11 +325,9 @@ class DeepgramStream:
             tg.start_soon(
                 functools.partial(guarded, lambda: self._keep_alive(ws, closing), last=False)
             )
-            tg.start_soon(
-                functools.partial(guarded, lambda: self._receive(ws, results, closing), last=True)
-            )
-        if problems:
-            raise problems[0]
+            tg.start_soon(functools.partial(guarded, receive, last=True))
+        if problems:  # the server's own reason first: it says whether to reconnect
+            raise _first_cause(problems)
 
     async def _send(self, ws: AsyncWebSocketSession, data: bytes | str) -> None:
         """One frame, shielded (a half-written frame corrupts the stream) and bounded."""
@@ -402,7 +426,9 @@ class DeepgramStream:
                 "(model, language, sample_rate)",
                 provider=self.provider,
             )
-        return _Dropped(f"Deepgram closed the WebSocket with code {exc.code}{said}")
+        return _Dropped(
+            f"Deepgram closed the WebSocket with code {exc.code}{said}", from_server=True
+        )
 
     async def _handle(
         self, raw: str, results: ObjectSendStream[Transcript | BaseException]
@@ -414,7 +440,6 @@ class DeepgramStream:
             return
         if not isinstance(message, dict):
             return
-        self._attempts = 0
         if message.get("type") == "Error":
             detail = message.get("description") or message.get("message") or message
             raise ProviderError(
@@ -427,6 +452,7 @@ class DeepgramStream:
                 await results.send(transcript)
         if message.get("type") == "Results" and message.get("is_final"):
             self._finalised()
+            self._attempts = 0  # progress: the reconnection budget starts again
 
     async def finalize(self) -> None:
         """Ask Deepgram to finalise what it has heard so far (``Finalize``)."""

@@ -64,6 +64,9 @@ class Knobs:
     #: Stop reading and answering pings (a half-open connection) once a connection received
     #: this much audio (s), on the first ``drops`` connections.
     freeze_after_audio: float | None = None
+    #: Close every connection with this (code, reason) once it received ``close_after`` s.
+    close_with: tuple[int, str] | None = None
+    close_after: float = 0.5
 
 
 @dataclass
@@ -253,6 +256,12 @@ class _Stream:
                 return
             if isinstance(data, bytes):
                 self.audio(data)
+                if knobs.close_with is not None and len(self.conn.audio) >= (
+                    knobs.close_after * self.rate * 2
+                ):
+                    self.conn.ended = "closed"
+                    self.ws.close(*knobs.close_with)
+                    return
                 freeze = knobs.freeze_after_audio
                 if (
                     freeze is not None

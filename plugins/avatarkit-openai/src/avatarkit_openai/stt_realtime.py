@@ -55,6 +55,8 @@ REALTIME_RATE = 24000
 #: Largest append when replaying buffered audio (100 ms).
 _REPLAY_FRAME = 4800
 _TRANSPORT_ERRORS = (HTTPXWSException, wsproto.utilities.LocalProtocolError, OSError)
+#: Seconds a failed send waits for the receiver to read the server's close reason.
+_CLOSE_REASON_WAIT = 1.0
 _FATAL_CLOSE = {1002, 1003, 1007, 1008, 1009, 1010}
 _EMPTY_COMMIT = "input_audio_buffer_commit_empty"
 
@@ -96,7 +98,21 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Dropped(Exception):
-    """The connection ended before every transcript was in (carries why)."""
+    """The connection ended before the stream was complete (carries why)."""
+
+    def __init__(self, why: str, *, from_server: bool = False) -> None:
+        super().__init__(why)
+        #: the server closed it and said why (more telling than a failed send)
+        self.from_server = from_server
+
+
+def _first_cause(problems: list[BaseException]) -> BaseException:
+    """The server's refusal, else its close, else whatever failed first."""
+    for wanted in (ProviderError, _Dropped):
+        for problem in problems:
+            if isinstance(problem, wanted) and getattr(problem, "from_server", True):
+                return problem
+    return problems[0]
 
 
 @dataclass
@@ -332,6 +348,7 @@ class RealtimeStream:
         results: ObjectSendStream[Transcript | BaseException],
     ) -> None:
         problems: list[BaseException] = []
+        received_all = anyio.Event()
 
         async def guarded(job: Callable[[], Awaitable[None]]) -> None:
             try:
@@ -340,15 +357,24 @@ class RealtimeStream:
                 problems.append(exc)
             except _TRANSPORT_ERRORS as exc:
                 problems.append(_Dropped(f"the WebSocket dropped ({type(exc).__name__})"))
+                # a send fails once the server has closed: let the receiver read why (bounded)
+                with anyio.move_on_after(_CLOSE_REASON_WAIT):
+                    await received_all.wait()
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the caller stopped reading: the call is over
             tg.cancel_scope.cancel()
 
+        async def receive() -> None:
+            try:
+                await self._receive(ws, results)
+            finally:
+                received_all.set()
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(functools.partial(guarded, lambda: self._send_audio(ws, frames)))
-            tg.start_soon(functools.partial(guarded, lambda: self._receive(ws, results)))
-        if problems:
-            raise problems[0]
+            tg.start_soon(functools.partial(guarded, receive))
+        if problems:  # the server's own reason first: it says whether to reconnect
+            raise _first_cause(problems)
 
     async def _send(self, ws: AsyncWebSocketSession, message: dict[str, Any]) -> None:
         """One message, shielded (a half-written frame corrupts the stream) and bounded."""
@@ -438,7 +464,7 @@ class RealtimeStream:
                         provider=self.provider,
                     ) from None
                 raise _Dropped(
-                    f"the server closed the WebSocket with code {exc.code}{said}"
+                    f"the server closed the WebSocket with code {exc.code}{said}", from_server=True
                 ) from None
             if isinstance(event, wsproto.events.TextMessage):
                 try:
@@ -446,7 +472,6 @@ class RealtimeStream:
                 except ValueError:
                     continue
                 if isinstance(message, dict):
-                    self._attempts = 0
                     # shielded: once the state says a transcript is out, it must be out even
                     # if the connection is being ended meanwhile
                     with anyio.CancelScope(shield=True):
@@ -521,6 +546,7 @@ class RealtimeStream:
             item = self._items.pop(self._order.pop(0))
             text = item.done or ""
             self.finals += 1
+            self._attempts = 0  # progress: the reconnection budget starts again
             out.append(
                 Transcript("final", text, item.start, item.end, end_of_turn=self._server_vad)
             )
