@@ -39,9 +39,44 @@ class FlakyLLM:
         yield "Better now."
 
 
+class DownLLM:
+    # every turn fails
+    async def stream(self, messages):
+        raise ProviderHTTPError("down for maintenance", provider="down", status_code=503)
+        yield ""
+
+
+class DownTTS:
+    # fails when called, before it streams anything
+    def synthesize(self, text):
+        raise ProviderHTTPError("tts is down", provider="downtts", status_code=500)
+
+
+class LateTTS:
+    # fails after its first chunk
+    async def synthesize(self, text):
+        from avatarkit.providers import AudioChunk
+
+        yield AudioChunk(bytes(320), 16000)
+        raise ProviderHTTPError("tts broke midway", provider="latetts", status_code=502)
+
+
+class PlainLLM:
+    # no options model: its options reach it as written
+    def __init__(self, **options):
+        self.options = options
+
+    async def stream(self, messages):
+        yield "plain"
+
+
 @avatarkit.hookimpl
 def register_providers(registry):
+    registry.llm("plain", PlainLLM)
     registry.llm("flaky", FlakyLLM)
+    registry.llm("down", DownLLM)
+    registry.tts("down", DownTTS)
+    registry.tts("late", LateTTS)
 """
 BROKEN = "raise ImportError('this plugin needs a missing SDK')\n"
 SDKS = ("openai", "anthropic", "livekit", "av", "piper", "onnxruntime", "websockets", "aiohttp")
@@ -138,7 +173,7 @@ def test_providers_json(fresh_registry: None, capsys: pytest.CaptureFixture[str]
     assert fake_text["distribution"] == "avatarkit-testfakes"
     assert fake_text["version"] == "9.8.7"
     assert by_name[("renderer", "fake-audio")]["capabilities"] == ["speak"]
-    assert by_name[("llm", "scripted")]["distribution"] == "avatarkit"
+    assert by_name[("llm", "scripted")]["distribution"] == "avatarkit-core"
     (broken,) = [b for b in table["broken"] if b["plugin"] == "brokenthing"]
     assert broken["distribution"] == "avatarkit-brokenthing"
     assert "this plugin needs a missing SDK" in broken["error"]
@@ -209,11 +244,65 @@ def test_run_reads_lines_until_eof(tmp_path: Path, site: Path) -> None:
 def test_run_reports_a_failed_turn_and_carries_on(tmp_path: Path, site: Path) -> None:
     path = write(tmp_path, "llm: flaky\nrenderer: fake-text\n")
     result = run_cli(site, "run", path, stdin="first\nsecond\n")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a turn failed, even if the next one worked
     assert "error: flaky: HTTP 503: overloaded" in result.stderr
     assert result.stderr.count("overloaded") == 1
     assert "Traceback" not in result.stderr
     assert "avatar> Better now." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("session", "message"),
+    [
+        ("llm: down\nrenderer: fake-text\n", "error: down: HTTP 503: down for maintenance"),
+        ("llm: fake\ntts: down\nrenderer: fake-audio\n", "error: downtts: HTTP 500: tts is down"),
+        (
+            "llm: fake\ntts: late\nrenderer: fake-audio\n",
+            "error: latetts: HTTP 502: tts broke midway",
+        ),
+    ],
+)
+def test_run_and_say_exit_1_after_a_provider_error(
+    tmp_path: Path, site: Path, session: str, message: str
+) -> None:
+    path = write(tmp_path, session)
+    result = run_cli(site, "run", path, stdin="hello\n")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("error:")] == [message]
+    assert "Traceback" not in result.stderr
+    if "tts:" in session:
+        said = run_cli(site, "say", path, "One sentence. And another one.")
+        assert said.returncode == 1, (said.stdout, said.stderr)
+        assert [ln for ln in said.stderr.splitlines() if ln.startswith("error:")] == [message]
+        assert "Traceback" not in said.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pseudo-terminals")
+@pytest.mark.parametrize(("llm", "code"), [("down", 1), ("fake", 0)])
+def test_run_on_a_terminal_exits_1_if_a_turn_failed(
+    tmp_path: Path, site: Path, llm: str, code: int
+) -> None:
+    import pty
+
+    path = write(tmp_path, f"llm: {llm}\nrenderer: fake-text\n")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "avatarkit", "run", path],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(site)},
+        )
+        os.write(master, b"hello\n\x04")  # a line, then Ctrl-D (EOF) at the prompt
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "you> " in out  # it did see a terminal
+    assert proc.returncode == code, (out, err)
+    assert ("error: down: HTTP 503" in err) == (code == 1)
 
 
 class _Output:
@@ -287,17 +376,21 @@ def test_run_ctrl_c_interrupts_the_reply_then_quits(tmp_path: Path, site: Path) 
 def test_serve_and_demo_are_dispatched_lazily(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import avatarkit.serve
+
     calls: list[tuple[object, ...]] = []
-    serve = types.ModuleType("avatarkit.serve")
-    serve.run = lambda path, **kw: calls.append(("serve", path, kw))  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        avatarkit.serve,
+        "run_from_args",
+        lambda args: calls.append(("serve", args.file, args.host, args.port, args.max_sessions)),
+    )
     demo = types.ModuleType("avatarkit.demo")
     demo.main = lambda argv: calls.append(("demo", argv)) and 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "avatarkit.serve", serve)
     monkeypatch.setitem(sys.modules, "avatarkit.demo", demo)
     assert main(["serve", "s.yaml", "--port", "9001", "--max-sessions", "3"]) == 0
     assert main(["demo", "--fast", "x"]) == 0
     assert calls == [
-        ("serve", "s.yaml", {"host": "127.0.0.1", "port": 9001, "max_sessions": 3}),
+        ("serve", "s.yaml", "127.0.0.1", 9001, 3),
         ("demo", ["--fast", "x"]),
     ]
 
@@ -309,3 +402,46 @@ def test_missing_optional_module_is_a_clear_error(
     assert main(["demo"]) == 1
     err = capsys.readouterr().err
     assert "`avatarkit demo` is not available in this installation" in err
+
+
+def test_demo_without_the_offline_plugins_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from avatarkit import demo
+    from avatarkit.plugins import get_plugin_manager, load_registry
+
+    # only the built-ins: both piper and video are missing, reported together in one error
+    monkeypatch.setattr(
+        avatarkit.plugins, "_default", load_registry(get_plugin_manager(entry_points=False))
+    )
+    assert demo.main(["--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "no tts provider 'piper'" in err
+    assert "no renderer provider 'video'" in err
+    assert "pip install 'avatarkit-core[offline]'" in err
+
+
+def test_check_never_shows_an_unquoted_numeric_key_and_refuses_an_empty_one(
+    tmp_path: Path, site: Path
+) -> None:
+    path = write(tmp_path, "llm:\n  provider: plain\n  api_key: 12345678\nrenderer: fake-text\n")
+    result = run_cli(site, "check", path, "--dump")
+    assert result.returncode == 0, result.stderr
+    assert "12345678" not in result.stdout + result.stderr
+    assert "api_key: '***'" in result.stdout
+
+    empty = write(tmp_path, "llm:\n  provider: plain\n  api_key: ${THE_KEY}\nrenderer: fake-text\n")
+    env_run = subprocess.run(
+        [sys.executable, "-m", "avatarkit", "check", empty],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site), "THE_KEY": ""},
+        timeout=60,
+        check=False,
+    )
+    assert env_run.returncode == 1
+    (line,) = [ln for ln in env_run.stderr.splitlines() if ln.startswith("error:")]
+    assert line == (
+        f"error: {empty}:3:12: llm.api_key: api_key is empty (environment variable THE_KEY is "
+        "set but empty); give the key, or leave the option out to use the provider's default"
+    )

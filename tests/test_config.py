@@ -205,9 +205,10 @@ def test_yaml_syntax_error_gives_line_and_column(
     with pytest.raises(ConfigError) as info:
         load_config(path, registry=registry)
     message = str(info.value)
-    assert message.startswith(f"{path}:4:")
-    assert "invalid YAML" in message
-    assert info.value.line == 4
+    # reported where the `[` opens (line 3), not where the parser noticed (line 4)
+    assert message.startswith(f"{path}:3:11: invalid YAML: this '[' is never closed")
+    assert "at line 4 column 8" in message
+    assert (info.value.line, info.value.column) == (3, 11)
 
 
 def test_duplicate_keys_are_an_error(tmp_path: Path, registry: ProviderRegistry) -> None:
@@ -429,7 +430,7 @@ def test_secrets_never_shown_in_errors(tmp_path: Path, registry: ProviderRegistr
     # a secret given with the wrong type: the value is not echoed
     with pytest.raises(ConfigError) as info:
         load_config(
-            {"llm": {"provider": "vault", "api_key": 12345678}, "renderer": "fake-text"},
+            {"llm": {"provider": "vault", "api_key": [12345678]}, "renderer": "fake-text"},
             registry=registry,
         )
     assert "llm.api_key" in str(info.value)
@@ -471,3 +472,295 @@ def test_a_providers_own_config_error_gets_file_line_and_field(tmp_path: Path) -
         with pytest.raises(ConfigError) as info:
             load_session(path, registry=reg)
     assert str(info.value) == f"{path}:3:3: llm.api_key: no API key: set THE_KEY"
+
+
+# -- hostile and unusual YAML ------------------------------------------------------------------
+
+LAUGHS = "".join(
+    f"  - &l{i} [{','.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)  # nine levels of nine aliases each: 9**9 strings once expanded
+
+
+def test_an_alias_bomb_is_refused_without_being_expanded(
+    tmp_path: Path, registry: ProviderRegistry
+) -> None:
+    text = "llm:\n  provider: scripted\n  replies:\n  - &l0 lol\n" + LAUGHS
+    text += "renderer: fake-text\n"
+    assert len(text.encode()) < 500
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, registry=registry)
+    message = str(info.value)
+    assert "more than 10000 values once aliases are expanded" in message
+    assert "alias bomb" in message
+    # located at the first value whose expansion crosses the budget
+    assert info.value.line is not None
+    assert 4 < info.value.line <= 13
+
+
+def test_aliases_are_shared_not_copied_and_a_self_containing_alias_is_refused(
+    tmp_path: Path, registry: ProviderRegistry
+) -> None:
+    from avatarkit._yaml import parse_yaml
+
+    doc = parse_yaml("a: &a [1, 2]\nb: [*a, *a]\n", None)
+    assert doc.value == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+    assert doc.value["b"][0] is doc.value["b"][1] is doc.value["a"]  # as yaml.safe_load does
+
+    path = write(
+        tmp_path, "llm: &me\n  provider: scripted\n  replies: [*me]\nrenderer: fake-text\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r":1:6: llm.replies\[0\]: an alias refers to a value that contains"
+    ):
+        load_config(path, registry=registry)
+
+
+def test_size_node_and_depth_budgets(tmp_path: Path, registry: ProviderRegistry) -> None:
+    from avatarkit._yaml import MAX_BYTES, YAMLProblem, parse_yaml
+
+    big = write(tmp_path, "llm: scripted\nrenderer: fake-text\n#" + "x" * MAX_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"larger than 256000 bytes"):
+        load_config(big, registry=registry)
+
+    with pytest.raises(YAMLProblem, match="more than 50 values in one file") as info:
+        parse_yaml("[" + ", ".join(["1"] * 60) + "]", "f.yaml", max_values=50)
+    assert info.value.location.line == 1
+
+    deep = write(tmp_path, "llm: scripted\nrenderer: fake-text\nsession: " + "[" * 200 + "\n")
+    with pytest.raises(ConfigError, match=r":3:\d+: invalid YAML|nested more than 64 levels"):
+        load_config(deep, registry=registry)
+    deeper = write(tmp_path, "session: " + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(ConfigError, match=r":1:\d+: nested more than 64 levels deep"):
+        load_config(deeper, registry=registry)
+    # depth through aliases: each level is shallow, the expansion is not
+    chain = "a0: &a0 1\n" + "".join(f"a{i}: &a{i} [[[[*a{i - 1}]]]]\n" for i in range(1, 20))
+    with pytest.raises(YAMLProblem, match="levels deep once aliases are expanded"):
+        parse_yaml(chain, None)
+
+
+def test_merge_keys_with_overrides(tmp_path: Path, registry: ProviderRegistry) -> None:
+    path = write(
+        tmp_path,
+        """
+        x-llm: &llm
+          provider: scripted
+          delay: 0.5
+          replies: [From the base.]
+        x-more: &more
+          delay: 0.25
+          rules: [{match: hi, reply: Hi.}]
+        llm:
+          <<: [*llm, *more]
+          replies: [Overridden.]
+        renderer: fake-text
+        """,
+    )
+    config = load_config(path, registry=registry)
+    options = config.llm.options
+    assert config.llm.provider == "scripted"
+    assert options["replies"] == ["Overridden."]  # the mapping's own key wins
+    assert options["delay"] == 0.5  # earlier merged mappings win over later ones
+    assert [r.reply for r in options["rules"]] == ["Hi."]
+
+    # an error in a merged value points at the line where it is written (inside the anchor)
+    bad = write(tmp_path, "x-b: &b {provider: scripted, delay: soon}\nllm: {<<: *b}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, registry=registry)
+    assert f"{bad}:1:37: llm.delay: Input should be a valid number" in str(info.value)
+
+    dup = write(tmp_path, "llm:\n  <<: {provider: fake}\n  provider: scripted\n  provider: x\n")
+    with pytest.raises(ConfigError, match=r":4:3: llm.provider: duplicate key 'provider'"):
+        load_config(dup, registry=registry)
+    not_a_mapping = write(tmp_path, "llm: {<<: [1, 2]}\nrenderer: fake-text\n")
+    with pytest.raises(ConfigError, match=r"merge key \(<<\) takes a mapping"):
+        load_config(not_a_mapping, registry=registry)
+
+
+@pytest.mark.parametrize(
+    ("template", "env", "expected"),
+    [
+        ("${A:-${B}}", {"B": "bee"}, "bee"),
+        ("${A:-${B}}", {"A": "ay", "B": "bee"}, "ay"),
+        ("${A:-${B:-${C:-deep}}}", {}, "deep"),
+        ("${A:-x ${B:-y} z}!", {"B": ""}, "x y z!"),
+        ("${A:-${MISSING}}", {"A": "set"}, "set"),  # an unused default is not expanded
+        ("${A:-$${B}}", {}, "${B}"),
+        ("${A:-a}b}", {}, "ab}"),
+        ("cost: $5 and $$5", {}, "cost: $5 and $5"),
+    ],
+)
+def test_nested_defaults(
+    template: str, env: dict[str, str], expected: str, registry: ProviderRegistry
+) -> None:
+    config = load_config(
+        {"system_prompt": template, "llm": "scripted", "renderer": "fake-text"},
+        registry=registry,
+        env=env,
+    )
+    assert config.system_prompt == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "detail"),
+    [
+        ("${A:-${B}", "a ${ is not closed by }"),
+        ("${A", "after ${A expected } or :-default}"),
+        ("${1A}", "${ must be followed by a variable name"),
+        ("${A:-${MISSING}}", "environment variable MISSING is not set"),
+    ],
+)
+def test_malformed_or_missing_nested_substitutions_are_clear(
+    template: str, detail: str, registry: ProviderRegistry
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {"system_prompt": template, "llm": "scripted", "renderer": "fake-text"},
+            registry=registry,
+            env={},
+        )
+    assert str(info.value).startswith("system_prompt: ")
+    assert detail in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("llm: scripted\nrenderer: {provider: fake-text\nsession: {}\n", ":2:11:"),
+        ('llm: scripted\nsystem_prompt: "never closed\nrenderer: fake-text\n', ":2:16:"),
+    ],
+)
+def test_unclosed_brackets_and_quotes_are_reported_where_they_open(
+    tmp_path: Path, registry: ProviderRegistry, text: str, where: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, registry=registry)
+    assert str(info.value).startswith(f"{path}{where} invalid YAML: this ")
+    assert "is never closed" in str(info.value)
+
+
+def test_every_problem_in_a_file_is_reported_in_one_run(
+    tmp_path: Path, registry: ProviderRegistry
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        system_prompt: [not, text]
+        llm:
+          provider: scripted
+          delay: soon
+          dealy: 1
+        tts:
+          provider: nope
+        renderer:
+          provider: fake-text
+          prefer: sideways
+          api_key: ${UNSET_KEY}
+        session:
+          lookahead: -1
+        extra: 1
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, registry=registry, env={})
+    lines = str(info.value).splitlines()
+    expected = [
+        f"{path}:1:16: system_prompt: expected text",
+        f"{path}:4:10: llm.delay: Input should be a valid number",
+        f"{path}:5:3: llm.dealy: unknown option 'dealy'",
+        f"{path}:7:13: tts.provider: no tts provider 'nope'",
+        f"{path}:10:11: renderer.prefer: expected 'text' or 'audio'",
+        f"{path}:11:12: renderer.api_key: environment variable UNSET_KEY is not set",
+        f"{path}:13:14: session.lookahead: Input should be greater than or equal to 0",
+        f"{path}:14:1: extra: unknown top-level key 'extra'",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, start in zip(lines, expected, strict=True):
+        assert line.strip().startswith(start), (line, start)
+    assert len(info.value.problems) == len(expected)
+    assert isinstance(info.value.problems[3], ProviderNotFound)
+    assert (info.value.line, info.value.column, info.value.field) == (1, 16, "system_prompt")
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "env", "why"),
+    [
+        ("${VAULT_KEY}", {"VAULT_KEY": ""}, "environment variable VAULT_KEY is set but empty"),
+        ('""', {}, "it is given as an empty string"),
+        ("'  '", {}, "it is given as an empty string"),
+    ],
+)
+def test_an_empty_api_key_fails_check(
+    tmp_path: Path, registry: ProviderRegistry, yaml_value: str, env: dict[str, str], why: str
+) -> None:
+    from avatarkit.config import check
+
+    path = write(
+        tmp_path, f"llm:\n  provider: vault\n  api_key: {yaml_value}\nrenderer: fake-text\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        check(path, registry=registry, env=env)
+    assert str(info.value).startswith(f"{path}:3:12: llm.api_key: api_key is empty ({why})")
+
+
+class PlainLLM:
+    """A provider with no options model: its options reach it as written."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    async def stream(self, messages: Any) -> Any:
+        yield "ok"
+
+
+def test_an_unquoted_all_digit_key_is_a_secret_like_any_other(
+    tmp_path: Path, registry: ProviderRegistry
+) -> None:
+    registry.llm("plain", PlainLLM)
+    path = write(
+        tmp_path,
+        """
+        llm:
+          provider: plain
+          api_key: 0012345678
+          token: 98765432
+        renderer: fake-text
+        """,
+    )
+    config = load_config(path, registry=registry)
+    # the text as written (YAML alone would read 0012345678 as the octal number 2739128)
+    assert config.llm.options == {"api_key": "0012345678", "token": "98765432"}
+    for text in (repr(config), repr(config.llm), dump_config(config), config.summary()):
+        assert "12345678" not in text
+        assert "2739128" not in text
+        assert "98765432" not in text
+    assert "api_key: '***'" in dump_config(config)
+
+    vault = write(tmp_path, "llm: {provider: vault, api_key: 12345678, temperature: 2}\n", "v.yaml")
+    with open(vault, "a") as f:
+        f.write("renderer: fake-text\n")
+    VaultLLM.built.clear()
+    with pytest.raises(ConfigError) as info:
+        load_session(vault, registry=registry)
+    assert "temperature too high for key ***" in str(info.value)
+    assert "12345678" not in str(info.value)
+
+
+class CountedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    api_key: SecretStr
+    max_token: int = 10  # named like a secret, declared as a number
+
+
+def test_a_numeric_option_named_like_a_secret_stays_a_number(registry: ProviderRegistry) -> None:
+    registry.llm("counted", PlainLLM, options=CountedOptions)
+    config = load_config(
+        {
+            "llm": {"provider": "counted", "api_key": 4242, "max_token": 100},
+            "renderer": "fake-text",
+        },
+        registry=registry,
+    )
+    assert config.llm.options["max_token"] == 100
+    assert config.llm.options["api_key"].get_secret_value() == "4242"

@@ -25,19 +25,21 @@ async def test_embedding_example_talks(capsys: pytest.CaptureFixture[str]) -> No
     assert "first speech after" in out
 
 
-def test_deepgram_example_voice_sections_validate() -> None:
-    """examples/deepgram.yaml's stt and turn sections are what the deepgram STT and the
-    listener accept (the rest is checked like every example's, once the loader reads stt:)."""
-    import yaml
+def test_deepgram_example_validates_and_builds_its_stt() -> None:
+    """examples/deepgram.yaml loads as the CLI loads it (keys from the environment), and its
+    stt section builds the deepgram STT with the options written there."""
+    from avatarkit.config import load_config
+    from avatarkit_deepgram.stt import DeepgramSTT
 
-    from avatarkit.listening import TurnOptions
-    from avatarkit_deepgram.options import DeepgramSTTOptions
-
-    data = yaml.safe_load((EXAMPLES / "deepgram.yaml").read_text())
-    stt = dict(data["stt"])
-    assert stt.pop("provider") == "deepgram"
-    assert stt.pop("api_key") == "${DEEPGRAM_API_KEY}"
-    options = DeepgramSTTOptions.model_validate(stt)
-    assert (options.model, options.endpointing, options.keyterms) == ("nova-3", 300, ["avatarkit"])
-    TurnOptions.model_validate(data["turn"])
-    assert data["renderer"]["provider"] == "browser"
+    env = {"DEEPGRAM_API_KEY": "0123456789abcdef0123456789abcdef01234567", "OPENAI_API_KEY": "sk-x"}
+    config = load_config(EXAMPLES / "deepgram.yaml", env=env)
+    summary = config.summary()
+    assert "stt:      deepgram" in summary
+    assert "0123456789abcdef" not in summary
+    stt = config.stt.build() if config.stt is not None else None
+    assert isinstance(stt, DeepgramSTT)
+    assert (stt.options.model, stt.options.endpointing, stt.options.keyterms) == (
+        "nova-3",
+        300,
+        ["avatarkit"],
+    )

@@ -8,10 +8,13 @@ speaking), so every scenario is exact without depending on the wall clock.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avatarkit import AvatarSession, TurnOptions
 from avatarkit.errors import CapabilityError, ProviderError, SessionError
@@ -23,7 +26,7 @@ from avatarkit.events import (
     UserTranscript,
     VoiceMetrics,
 )
-from avatarkit.providers import AudioChunk, Message
+from avatarkit.providers import AudioChunk, Message, Transcript
 from avatarkit.testing import (
     FakeLLM,
     FakeSTT,
@@ -390,8 +393,9 @@ async def test_cancelling_listen_leaves_the_session_usable() -> None:
     session, _, renderer, _llm = make(["hello"], seconds_per_char=0.05, replies=(LONG_REPLY,))
 
     async def forever() -> AsyncIterator[AudioChunk]:
-        async for chunk in feed(speech(0.6), pause(1.0)):
-            yield chunk
+        async with aclosing(feed(speech(0.6), pause(1.0))) as first:
+            async for chunk in first:
+                yield chunk
         while True:
             yield AudioChunk(bytes(640), RATE)
             await anyio.sleep(0.01)
@@ -399,7 +403,7 @@ async def test_cancelling_listen_leaves_the_session_usable() -> None:
     async with session:
         with anyio.move_on_after(0.5):
             await session.listen(forever())
-        assert await session.send("typed") == "Okay." or True
+        assert await session.send("typed") == LONG_REPLY
         assert user_messages(session)[-1] == "typed"
     assert renderer.closed == 1
 
@@ -462,3 +466,225 @@ async def test_streaming_finals_that_never_come_time_out_on_the_audio_clock() ->
         await session.listen(feed(speech(0.5), pause(3.0)))
     assert user_messages(session) == []
     assert len(rec.of(UserSpeechEnded)) == 1
+
+
+# -- any rhythm of speech and pauses -------------------------------------------------------------
+
+
+# durations in 20 ms frames, away from the thresholds (VAD min_silence 0.2 s, end_silence 0.6 s)
+_speech = st.integers(3, 40)
+_gap = st.one_of(st.integers(2, 8), st.integers(12, 28), st.integers(32, 70))
+
+
+async def _rhythm(pattern: list[tuple[int, int]]) -> None:
+    frames = 0.02
+    names = [f"u{i + 1}" for i in range(len(pattern))]
+    # what the fakes must produce: a VAD utterance per run of speech joined by gaps < 0.2 s,
+    # a turn per run of utterances joined by gaps < 0.6 s
+    utterances: list[list[str]] = []
+    turns: list[list[int]] = []
+    for i, (_, gap_before) in enumerate(pattern):
+        gap = gap_before * frames
+        if i == 0 or gap >= 0.6:
+            turns.append([])
+        if i == 0 or gap >= 0.2:
+            utterances.append([])
+            turns[-1].append(len(utterances) - 1)
+        utterances[-1].append(names[i])
+    transcripts = [" ".join(u) for u in utterances]
+    expected = [" ".join(transcripts[k] for k in turn) for turn in turns]
+    stt = FakeSTT(transcripts)
+    session = AvatarSession(
+        llm=FakeLLM(["Yes."]),
+        renderer=FakeTextRenderer(),
+        stt=stt,
+        vad=FakeVAD(),
+        turn=TurnOptions(interruptions=False),
+    )
+    steps: list[Step] = []
+    for speech_frames, gap_frames in pattern:
+        steps += [pause(gap_frames * frames), speech(speech_frames * frames)]
+    steps.append(pause(1.0))
+    async with session:
+        rec = Recorder(session)
+        await session.listen(feed(*steps))
+    assert stt.finals == transcripts  # one STT call per VAD utterance, in order
+    assert rec.finals() == expected  # each turn once, in order, whole
+    assert user_messages(session) == expected
+    assert len(rec.of(UserSpeechStarted)) == len(rec.of(UserSpeechEnded)) == len(utterances)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pattern=st.lists(st.tuples(_speech, _gap), min_size=1, max_size=6))
+def test_any_rhythm_of_speech_makes_the_expected_turns(
+    anyio_backend: str, pattern: list[tuple[int, int]]
+) -> None:
+    anyio.run(_rhythm, pattern, backend=anyio_backend)
+
+
+async def _endless() -> AsyncIterator[AudioChunk]:
+    async with aclosing(feed(speech(0.5), pause(1.0))) as first:
+        async for chunk in first:
+            yield chunk
+    while True:
+        yield AudioChunk(bytes(640), RATE)
+        await anyio.sleep(0.005)
+
+
+async def test_closing_the_session_ends_listen() -> None:
+    session, _, _, llm = make(["hello"])
+    async with session:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.listen, _endless())
+            await wait_until(lambda: len(llm.calls) == 1)
+            await session.close()
+    assert user_messages(session) == ["hello"]
+
+
+async def test_one_audio_stream_at_a_time() -> None:
+    session, _, _, llm = make(["hello"])
+    async with session:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.listen, _endless())
+            await wait_until(lambda: len(llm.calls) == 1)
+            with pytest.raises(SessionError, match="already listening"):
+                await session.listen(feed(speech(0.1)))
+            tg.cancel_scope.cancel()
+        # and once the first has stopped, listening again works
+        await session.listen(feed(pause(0.2)))
+
+
+async def test_a_failing_reply_is_reported_and_the_next_spoken_turn_works() -> None:
+    from avatarkit.errors import ProviderError as _ProviderError
+
+    class FailsFirst(FakeLLM):
+        async def stream(self, messages: Any) -> AsyncIterator[str]:
+            if not self.calls:
+                self.calls.append(list(messages))
+                raise _ProviderError("model overloaded", provider="fake")
+            async for token in super().stream(messages):
+                yield token
+
+    llm = FailsFirst(["Fine now."])
+    session = AvatarSession(
+        llm=llm, renderer=FakeTextRenderer(), stt=FakeSTT(["one", "two"]), vad=FakeVAD()
+    )
+    async with session:
+        rec = Recorder(session)
+        await session.listen(feed(speech(0.5), pause(1.0), speech(0.5), pause(1.0)))
+    assert [e.stage for e in rec.of(ErrorEvent)] == ["llm"]
+    assert user_messages(session) == ["one", "two"]
+    assert session.history[-1] == Message("assistant", "Fine now.")
+
+
+async def test_no_audio_at_all_returns_at_once() -> None:
+    session, stt, _, llm = make(["never"])
+    async with session:
+        await session.listen(feed())
+    assert stt.calls == []
+    assert llm.calls == []
+
+
+async def test_the_input_rate_may_change_midway() -> None:
+    session, stt, _, _ = make(["first", "second"])
+
+    async def mixed() -> AsyncIterator[AudioChunk]:
+        async with aclosing(feed(speech(0.5), pause(1.0))) as a:
+            async for chunk in a:
+                yield chunk
+        async with aclosing(feed(speech(0.5), pause(1.0), rate=44100, channels=2)) as b:
+            async for chunk in b:
+                yield chunk
+
+    async with session:
+        await session.listen(mixed())
+    assert user_messages(session) == ["first", "second"]
+    assert stt.calls[1] == pytest.approx(0.2 + 0.5 + 0.2, abs=0.08)
+
+
+async def _cancel_after(frames: int, streaming: bool) -> None:
+    stt = FakeSTT(["one", "two", "three"], streaming=streaming, final_delay=0.001)
+    llm = FakeLLM([LONG_REPLY])
+    renderer = FakeTextRenderer(seconds_per_char=0.0005)
+    session = AvatarSession(llm=llm, renderer=renderer, stt=stt, vad=FakeVAD())
+    given = 0
+    closed = False
+
+    async def audio() -> AsyncIterator[AudioChunk]:
+        nonlocal given, closed
+        try:
+            async with aclosing(
+                feed(speech(0.4), pause(0.8), speech(0.6), pause(0.8), speech(0.4), pause(0.8))
+            ) as chunks:
+                async for chunk in chunks:
+                    given += 1
+                    if given == frames:
+                        await anyio.sleep(0.01)  # let replies get going at this point
+                    yield chunk
+        finally:
+            closed = True
+
+    async with session:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_reached() -> None:
+                    await wait_until(lambda: given >= frames)
+                    scope.cancel()
+
+                tg.start_soon(cancel_when_reached)
+                await session.listen(audio())
+                scope.cancel()
+        assert closed  # the caller's audio iterator was closed
+        assert stt.completed + stt.cancelled == len(stt.calls)  # no STT call left running
+        # the session is still usable, and no listener is left behind
+        await session.interrupt()
+        assert await session.send("typed") == LONG_REPLY
+        await session.listen(feed(pause(0.1)))
+    assert renderer.closed == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.integers(1, 170), streaming=st.booleans())
+def test_cancelling_listen_at_any_frame_leaves_nothing_behind(
+    anyio_backend: str, frames: int, streaming: bool
+) -> None:
+    anyio.run(_cancel_after, frames, streaming, backend=anyio_backend)
+
+
+async def test_a_streaming_stt_that_stops_early_is_an_error_not_a_hang() -> None:
+    class Quits(FakeSTT):
+        async def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Any]:
+            heard = 0.0
+            async for chunk in audio:
+                heard += chunk.duration
+                if heard >= 0.5:
+                    break  # the service went away without an error
+            yield Transcript("final", "partial words")
+
+    session = AvatarSession(
+        llm=FakeLLM(), renderer=FakeTextRenderer(), stt=Quits(streaming=True), vad=FakeVAD()
+    )
+    async with session:
+        rec = Recorder(session)
+        with pytest.raises(ProviderError, match="stopped transcribing before the audio ended"):
+            await session.listen(feed(speech(0.3), pause(3.0), speech(0.5), pause(1.0)))
+    assert [e.stage for e in rec.of(ErrorEvent)] == ["stt"]
+
+
+async def test_a_vad_that_stops_early_is_an_error_not_a_silent_deafness() -> None:
+    class Quits(FakeVAD):
+        async def detect(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Any]:
+            async for _ in audio:
+                break
+            if False:  # pragma: no cover - an async generator that yields nothing
+                yield None
+
+    session = AvatarSession(
+        llm=FakeLLM(), renderer=FakeTextRenderer(), stt=FakeSTT(["x"]), vad=Quits()
+    )
+    async with session:
+        with pytest.raises(ProviderError, match="stopped detecting before the audio ended"):
+            await session.listen(feed(speech(0.5), pause(1.0)))

@@ -54,7 +54,7 @@ def test_plugin_is_discovered_and_attributed_to_its_distribution(tmp_path: Path)
     assert spec.source.version == "1.2.3"
     assert spec.source.plugin == "echotest_plugin"
     assert spec.description == "echo for tests"
-    assert registry.get("llm", "scripted").source.distribution == "avatarkit"
+    assert registry.get("llm", "scripted").source.distribution == "avatarkit-core"
 
 
 def test_broken_plugins_are_reported_and_do_not_take_others_down(tmp_path: Path) -> None:
@@ -119,4 +119,153 @@ def test_builtins_register_through_the_hook() -> None:
     registry = load_registry(get_plugin_manager(entry_points=False))
     assert registry.names("llm") == ["scripted"]
     assert registry.names("renderer") == ["browser", "console"]
-    assert registry.get("renderer", "console").source.distribution == "avatarkit"
+    assert registry.get("renderer", "console").source.distribution == "avatarkit-core"
+
+
+MISSPELLED_HOOK = """
+import avatarkit
+
+class EchoLLM:
+    async def stream(self, messages):
+        yield "never"
+
+@avatarkit.hookimpl
+def register_provider(registry):  # missing the final s
+    registry.llm("misspelled", EchoLLM)
+"""
+
+EXITS_AT_IMPORT = "import sys\nsys.exit(3)\n"
+
+EXITS_WHILE_REGISTERING = """
+import sys
+import avatarkit
+
+@avatarkit.hookimpl
+def register_providers(registry):
+    sys.exit("bye from a plugin")
+"""
+
+BASE_EXCEPTION_AT_IMPORT = """
+class Stop(BaseException):
+    pass
+
+raise Stop("not an Exception at all")
+"""
+
+HALF_REGISTERS_THEN_RAISES = """
+import avatarkit
+
+class EchoLLM:
+    async def stream(self, messages):
+        yield "half"
+
+class Stop(BaseException):
+    pass
+
+@avatarkit.hookimpl
+def register_providers(registry):
+    registry.llm("half-registered", EchoLLM)
+    raise Stop("after registering one")
+"""
+
+ASYNC_HOOK = """
+import avatarkit
+
+@avatarkit.hookimpl
+async def register_providers(registry):
+    registry.llm("from-async", object)
+"""
+
+WRONG_ARGUMENTS = """
+import avatarkit
+
+@avatarkit.hookimpl
+def register_providers(registry, settings):
+    registry.llm("wrong-args", object)
+"""
+
+HOSTILE = {
+    "wrongargs_plugin": WRONG_ARGUMENTS,
+    "misspelled_plugin": MISSPELLED_HOOK,
+    "exitsimport_plugin": EXITS_AT_IMPORT,
+    "exitsregister_plugin": EXITS_WHILE_REGISTERING,
+    "baseexc_plugin": BASE_EXCEPTION_AT_IMPORT,
+    "half_plugin": HALF_REGISTERS_THEN_RAISES,
+    "async_plugin": ASYNC_HOOK,
+}
+
+
+def test_each_plugin_is_isolated_whatever_it_does(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for module, source in HOSTILE.items():
+            stack.enter_context(install(tmp_path, f"avatarkit-{module}", module, source))
+        stack.enter_context(
+            install(tmp_path, "avatarkit-fine", "fine_plugin", GOOD.format(name="fine"))
+        )
+        registry = load_registry()
+    assert "fine" in registry.names("llm")
+    assert "scripted" in registry.names("llm")  # the built-ins
+    assert {"browser", "console"} <= set(registry.names("renderer"))
+    for gone in ("misspelled", "half-registered", "from-async"):
+        assert gone not in registry.names("llm")
+    broken = {b.plugin: b.error for b in registry.broken}
+    assert set(HOSTILE) <= set(broken)
+    assert broken["misspelled_plugin"] == (
+        "implements unknown hook 'register_provider' (did you mean 'register_providers'?); "
+        "avatarkit hooks: register_providers"
+    )
+    assert broken["exitsimport_plugin"] == "failed to import: called sys.exit(3)"
+    assert broken["exitsregister_plugin"] == (
+        "register_providers failed: called sys.exit('bye from a plugin')"
+    )
+    assert broken["baseexc_plugin"] == "failed to import: Stop: not an Exception at all"
+    assert broken["half_plugin"] == "register_providers failed: Stop: after registering one"
+    assert "must be a plain function, not async" in broken["async_plugin"]
+    assert broken["wrongargs_plugin"].startswith("cannot be registered: PluginValidationError")
+    assert "settings" in broken["wrongargs_plugin"]
+
+
+def test_ctrl_c_while_loading_plugins_still_stops_the_program(tmp_path: Path) -> None:
+    source = "raise KeyboardInterrupt\n"
+    with install(tmp_path, "avatarkit-ctrlc", "ctrlc_plugin", source):
+        with pytest.raises(KeyboardInterrupt):
+            load_registry()
+
+
+def test_avatarkit_providers_names_each_broken_plugin_and_why(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "site"
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for module, source in HOSTILE.items():
+            stack.enter_context(
+                installed_distribution(
+                    root,
+                    f"avatarkit-{module.replace('_', '-')}",
+                    entry_points={module: module},
+                    files={f"{module}.py": source},
+                )
+            )
+        result = subprocess.run(
+            [sys.executable, "-m", "avatarkit", "providers"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    table, _, problems = result.stdout.partition("\nproblems:\n")
+    assert "scripted" in table
+    assert "console" in table
+    for module in HOSTILE:
+        (line,) = [ln for ln in problems.splitlines() if f"plugin {module!r}" in ln]
+        assert f"avatarkit-{module.replace('_', '-')}" in line
+    assert "called sys.exit(3)" in problems
+    assert "did you mean 'register_providers'?" in problems

@@ -78,6 +78,11 @@ class FragileClose(FakeTextRenderer):
             raise RuntimeError("already closed")
 
 
+class OverclaimingRenderer(FakeTextRenderer):
+    def spoken_fraction(self) -> float | None:
+        return 1.5
+
+
 async def test_problems_are_caught() -> None:
     with pytest.raises(AssertionError, match="stream yielded bytes, not str"):
         await check_llm(BytesLLM())
@@ -89,6 +94,8 @@ async def test_problems_are_caught() -> None:
         await check_renderer(DeafRenderer(), patience=0.2)
     with pytest.raises(AssertionError, match="close\\(\\) is not idempotent"):
         await check_renderer(FragileClose())
+    with pytest.raises(AssertionError, match="not a share from 0 to 1"):
+        await check_renderer(OverclaimingRenderer())
     with pytest.raises(AssertionError, match="neither async speak_text nor async speak"):
         await check_renderer(object())
 

@@ -1,8 +1,9 @@
 """The ``avatarkit`` command.
 
 Exit codes: 0 success; 1 an avatarkit error (bad config, missing provider, broken plugin,
-provider failure), printed as one ``error:`` line; 2 bad command-line usage; 130 interrupted by
-Ctrl-C (``say``, ``demo``, ``serve``). ``run`` exits 0 when the user quits with Ctrl-C or EOF.
+provider failure), printed after ``error:``; 2 bad command-line usage; 130 interrupted by
+Ctrl-C (``say``, ``demo``, ``serve``). ``run`` carries on after a failed turn and, when the user
+quits (Ctrl-C or EOF, piped or typed), exits 1 if any turn failed, else 0.
 
 Heavy imports (the config loader, sessions, plugins) happen inside the commands, so
 ``avatarkit --help`` stays quick and imports no provider SDK.
@@ -12,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
 
+# typing, logging, json and threading load only when a command needs them: `--help` stays a
+# few milliseconds of imports (benchmarks/startup.py). mypy treats this name as True.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TextIO
+
     from anyio.abc import ObjectSendStream
 
     from avatarkit.events import Event
@@ -32,8 +34,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-logger = logging.getLogger("avatarkit.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="talk to the avatar in the terminal")
     p.add_argument("file", metavar="FILE", help="session YAML file")
+    voice = p.add_mutually_exclusive_group()
+    voice.add_argument(
+        "--input-audio",
+        metavar="WAV",
+        help="speak to the avatar from a WAV file, as if from a microphone (needs `stt:`)",
+    )
+    voice.add_argument(
+        "--mic", action="store_true", help="speak to the avatar through the microphone"
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="with --input-audio: skip the silences while the avatar is idle, and wait for "
+        "each transcript (the avatar's replies still play in real time)",
+    )
 
     p = sub.add_parser("say", parents=[common], help="have the avatar say TEXT verbatim")
     p.add_argument("file", metavar="FILE", help="session YAML file")
@@ -74,16 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo",
         parents=[common],
+        add_help=False,  # `demo --help` is the demo's own help (--output)
         help="the offline demo session (further arguments go to the demo)",
     )
 
     p = sub.add_parser("serve", parents=[common], help="serve sessions to a web page")
-    p.add_argument("file", metavar="FILE", help="session YAML file")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
-    p.add_argument(
-        "--max-sessions", type=int, default=None, metavar="N", help="concurrent sessions limit"
-    )
+    from avatarkit.serve.options import add_serve_arguments  # light: argparse only
+
+    add_serve_arguments(p)
     return parser
 
 
@@ -96,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(getattr(args, "verbose", 0))
+    if args.command is not None or args.version:
+        refused = _check_installation()
+        if refused is not None:
+            return refused
     if args.version:
         from avatarkit._version import __version__
 
@@ -114,17 +131,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     from avatarkit.errors import AvatarKitError
 
+    code = EXIT_OK
     try:
-        return commands[args.command](args)
-    except AvatarKitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
+        code = commands[args.command](args)
+    except* AvatarKitError as group:  # raised as is, or wrapped by a task group
+        _print_errors(group)
+        code = EXIT_ERROR
+    except* KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    return code
+
+
+def _print_errors(group: BaseExceptionGroup[Any]) -> None:
+    """One ``error:`` line per distinct error (two sentences may fail the same way)."""
+    seen: set[str] = set()
+    for exc in _leaves(group):
+        if str(exc) not in seen:
+            seen.add(str(exc))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _check_installation() -> int | None:
+    """Say plainly when PyPI's unrelated ``avatarkit`` shares this environment; an exit code
+    when avatarkit cannot run at all (its import package is not ours)."""
+    from avatarkit import _install
+
+    problem = _install.check()
+    if problem is None:
+        return None
+    message, fatal = problem
+    if fatal:
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    if not _install.warned:
+        print(f"warning: {message}", file=sys.stderr)
+    return None
 
 
 def _setup_logging(verbose: int) -> None:
+    import logging
+
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
 
@@ -144,10 +197,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _capabilities(spec: Any) -> tuple[list[str], str | None]:
-    """Capability names of a provider, and an error if its factory cannot be imported."""
-    from avatarkit.config import static_capabilities
-    from avatarkit.errors import AvatarKitError
+    """Capability names of a provider, and an error if its factory cannot be imported.
 
+    A renderer registered as ``"module:Class"`` is read from its source when that is
+    conclusive, so listing providers imports no provider SDK (``check`` imports and verifies).
+    """
     if spec.kind == "llm":
         return ["stream"], None
     if spec.kind == "tts":
@@ -156,10 +210,24 @@ def _capabilities(spec: Any) -> tuple[list[str], str | None]:
         return ["transcribe"], None
     if spec.kind == "vad":
         return ["detect"], None
-    try:
-        caps = static_capabilities(spec)
-    except AvatarKitError as exc:
-        return [], str(exc)
+    caps = None
+    if isinstance(spec.factory, str):
+        from avatarkit._source_caps import capabilities_from_source
+
+        # Read from the source: importing the class would import its SDK.
+        caps = capabilities_from_source(spec.factory)
+    elif isinstance(spec.factory, type):
+        from avatarkit.providers import renderer_capabilities
+
+        caps = renderer_capabilities(spec.factory)  # already imported: no need for the loader
+    if caps is None:
+        from avatarkit.config import static_capabilities
+        from avatarkit.errors import AvatarKitError
+
+        try:
+            caps = static_capabilities(spec)
+        except AvatarKitError as exc:
+            return [], str(exc)
     if caps is None:
         return ["unknown until built"], None
     return [m for m, has in (("speak_text", caps.text), ("speak", caps.audio)) if has], None
@@ -195,6 +263,8 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     registry = default_registry()
     table = provider_table(registry)
     if args.json:
+        import json
+
         print(json.dumps(table, indent=2))
         return EXIT_OK
     rows = [("KIND", "NAME", "CAPABILITIES", "FROM", "DESCRIPTION")]
@@ -236,39 +306,85 @@ def _load(file: str) -> AvatarSession:
 def _cmd_say(args: argparse.Namespace) -> int:
     import anyio
 
+    from avatarkit._recordings import Recordings
+
     session = _load(args.file)
+    recordings = Recordings(session.renderer, sys.stderr)
 
     async def say() -> str:
         async with session:
+            recordings.started()
             return await session.say(args.text)
 
-    print(anyio.run(say))
+    try:
+        print(anyio.run(say))
+    finally:
+        recordings.finished()
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
+    from avatarkit._recordings import Recordings
+
+    if args.fast and not args.input_audio:
+        print("error: --fast only applies to --input-audio", file=sys.stderr)
+        return EXIT_USAGE
     session = _load(args.file)
-    repl = _Repl(session, sys.stdin, sys.stdout)
-    anyio.run(repl.run, backend="asyncio")
-    return EXIT_OK
+    recordings = Recordings(session.renderer, sys.stderr)
+    if args.input_audio or args.mic:
+        from avatarkit.errors import AvatarKitError
+
+        if session.stt is None:
+            raise AvatarKitError(
+                f"{args.file} has no `stt:` section, so the avatar cannot listen; add one "
+                "(e.g. `stt: {provider: whisper}` and `vad: {provider: silero}`)"
+            )
+        voice = _VoiceRun(
+            session, sys.stdout, args.input_audio, fast=args.fast, on_start=recordings.started
+        )
+        try:
+            anyio.run(voice.run, backend="asyncio")
+        finally:
+            recordings.finished()
+        return EXIT_OK
+    repl = _Repl(session, sys.stdin, sys.stdout, on_start=recordings.started)
+    try:
+        anyio.run(repl.run, backend="asyncio")
+    finally:
+        recordings.finished()
+    return EXIT_ERROR if repl.failed else EXIT_OK
 
 
 class _Repl:
     """Reads lines, sends each as a turn, prints the reply as it streams.
 
     Ctrl-C while the avatar replies interrupts the reply; Ctrl-C again (or at the prompt, or
-    EOF) quits, closing the session.
+    EOF) quits, closing the session. A turn that fails is reported and the conversation goes
+    on; :attr:`failed` remembers it for the exit code.
     """
 
-    def __init__(self, session: AvatarSession, stdin: TextIO, stdout: TextIO) -> None:
+    HINT = "Type a message and press Enter. Ctrl-C interrupts the avatar; Ctrl-D quits.\n"
+
+    def __init__(
+        self,
+        session: AvatarSession,
+        stdin: TextIO,
+        stdout: TextIO,
+        *,
+        on_start: Callable[[], None] | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
         self.session = session
         self.stdin = stdin
         self.out = stdout
+        self.err = stderr or sys.stderr
+        self.on_start = on_start
         self.busy = False
         self.interrupted = False
         self.turn_started = False
+        self.failed = False
 
     def _write(self, text: str) -> None:
         self.out.write(text)
@@ -292,6 +408,10 @@ class _Repl:
         send, receive = anyio.create_memory_object_stream[str | None](1)
         _start_reader(self.stdin, send)
         async with self.session, anyio.create_task_group() as tg:
+            if self.on_start is not None:
+                self.on_start()
+            self.err.write(self.HINT)
+            self.err.flush()
             self.session.on_event(self._on_event)
             with anyio.open_signal_receiver(signal.SIGINT) as signals:
                 tg.start_soon(self._watch_signals, signals, tg.cancel_scope)
@@ -306,14 +426,17 @@ class _Repl:
                 self._write("you> ")
             line = await lines.receive()
             if line is None:
+                if self.stdin.isatty():
+                    self._write("\n")  # Ctrl-D left the cursor after the prompt
                 return
             if not line.strip():
                 continue
             self.busy, self.interrupted, self.turn_started = True, False, False
             try:
                 await self.session.send(line.strip())
-            except AvatarKitError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
+            except* AvatarKitError as group:  # raised as is, or wrapped by a task group
+                self.failed = True
+                _print_errors(group)
             finally:
                 self.busy = False
             self._write("\n")
@@ -329,13 +452,103 @@ class _Repl:
                     self.interrupted = True
                     tg.start_soon(self.session.interrupt)
                 else:
+                    if self.stdin.isatty():
+                        self._write("\n")  # Ctrl-C at the prompt: end its line too
                     scope.cancel()
                     return
+
+
+class _VoiceRun:
+    """Feeds a WAV file or the microphone to ``session.listen`` and prints the conversation:
+    ``you> <final transcript>`` and ``avatar> <what it says>``."""
+
+    def __init__(
+        self,
+        session: AvatarSession,
+        stdout: TextIO,
+        wav: str | None,
+        *,
+        fast: bool,
+        on_start: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_start = on_start
+        self.session = session
+        self.out = stdout
+        self.wav = wav
+        self.fast = fast
+        self.speaking_turn: int | None = None
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def _end_line(self) -> None:
+        if self.speaking_turn is not None:
+            self._write("\n")
+            self.speaking_turn = None
+
+    def _on_event(self, event: Event) -> None:
+        from avatarkit.events import SentenceEnded, SentenceStarted, TurnMetrics, UserTranscript
+
+        if isinstance(event, UserTranscript) and event.final:
+            self._end_line()
+            self._write(f"you> {event.text}\n")
+        elif isinstance(event, SentenceStarted):
+            if self.speaking_turn != event.turn:
+                self._end_line()
+                self._write("avatar>")
+                self.speaking_turn = event.turn
+            self._write(f" {event.text}")
+        elif isinstance(event, SentenceEnded) and event.turn == self.speaking_turn:
+            if event.interrupted:
+                self._write(" [interrupted]")
+                self._end_line()
+        elif isinstance(event, TurnMetrics) and event.turn == self.speaking_turn:
+            self._end_line()
+
+    async def run(self) -> None:
+        from avatarkit.audio_input import check_microphone, microphone, read_wav, wav_frames
+        from avatarkit.listening import Listener
+
+        session = self.session
+        # a bad file or a missing microphone fails before any provider starts
+        audio = read_wav(self.wav) if self.wav else None
+        if audio is None:
+            check_microphone()
+        async with session:
+            self.on_start()
+            session.on_event(self._on_event)
+            listener = Listener(session, stt=session.stt, vad=session.vad, options=session.turn)
+
+            def hurry() -> bool:
+                return listener.idle and session.state == "idle"
+
+            if audio is not None:
+                # Hold the audio while a turn waits for its words only with a whole-utterance
+                # STT, whose every call ends with a final; a streaming one may never send one
+                # and needs the audio's clock to run to give up on it.
+                hold = self.fast and not listener.streaming
+                frames = wav_frames(
+                    audio,
+                    hurry=hurry if self.fast else None,
+                    hold=(lambda: listener.waiting_for_words) if hold else None,
+                )
+            else:
+                from avatarkit.providers import stt_sample_rate
+
+                frames = microphone(sample_rate=stt_sample_rate(session.stt))
+            from contextlib import aclosing
+
+            async with aclosing(frames):
+                await listener.run(frames)
+            self._end_line()
 
 
 def _start_reader(stdin: TextIO, send: ObjectSendStream[str | None]) -> None:
     """Read stdin in a daemon thread (a worker thread blocked in readline would keep the
     process alive after the user quits); hands each line to the event loop, None at EOF."""
+    import threading
+
     import anyio.from_thread
     import anyio.lowlevel
 
@@ -367,7 +580,7 @@ def _optional_module(name: str, what: str) -> Any:
             raise
         raise AvatarKitError(
             f"`avatarkit {what}` is not available in this installation ({name} is missing); "
-            "reinstall avatarkit or install it from a full checkout"
+            "reinstall avatarkit-core or install it from a full checkout"
         ) from None
 
 
@@ -379,5 +592,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     module = _optional_module("avatarkit.serve", "serve")
-    result = module.run(args.file, host=args.host, port=args.port, max_sessions=args.max_sessions)
+    result = module.run_from_args(args)
     return int(result or 0)

@@ -26,12 +26,12 @@ import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, ValidationError
 
-from avatarkit._yaml import DuplicateKeyError, Location, Path, YAMLDocument, parse_yaml
+from avatarkit._interpolation import InterpolationError, expand
+from avatarkit._yaml import MAX_BYTES, Location, Path, YAMLDocument, YAMLProblem, parse_yaml
 from avatarkit.errors import (
     AvatarKitError,
     CapabilityError,
@@ -44,6 +44,7 @@ from avatarkit.plugins import Kind, ProviderRegistry, ProviderSpec, default_regi
 from avatarkit.providers import RendererCapabilities, renderer_capabilities
 
 if TYPE_CHECKING:
+    from avatarkit.listening import TurnOptions
     from avatarkit.session import AvatarSession, Route
 
 __all__ = [
@@ -60,13 +61,14 @@ __all__ = [
 
 Source = Mapping[str, Any] | str | os.PathLike[str]
 
-TOP_LEVEL_KEYS = ("system_prompt", "llm", "tts", "renderer", "session")
+TOP_LEVEL_KEYS = ("system_prompt", "llm", "tts", "renderer", "session", "stt", "vad", "turn")
 #: Keys whose values are treated as secrets wherever they appear.
 SECRET_KEY = re.compile(
     r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE
 )
 MASK = "***"
-_INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: Top-level keys starting with this are ignored: a place to define anchors (``x-base: &base``).
+EXTENSION_PREFIX = "x-"
 
 
 class TimeoutOptions(BaseModel):
@@ -142,6 +144,10 @@ class SessionConfig:
     capabilities: RendererCapabilities | None
     session: SessionOptions
     secrets: frozenset[str] = field(default=frozenset(), compare=False)
+    # voice input (the `stt:`, `vad:` and `turn:` sections)
+    stt: ProviderConfig | None = None
+    vad: ProviderConfig | None = None
+    turn: TurnOptions | None = None
 
     def build(self) -> AvatarSession:
         """Build every provider the route needs (a text route builds no TTS) and the session."""
@@ -164,6 +170,10 @@ class SessionConfig:
                 tts_first_chunk=timeouts.tts_first_chunk,
                 speak=timeouts.speak,
             ),
+            secrets=self.secrets,  # kept out of every error and event the session emits
+            stt=self.stt.build() if self.stt is not None else None,
+            vad=self.vad.build() if self.vad is not None else None,
+            turn=self.turn,
         )
 
     def summary(self) -> str:
@@ -188,6 +198,9 @@ class SessionConfig:
             lines.append("  route:    text (LLM -> sentences -> renderer.speak_text; no TTS)")
         else:
             lines.append("  route:    audio (LLM -> sentences -> TTS -> renderer.speak)")
+        if self.stt is not None:
+            lines.append(f"  stt:      {describe(self.stt)}")
+            lines.append(f"  vad:      {describe(self.vad) if self.vad else 'none'}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -230,62 +243,100 @@ def load_config(
 ) -> SessionConfig:
     """Validate a session description completely without building any provider.
 
-    Imports each renderer's factory (to learn its capabilities) but performs no I/O.
+    Imports each renderer's factory (to learn its capabilities) but performs no I/O. Every
+    problem found is reported in one error: a single problem raises its own error
+    (:class:`ConfigError`, :class:`ProviderNotFound`, :class:`CapabilityError`, ...); several
+    raise one :class:`ConfigError` listing them all, each in ``problems``.
     """
     doc = _read(source)
     env = os.environ if env is None else env
-    secrets: set[str] = set()
-    data = _interpolate(doc.value, (), doc, env, secrets)
+    problems = _Problems()
+    for dup in doc.problems:
+        problems.add(_config_error(dup.message, dup.location, _dotted(dup.path)))
+    state = _State(doc, env, problems)
+    value = doc.value
+    if isinstance(value, dict):  # `x-...:` top-level keys only hold anchors for reuse
+        value = {k: v for k, v in value.items() if not str(k).startswith(EXTENSION_PREFIX)}
+    data = state.interpolate(value, ())
     if data is None:
+        problems.raise_if_any()
         raise ConfigError(
             "the session is empty; it needs at least `llm:` and `renderer:`", path=doc.file
         )
     if not isinstance(data, dict):
-        raise _config_error(
-            f"a session is a mapping of sections, got {_type_name(data)}", doc.locate(()), None
+        problems.add(
+            _config_error(
+                f"a session is a mapping of sections, got {_type_name(data)}",
+                doc.locate(()),
+                None,
+            )
         )
+        problems.raise_if_any()
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            raise _config_error(
-                f"unknown top-level key {key!r}{_suggest(str(key), TOP_LEVEL_KEYS)}; "
-                f"valid keys: {', '.join(TOP_LEVEL_KEYS)}",
-                doc.locate((str(key),), key=True),
-                str(key),
+            problems.add(
+                _config_error(
+                    f"unknown top-level key {key!r}{_suggest(str(key), TOP_LEVEL_KEYS)}; "
+                    f"valid keys: {', '.join(TOP_LEVEL_KEYS)}",
+                    doc.locate((str(key),), key=True),
+                    str(key),
+                )
             )
     registry = default_registry() if registry is None else registry
 
     system_prompt = data.get("system_prompt")
     if system_prompt is not None and not isinstance(system_prompt, str):
-        raise _config_error(
-            f"expected text, got {_type_name(system_prompt)}",
-            doc.locate(("system_prompt",)),
-            "system_prompt",
+        problems.add(
+            _config_error(
+                f"expected text, got {_type_name(system_prompt)}",
+                doc.locate(("system_prompt",)),
+                "system_prompt",
+            )
         )
     for kind in ("llm", "renderer"):
         if data.get(kind) is None:
-            raise _config_error(
-                f"missing required section `{kind}:` (installed {kind} providers: "
-                f"{_names(registry, kind)})",
-                doc.locate(()),
-                None,
+            problems.add(
+                _config_error(
+                    f"missing required section `{kind}:` (installed {kind} providers: "
+                    f"{_names(registry, kind)})",
+                    doc.locate(()),
+                    None,
+                )
             )
-    llm, _ = _provider(doc, data, "llm", registry, secrets)
-    renderer, prefer = _provider(doc, data, "renderer", registry, secrets)
-    tts = _provider(doc, data, "tts", registry, secrets)[0] if data.get("tts") is not None else None
-
-    try:
-        capabilities = static_capabilities(renderer.spec)
-    except AvatarKitError as exc:
-        raise _located(exc, renderer.location, "renderer.provider") from None
-    route = None
-    if capabilities is not None:
-        route = _route(renderer, capabilities, prefer, tts, registry)
-
-    session_raw = data.get("session") or {}
-    session_options = cast(
-        "SessionOptions", _validate_model(SessionOptions, session_raw, ("session",), doc, secrets)
+    llm = _provider(state, data, "llm", registry)[0] if data.get("llm") is not None else None
+    renderer, prefer = (
+        _provider(state, data, "renderer", registry)
+        if data.get("renderer") is not None
+        else (None, None)
     )
-    frozen = frozenset(secrets)  # every provider redacts every secret of the session
+    tts = _provider(state, data, "tts", registry)[0] if data.get("tts") is not None else None
+
+    capabilities: RendererCapabilities | None = None
+    route: Route | None = None
+    if renderer is not None:
+        try:
+            capabilities = static_capabilities(renderer.spec)
+        except AvatarKitError as exc:
+            problems.add(_located(exc, renderer.location, "renderer.provider"))
+        tts_ok = tts is not None or data.get("tts") is None  # a broken tts: section is reported
+        if capabilities is not None and tts_ok:
+            try:
+                route = _route(renderer, capabilities, prefer, tts, registry)
+            except AvatarKitError as exc:
+                problems.add(exc)
+
+    session_raw = data.get("session")
+    session_options = SessionOptions()
+    if session_raw is not None:
+        validated = _validate_model(SessionOptions, session_raw, ("session",), state)
+        session_options = cast("SessionOptions", validated or session_options)
+
+    stt, vad, turn = _voice(state, data, registry)
+
+    problems.raise_if_any(state.secrets)
+    assert llm is not None  # else a problem was raised above
+    assert renderer is not None
+    frozen = frozenset(state.secrets)  # every provider redacts every secret of the session
     return SessionConfig(
         source=doc.file,
         system_prompt=system_prompt,
@@ -297,6 +348,9 @@ def load_config(
         capabilities=capabilities,
         session=session_options,
         secrets=frozen,
+        stt=replace(stt, secrets=frozen) if stt is not None else None,
+        vad=replace(vad, secrets=frozen) if vad is not None else None,
+        turn=turn,
     )
 
 
@@ -325,53 +379,164 @@ def dump_config(config: SessionConfig) -> str:
         out["tts"] = section(config.tts)
     out["renderer"] = section(config.renderer, {"prefer": config.prefer} if config.prefer else {})
     out["session"] = config.session.model_dump(mode="json")
+    if config.stt is not None:
+        out["stt"] = section(config.stt)
+    if config.vad is not None:
+        out["vad"] = section(config.vad)
+    if config.turn is not None:
+        out["turn"] = config.turn.model_dump(mode="json")
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
 
 
-# -- reading and interpolation ------------------------------------------------------------------
+# -- collecting problems ------------------------------------------------------------------------
+
+
+class _Problems:
+    """Every problem found in one description, raised together at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[AvatarKitError] = []
+
+    def add(self, exc: AvatarKitError) -> None:
+        self.items.append(exc)
+
+    def raise_if_any(self, secrets: Iterable[str] = ()) -> None:
+        if not self.items:
+            return
+        items = sorted(self.items, key=_position)  # file order; stable for the rest
+        if len(items) == 1:
+            raise items[0]
+        first, rest = items[0], items[1:]
+        more = "".join(f"\n  {redact(str(other), secrets)}" for other in rest)
+        if isinstance(first, ConfigError):
+            raise ConfigError(
+                first.message + more,
+                path=first.path,
+                line=first.line,
+                column=first.column,
+                field=first.field,
+                problems=items,
+            )
+        raise ConfigError(str(first) + more, problems=items)
+
+
+def _position(exc: AvatarKitError) -> tuple[int, int, int]:
+    if isinstance(exc, ConfigError) and exc.line is not None:
+        return (0, exc.line, exc.column or 0)
+    found = re.match(r"[^\n]*?:(\d+):(\d+): ", str(exc))  # a located non-config error
+    if found:
+        return (0, int(found.group(1)), int(found.group(2)))
+    return (1, 0, 0)
+
+
+@dataclass
+class _State:
+    """What validation of one description accumulates."""
+
+    doc: YAMLDocument
+    env: Mapping[str, str]
+    problems: _Problems
+    secrets: set[str] = field(default_factory=set)
+    #: Values whose ``${...}`` failed: no further problem is reported inside them.
+    failed: set[Path] = field(default_factory=set)
+    #: Variables that were set to "" and used, by the value they were used in.
+    empty_vars: dict[Path, list[str]] = field(default_factory=dict)
+
+    def interpolate(self, value: Any, path: Path) -> Any:
+        """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``.
+
+        Defaults may themselves hold ``${...}`` (``${A:-${B:-x}}``); a default is only expanded
+        when it is used.
+        """
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, (*path, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "$" not in value:
+            return value
+        try:
+            found = expand(value, self.env, secret=_is_secret_key(path), secret_name=SECRET_KEY)
+        except InterpolationError as exc:
+            self.failed.add(path)
+            self.problems.add(_config_error(exc.message, self.doc.locate(path), _dotted(path)))
+            return value
+        self.secrets.update(found.secrets)
+        if found.empty:
+            self.empty_vars[path] = found.empty
+        return found.value
+
+    def is_failed(self, path: Path) -> bool:
+        return any(path[: len(f)] == f for f in self.failed)
+
+
+def _is_secret_key(path: Path) -> bool:
+    return bool(path) and isinstance(path[-1], str) and bool(SECRET_KEY.search(path[-1]))
+
+
+# -- reading --------------------------------------------------------------------------------------
 
 
 def _read(source: Source) -> YAMLDocument:
     if isinstance(source, Mapping):
-        return _document_from_mapping(source)
+        return YAMLDocument(value=_plain(source), file=None)
     if not isinstance(source, str | os.PathLike):
         raise ConfigError(
             f"a session is a YAML file path or a mapping, got {type(source).__name__}"
         )
     file = os.fspath(source)
     try:
-        text = FilePath(file).read_text(encoding="utf-8")
+        with open(file, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError("file not found", path=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc}", path=file) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(
+            f"the file is larger than {MAX_BYTES} bytes, the limit for a session file", path=file
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read the file: {exc}", path=file) from None
     import yaml
 
     try:
         return parse_yaml(text, file)
-    except DuplicateKeyError as exc:
-        raise _config_error(
-            f"duplicate key {exc.key!r} (first given at line {exc.first.line})",
-            exc.second,
-            _dotted(exc.path),
-        ) from None
+    except YAMLProblem as exc:
+        raise _config_error(exc.message, exc.location, _dotted(exc.path) or None) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "invalid YAML"
-        if exc.context:
-            problem = f"{exc.context}, {problem}"
-        raise ConfigError(
-            f"invalid YAML: {problem}",
-            path=file,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-        ) from None
+        raise _yaml_syntax_error(exc, file) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", path=file) from None
 
 
-def _document_from_mapping(mapping: Mapping[str, Any]) -> YAMLDocument:
-    return YAMLDocument(value=_plain(mapping), file=None, values={}, keys={})
+#: Contexts whose start is where the mistake is (an unclosed bracket or quote), not where the
+#: parser noticed it.
+_OPENING_CONTEXTS = ("flow sequence", "flow mapping", "quoted scalar")
+
+
+def _yaml_syntax_error(exc: Any, file: str) -> ConfigError:
+    problem = exc.problem or "invalid YAML"
+    mark, context = exc.problem_mark, exc.context
+    if context and exc.context_mark is not None and any(c in context for c in _OPENING_CONTEXTS):
+        opened, noticed = exc.context_mark, exc.problem_mark
+        what = "'['" if "sequence" in context else "'{'" if "mapping" in context else "quote"
+        message = f"invalid YAML: this {what} is never closed ({context}"
+        if noticed is not None:
+            message += f", {problem} at line {noticed.line + 1} column {noticed.column + 1}"
+        message += ")"
+        return ConfigError(message, path=file, line=opened.line + 1, column=opened.column + 1)
+    if mark is None:
+        mark = exc.context_mark
+    if context:
+        problem = f"{context}, {problem}"
+    return ConfigError(
+        f"invalid YAML: {problem}",
+        path=file,
+        line=mark.line + 1 if mark else None,
+        column=mark.column + 1 if mark else None,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -382,58 +547,65 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _interpolate(
-    value: Any, path: Path, doc: YAMLDocument, env: Mapping[str, str], secrets: set[str]
-) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
-    if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, str(k)), doc, env, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, (*path, i), doc, env, secrets) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "$" not in value:
-        return value
-    key_is_secret = any(isinstance(p, str) and SECRET_KEY.search(p) for p in path[-1:])
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        found = env.get(name)
-        if found is None or (found == "" and default is not None):
-            if default is None:
-                raise _config_error(
-                    f"environment variable {name} is not set (use ${{{name}:-default}} "
-                    "to give a default)",
-                    doc.locate(path),
-                    _dotted(path),
-                )
-            found = default
-        if found and (key_is_secret or SECRET_KEY.search(name)):
-            secrets.add(found)
-        return found
-
-    result = _INTERPOLATION.sub(substitute, value)
-    leftover = _INTERPOLATION.sub("", value)
-    if "${" in leftover:
-        raise _config_error(
-            "malformed ${...}: write ${NAME} or ${NAME:-default} (NAME: letters, digits, _), "
-            "or $${ for a literal ${",
-            doc.locate(path),
-            _dotted(path),
-        )
-    return result
-
-
 # -- provider sections --------------------------------------------------------------------------
 
 
+def _voice(
+    state: _State, data: dict[str, Any], registry: ProviderRegistry
+) -> tuple[ProviderConfig | None, ProviderConfig | None, TurnOptions | None]:
+    """The voice input sections: ``stt:``, ``vad:`` (provider sections) and ``turn:``."""
+    from avatarkit.listening import TurnOptions
+
+    doc, problems = state.doc, state.problems
+    present = {key: data.get(key) is not None for key in ("stt", "vad", "turn")}
+    if not present["stt"]:
+        for key in ("vad", "turn"):
+            if present[key]:
+                problems.add(
+                    _config_error(
+                        f"`{key}:` is for voice input and needs an `stt:` section too "
+                        f"(installed stt providers: {_names(registry, 'stt')})",
+                        doc.locate((key,), key=True),
+                        key,
+                    )
+                )
+        return None, None, None
+    stt = _provider(state, data, "stt", registry)[0]
+    vad = _provider(state, data, "vad", registry)[0] if present["vad"] else None
+    if stt is not None and not present["vad"]:
+        try:
+            factory = stt.spec.load_factory()  # a plugin module; SDKs load when built
+        except AvatarKitError as exc:
+            problems.add(_located(exc, stt.location, "stt.provider"))
+        else:
+            factory = getattr(factory, "__wrapped__", factory)
+            # a provider that can do both says which by a `streaming` option; else its class
+            streaming = stt.options.get("streaming", getattr(factory, "streaming", None))
+            if streaming is False:
+                problems.add(
+                    _config_error(
+                        f"stt provider {stt.provider!r} transcribes whole utterances and needs "
+                        "a `vad:` section to find them (installed vad providers: "
+                        f"{_names(registry, 'vad')})",
+                        stt.location,
+                        "stt",
+                    )
+                )
+    turn = TurnOptions()
+    if present["turn"]:
+        validated = _validate_model(TurnOptions, data["turn"], ("turn",), state)
+        turn = cast("TurnOptions", validated or turn)
+    return stt, vad, turn
+
+
 def _provider(
-    doc: YAMLDocument,
+    state: _State,
     data: dict[str, Any],
     kind: Kind,
     registry: ProviderRegistry,
-    secrets: set[str],
-) -> tuple[ProviderConfig, Route | None]:
+) -> tuple[ProviderConfig | None, Route | None]:
+    """Validate one provider section; problems go to ``state`` (None if it cannot be built)."""
+    doc, problems = state.doc, state.problems
     raw = data[kind]
     path: Path = (kind,)
     if isinstance(raw, str):  # shorthand: `llm: scripted`
@@ -442,81 +614,167 @@ def _provider(
     else:
         name_path = (kind, "provider")
     if not isinstance(raw, dict):
-        raise _config_error(
-            f"expected a mapping with `provider:` and its options, got {_type_name(raw)}",
-            doc.locate(path),
-            kind,
+        problems.add(
+            _config_error(
+                f"expected a mapping with `provider:` and its options, got {_type_name(raw)}",
+                doc.locate(path),
+                kind,
+            )
         )
+        return None, None
     options = dict(raw)
     name = options.pop("provider", None)
+    if state.is_failed(name_path):
+        return None, None
     if not isinstance(name, str) or not name:
-        raise _config_error(
-            f"missing `provider:` (installed {kind} providers: {_names(registry, kind)})",
-            doc.locate(path),
-            f"{kind}.provider",
+        problems.add(
+            _config_error(
+                f"missing `provider:` (installed {kind} providers: {_names(registry, kind)})",
+                doc.locate(path),
+                f"{kind}.provider",
+            )
         )
+        return None, None
     try:
         spec = registry.get(kind, name)
     except (ProviderNotFound, PluginError) as exc:
-        raise _located(exc, doc.locate(name_path), f"{kind}.provider") from None
+        problems.add(_located(exc, doc.locate(name_path), f"{kind}.provider"))
+        return None, None
 
+    ok = True
     prefer: Route | None = None
     if kind == "renderer" and "prefer" in options:
         value = options.pop("prefer")
         if value not in ("text", "audio", None):
-            raise _config_error(
-                f"expected 'text' or 'audio', got {value!r}",
-                doc.locate((*path, "prefer")),
-                "renderer.prefer",
-            )
-        prefer = cast("Route | None", value)
+            if not state.is_failed((*path, "prefer")):
+                problems.add(
+                    _config_error(
+                        f"expected 'text' or 'audio', got {value!r}",
+                        doc.locate((*path, "prefer")),
+                        "renderer.prefer",
+                    )
+                )
+            ok = False
+        else:
+            prefer = cast("Route | None", value)
 
-    _collect_secrets(options, spec, secrets)
-    kwargs = _validate(spec, options, path, doc, secrets)
+    secret_fields = _secret_fields(spec)
+    options = _secret_scalars_as_text(options, path, spec, secret_fields, state)
+    _collect_secrets(options, secret_fields, state.secrets)
+    ok = _check_empty_secrets(options, path, secret_fields, state) and ok
+    kwargs = _validate(spec, options, path, state)
+    if kwargs is None or not ok:
+        return None, prefer
     return (
-        ProviderConfig(kind, name, spec, kwargs, doc.locate(path), frozenset(secrets)),
+        ProviderConfig(kind, name, spec, kwargs, doc.locate(path), frozenset(state.secrets)),
         prefer,
     )
+
+
+def _secret_fields(spec: ProviderSpec) -> set[str]:
+    if spec.options is None:
+        return set()
+    return {name for name, f in spec.options.model_fields.items() if _is_secret_type(f.annotation)}
+
+
+def _is_secret_option(key: str, secret_fields: set[str]) -> bool:
+    return key in secret_fields or bool(SECRET_KEY.search(key))
+
+
+def _secret_scalars_as_text(
+    options: dict[str, Any],
+    path: Path,
+    spec: ProviderSpec,
+    secret_fields: set[str],
+    state: _State,
+) -> dict[str, Any]:
+    """A key written unquoted (``api_key: 12345678``) is read by YAML as a number: give it back
+    as the text it was written as, so it is a secret like any other and is never echoed.
+    (Not for an option the provider declares as a number, such as ``max_token: 100``.)"""
+    out = dict(options)
+    fields = spec.options.model_fields if spec.options is not None else {}
+    for key, value in options.items():
+        declared = fields.get(str(key))
+        if (
+            isinstance(value, int | float)  # bool is an int: `token: yes` too
+            and _is_secret_option(str(key), secret_fields)
+            and (declared is None or _admits_text(declared.annotation))
+        ):
+            written = state.doc.scalar_text((*path, str(key)))
+            out[key] = written if written is not None else str(value)
+    return out
+
+
+def _check_empty_secrets(
+    options: Mapping[str, Any], path: Path, secret_fields: set[str], state: _State
+) -> bool:
+    """An empty key is never a working key: say so here, not as a 401 at the first turn."""
+    ok = True
+    for key, value in options.items():
+        full = (*path, str(key))
+        if not (isinstance(value, str) and not value.strip()):
+            continue
+        if not _is_secret_option(str(key), secret_fields) or state.is_failed(full):
+            continue
+        ok = False
+        empty = state.empty_vars.get(full)
+        if empty:
+            why = f"environment variable {', '.join(empty)} is set but empty"
+        else:
+            why = "it is given as an empty string"
+        state.problems.add(
+            _config_error(
+                f"{key} is empty ({why}); give the key, or leave the option out to use the "
+                "provider's default",
+                state.doc.locate(full),
+                _dotted(full),
+            )
+        )
+    return ok
 
 
 def _validate(
     spec: ProviderSpec,
     options: dict[str, Any],
     path: Path,
-    doc: YAMLDocument,
-    secrets: set[str],
-) -> dict[str, Any]:
+    state: _State,
+) -> dict[str, Any] | None:
     try:
         return spec.validate(options)
     except ValidationError as exc:
         assert spec.options is not None
-        raise _validation_error(
-            exc, spec.options, options, path, doc, secrets, f"{spec.kind} provider {spec.name!r}"
-        ) from None
+        _validation_errors(
+            exc, spec.options, options, path, state, f"{spec.kind} provider {spec.name!r}"
+        )
+        return None
 
 
 def _validate_model(
-    model: type[BaseModel], raw: Any, path: Path, doc: YAMLDocument, secrets: set[str]
-) -> BaseModel:
+    model: type[BaseModel], raw: Any, path: Path, state: _State
+) -> BaseModel | None:
     if not isinstance(raw, dict):
-        raise _config_error(
-            f"expected a mapping, got {_type_name(raw)}", doc.locate(path), _dotted(path)
-        )
+        if not state.is_failed(path):
+            state.problems.add(
+                _config_error(
+                    f"expected a mapping, got {_type_name(raw)}",
+                    state.doc.locate(path),
+                    _dotted(path),
+                )
+            )
+        return None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise _validation_error(exc, model, raw, path, doc, secrets, f"`{path[-1]}:`") from None
+        _validation_errors(exc, model, raw, path, state, f"`{path[-1]}:`")
+        return None
 
 
-def _collect_secrets(options: Mapping[str, Any], spec: ProviderSpec, secrets: set[str]) -> None:
+def _collect_secrets(
+    options: Mapping[str, Any], secret_fields: set[str], secrets: set[str]
+) -> None:
     """Remember raw values of secret fields, so no message can ever echo them."""
-    secret_fields = set()
-    if spec.options is not None:
-        secret_fields = {
-            name for name, f in spec.options.model_fields.items() if _is_secret_type(f.annotation)
-        }
     for key, value in _walk(options):
-        if isinstance(value, str) and value and (key in secret_fields or SECRET_KEY.search(key)):
+        if isinstance(value, str) and value and _is_secret_option(key, secret_fields):
             secrets.add(value)
 
 
@@ -531,6 +789,12 @@ def _walk(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
         yield key, value
 
 
+def _admits_text(annotation: Any) -> bool:
+    if annotation is str or annotation is Any or _is_secret_type(annotation):
+        return True
+    return any(_admits_text(arg) for arg in typing.get_args(annotation))
+
+
 def _is_secret_type(annotation: Any) -> bool:
     if isinstance(annotation, type) and issubclass(annotation, SecretStr | SecretBytes):
         return True
@@ -540,25 +804,23 @@ def _is_secret_type(annotation: Any) -> bool:
     return False
 
 
-def _validation_error(
+def _validation_errors(
     exc: ValidationError,
     model: type[BaseModel],
     raw: Mapping[str, Any],
     path: Path,
-    doc: YAMLDocument,
-    secrets: set[str],
+    state: _State,
     what: str,
-) -> ConfigError:
-    problems: list[tuple[Location, str, str]] = []
+) -> None:
+    """One problem per field pydantic rejected, each located in the file."""
     for error in exc.errors(include_url=False):
         field_path = _data_path(raw, error["loc"], error["type"])
         full = (*path, *field_path)
-        loc = doc.locate(full, key=error["type"] == "extra_forbidden")
-        problems.append((loc, _dotted(full), _explain(error, model, field_path, what)))
-    loc, field_name, message = problems[0]
-    for other_loc, other_field, other_message in problems[1:]:
-        message += f"\n  {_where(other_loc, other_field)}: {other_message}"
-    return _config_error(redact(message, secrets), loc, field_name)
+        if state.is_failed(full):
+            continue  # its ${...} already failed: that is the problem to report
+        loc = state.doc.locate(full, key=error["type"] == "extra_forbidden")
+        message = _explain(error, model, field_path, what)
+        state.problems.add(_config_error(redact(message, state.secrets), loc, _dotted(full)))
 
 
 def _data_path(raw: Any, loc: Iterable[int | str], error_type: str) -> Path:
@@ -593,8 +855,7 @@ def _explain(error: Any, model: type[BaseModel], field_path: Path, what: str) ->
             f" (expected {expected})" if expected else ""
         )
     secret = bool(field_path) and (
-        (isinstance(error.get("input"), str) and SECRET_KEY.search(str(field_path[-1])))
-        or _field_is_secret(model, field_path)
+        bool(SECRET_KEY.search(str(field_path[-1]))) or _field_is_secret(model, field_path)
     )
     got = "" if secret else f", got {_short(error.get('input'))}"
     return f"{error['msg']}{got}"
@@ -778,8 +1039,10 @@ def _masked(value: Any, secrets: frozenset[str] | set[str], key: str = "") -> An
         return {str(k): _masked(v, secrets, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_masked(v, secrets, key) for v in value]
+    if key and SECRET_KEY.search(key) and value is not None and value != "":
+        return MASK  # whatever its type: an unquoted `api_key: 12345678` is a number
     if isinstance(value, str):
-        return MASK if value and key and SECRET_KEY.search(key) else redact(value, secrets)
+        return redact(value, secrets)
     if value is None or isinstance(value, bool | int | float):
         return value
     return redact(str(value), secrets)

@@ -1,7 +1,7 @@
 """``avatarkit demo``: the offline default session, end to end, in a few seconds.
 
 A short scripted conversation goes through the built-in ``scripted`` LLM, Piper TTS and the
-``video`` renderer (the ``avatarkit[offline]`` extra), and the demo says where the MP4, the WAV
+``video`` renderer (the ``avatarkit-core[offline]`` extra), and the demo says where the MP4, the WAV
 and the transcript are. The session is the bundled ``demo.yaml`` (``examples/offline.yaml`` is
 the same session for ``avatarkit run``).
 """
@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         anyio.run(run, args.output)
-    except ProviderNotFound as exc:
-        sys.stderr.write(
-            f"avatarkit demo: {exc}\n"
-            "The demo needs the offline providers: pip install 'avatarkit[offline]'\n"
-        )
-        return 1
     except AvatarKitError as exc:
         sys.stderr.write(f"avatarkit demo: {exc}\n")
+        # several problems in the session file come as one ConfigError listing them all
+        problems = getattr(exc, "problems", ()) or (exc,)
+        if any(isinstance(p, ProviderNotFound) for p in problems):
+            sys.stderr.write(
+                "The demo needs the offline providers: pip install 'avatarkit-core[offline]'\n"
+            )
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("avatarkit demo: interrupted\n")

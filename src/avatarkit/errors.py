@@ -14,12 +14,17 @@ Catch at the level you care about::
         └── ProviderConnectionError  the service could not be reached or dropped the connection
 
 Plugins raise these (never vendor SDK exceptions) so retry and interrupt policy is uniform.
-Messages never contain secrets: pass them through :func:`redact` when in doubt.
+Messages never contain secrets: pass them through :func:`redact` when in doubt. A session
+passes every error it raises or reports through :func:`redact_exception`, so a key that a vendor
+error carries (in a request URL, in its ``__cause__``) never reaches the caller.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "AvatarKitError",
@@ -31,8 +36,10 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderNotFound",
     "ProviderTimeout",
+    "RedactedError",
     "SessionError",
     "redact",
+    "redact_exception",
 ]
 
 
@@ -51,12 +58,16 @@ class ConfigError(AvatarKitError):
         line: int | None = None,
         column: int | None = None,
         field: str | None = None,
+        problems: Sequence[AvatarKitError] = (),
     ) -> None:
         self.message = message
         self.path = path
         self.line = line
         self.column = column
         self.field = field
+        #: When one file has several problems: each of them (this error describes the first
+        #: and lists the rest). Empty for a single problem.
+        self.problems = tuple(problems)
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -153,9 +164,118 @@ class ProviderConnectionError(ProviderError):
         super().__init__(message, provider=provider, retryable=True)
 
 
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every non-empty secret in ``text`` with ``***``."""
+class RedactedError(Exception):
+    """Stands in for a vendor exception whose text had to be cleaned of secrets.
+
+    Found in the ``__cause__``/``__context__`` chain of errors a session raises; its message is
+    ``"OriginalType: redacted message"``, ``original_type`` names the original class and the
+    original traceback is kept.
+    """
+
+    def __init__(self, message: str, *, original_type: str) -> None:
+        self.original_type = original_type
+        super().__init__(message)
+
+
+#: Secrets shorter than this are only redacted as whole tokens (not inside longer words), so a
+#: short value cannot mangle every message; longer ones are redacted wherever they appear.
+_SHORT = 6
+
+
+def _secret_text(value: object) -> str:
+    getter = getattr(value, "get_secret_value", None)  # pydantic SecretStr / SecretBytes
+    if callable(getter):
+        value = getter()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _variants(secrets: Iterable[object]) -> list[str]:
+    """Each secret as written, and as it appears percent-encoded in a URL."""
+    found: set[str] = set()
     for secret in secrets:
-        if secret:
+        text = _secret_text(secret)
+        if text.strip():
+            found.update({text, quote(text, safe=""), quote_plus(text), quote(text)})
+    return sorted(found, key=len, reverse=True)  # a longer secret before one it contains
+
+
+def redact(text: str, secrets: Iterable[object]) -> str:
+    """Replace every secret in ``text`` with ``***``.
+
+    A secret may be a ``str``, a number (an unquoted YAML value), bytes or a pydantic
+    ``SecretStr``; empty ones are ignored. Its URL-encoded forms are redacted too. A secret of
+    fewer than 6 characters is redacted only where it stands alone (not inside a longer word).
+    """
+    for secret in _variants(secrets):
+        if secret not in text:
+            continue
+        if len(secret) >= _SHORT:
             text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text
+
+
+def _redact_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, bytes):
+        return redact(value.decode("utf-8", "replace"), secrets).encode()
+    if isinstance(value, tuple | list):
+        return type(value)(_redact_value(v, secrets) for v in value)
+    return value
+
+
+def redact_exception(error: BaseException, secrets: Iterable[object]) -> BaseException:
+    """``error`` with no secret left in its text, its attributes or its cause chain.
+
+    An :class:`AvatarKitError` is cleaned in place (its type, and so every ``except`` clause,
+    stays); any other exception whose text holds a secret is replaced by a
+    :class:`RedactedError`. ``__cause__`` and ``__context__`` are cleaned the same way, since
+    tracebacks print them.
+    """
+    values = _variants(secrets)
+    if not values:
+        return error
+    return _clean(error, values, {})
+
+
+def _clean(
+    error: BaseException, values: list[str], seen: dict[int, BaseException]
+) -> BaseException:
+    if id(error) in seen:
+        return seen[id(error)]
+    if isinstance(error, AvatarKitError):
+        cleaned: BaseException = error
+        seen[id(error)] = cleaned
+        error.args = _redact_value(error.args, values)
+        for key, value in list(vars(error).items()):
+            setattr(error, key, _redact_value(value, values))
+    else:
+        try:
+            text = str(error)
+        except Exception:  # a vendor __str__ that fails: say nothing of it
+            text = ""
+        try:
+            shown = repr(error.args)
+        except Exception:
+            shown = ""
+        notes = [str(n) for n in getattr(error, "__notes__", None) or ()]
+        said = "\n".join([text, shown, *notes])
+        if redact(said, values) == said:
+            cleaned = error
+            seen[id(error)] = cleaned
+        else:
+            name = type(error).__qualname__
+            cleaned = RedactedError(f"{name}: {redact(text, values)}", original_type=name)
+            cleaned.__traceback__ = error.__traceback__
+            for note in notes:  # traceback prints notes too
+                cleaned.add_note(redact(note, values))
+            seen[id(error)] = cleaned
+    cause, context = error.__cause__, error.__context__
+    cleaned.__cause__ = None if cause is None else _clean(cause, values, seen)
+    cleaned.__context__ = None if context is None else _clean(context, values, seen)
+    cleaned.__suppress_context__ = error.__suppress_context__
+    return cleaned

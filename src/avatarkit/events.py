@@ -57,12 +57,17 @@ class SentenceStarted:
 
 @dataclass(frozen=True, slots=True)
 class SentenceEnded:
-    """Sentence ``index`` finished, or was cut short when ``interrupted``."""
+    """Sentence ``index`` finished, or was cut short when ``interrupted``.
+
+    ``spoken`` is what of ``text`` was actually said, exactly what history records for it: all
+    of ``text`` when not ``interrupted``, else a whole-word prefix (possibly empty).
+    """
 
     turn: int
     index: int
     text: str
     interrupted: bool = False
+    spoken: str | None = None
     type: Literal["sentence_end"] = field(default="sentence_end", init=False)
 
 
@@ -85,8 +90,9 @@ class TurnMetrics:
 
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:
-    """A turn failed at ``stage`` (``llm``, ``tts``, ``renderer``, ``timeout``); the session is
-    still usable."""
+    """A turn failed at ``stage`` (``llm``, ``tts``, ``renderer``; a timeout is reported at the
+    stage that took too long); the session is still usable. ``message`` and ``error`` are
+    cleaned of the session's secrets."""
 
     turn: int
     stage: str

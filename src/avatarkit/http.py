@@ -33,7 +33,9 @@ from avatarkit.errors import (
 
 __all__ = [
     "RequestContext",
+    "bad_event_data",
     "connection_error",
+    "not_an_event_stream",
     "status_error",
     "streamed_response",
     "timeout_error",
@@ -169,6 +171,32 @@ def unexpected_error(ctx: RequestContext, exc: BaseException) -> ProviderError:
     """The error for anything else the client raised (named by type, not retryable)."""
     return ProviderError(
         ctx.clean(f"unexpected {type(exc).__name__}: {exc}"), provider=ctx.provider
+    )
+
+
+def not_an_event_stream(ctx: RequestContext, content_type: str | None) -> ProviderError | None:
+    """The error for a successful answer to a streaming request that is not an event stream
+    (a proxy's or captive portal's HTML page, a server that ignores ``stream``), else None."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "text/event-stream":
+        return None
+    return ProviderError(
+        ctx.clean(
+            f"{ctx.base_url} answered the streaming request with a body that is not an event "
+            f"stream: expected an event stream, got {kind or 'no content type'} (a proxy or "
+            "login page in the way, or base_url is not the API?)"
+        ),
+        provider=ctx.provider,
+    )
+
+
+def bad_event_data(ctx: RequestContext, exc: json.JSONDecodeError) -> ProviderError:
+    """The error for a server-sent event whose data is not the JSON the protocol says."""
+    return ProviderError(
+        ctx.clean(
+            f"{ctx.base_url} sent an event whose data is not JSON ({exc.msg}): {exc.doc[:120]!r}"
+        ),
+        provider=ctx.provider,
     )
 
 

@@ -33,6 +33,7 @@ from avatarkit.events import (
     ErrorEvent,
     Event,
     SentenceEnded,
+    StateChanged,
     TextDelta,
     TurnMetrics,
     UserSpeechEnded,
@@ -130,12 +131,17 @@ class _SourceDone:
 
 @dataclass(frozen=True, slots=True)
 class _Failure:
-    stage: Literal["stt", "vad"]
+    stage: Literal["stt", "vad", "audio"]
     error: AvatarKitError
     fatal: bool
 
 
-_Message = _Tick | _Speech | _Heard | _UtteranceDone | _SourceDone | _Failure
+@dataclass(frozen=True, slots=True)
+class _SessionClosed:
+    pass
+
+
+_Message = _Tick | _Speech | _Heard | _UtteranceDone | _SourceDone | _Failure | _SessionClosed
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -319,7 +325,18 @@ class Listener:
         self._utterance_queue: MemoryObjectSendStream[_Utterance] | None = None
         self._sends: TaskGroup | None = None
         self._fatal: AvatarKitError | None = None
+        self._input_done = False  # the caller's audio has all been read
         self._streams: list[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]] = []
+
+    @property
+    def idle(self) -> bool:
+        """Nobody is speaking and every heard turn has been handed to the session."""
+        return not self._speaking and not self._open and not self._closed
+
+    @property
+    def waiting_for_words(self) -> bool:
+        """A turn is over but its transcript has not come yet."""
+        return bool(self._closed)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -376,7 +393,7 @@ class Listener:
         to_stt = _Converter(self.stt_rate)
         to_vad = _Converter(self.vad_rate) if self.vad_rate is not None else None
         try:
-            async with aclosing(_iterate(audio)) as frames:
+            async with aclosing(_iterate(audio)) as raw, aclosing(_audio_errors(raw)) as frames:
                 async for chunk in frames:
                     if not chunk.data:
                         continue
@@ -386,6 +403,9 @@ class Listener:
                         to_stt(chunk), to_vad(chunk) if to_vad else b"", vad_out, stt_out
                     )
             await self._hand_on(to_stt.flush(), to_vad.flush() if to_vad else b"", vad_out, stt_out)
+            self._input_done = True
+        except _AudioFailed as failed:
+            self._inbox_send.send_nowait(_Failure("audio", failed.error, fatal=True))
         finally:
             for out in (vad_out, stt_out):
                 if out is not None:
@@ -398,13 +418,16 @@ class Listener:
         vad_out: MemoryObjectSendStream[AudioChunk] | None,
         stt_out: MemoryObjectSendStream[AudioChunk] | None,
     ) -> None:
-        if stt_pcm:
-            if stt_out is not None:
-                await stt_out.send(AudioChunk(stt_pcm, self.stt_rate))
-            else:
-                self._tape.append(stt_pcm)
-        if vad_pcm and vad_out is not None and self.vad_rate is not None:
-            await vad_out.send(AudioChunk(vad_pcm, self.vad_rate))
+        try:
+            if stt_pcm:
+                if stt_out is not None:
+                    await stt_out.send(AudioChunk(stt_pcm, self.stt_rate))
+                else:
+                    self._tape.append(stt_pcm)
+            if vad_pcm and vad_out is not None and self.vad_rate is not None:
+                await vad_out.send(AudioChunk(vad_pcm, self.vad_rate))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # that provider stopped reading: its runner reports why
 
     async def _clocked(
         self, source: MemoryObjectReceiveStream[AudioChunk]
@@ -429,6 +452,12 @@ class Listener:
             error = _provider_error(exc, self.vad, "vad")
             self._inbox_send.send_nowait(_Failure("vad", error, fatal=True))
             return
+        if not self._input_done:
+            error = ProviderError(
+                "vad stopped detecting before the audio ended", provider=type(self.vad).__name__
+            )
+            self._inbox_send.send_nowait(_Failure("vad", error, fatal=True))
+            return
         self._inbox_send.send_nowait(_SourceDone("vad"))
 
     async def _run_streaming_stt(self, source: MemoryObjectReceiveStream[AudioChunk]) -> None:
@@ -442,6 +471,13 @@ class Listener:
                         self._inbox_send.send_nowait(_Heard(transcript, None))
         except Exception as exc:
             error = _provider_error(exc, self.stt, "stt")
+            self._inbox_send.send_nowait(_Failure("stt", error, fatal=True))
+            return
+        if not self._input_done:
+            error = ProviderError(
+                "stt stopped transcribing before the audio ended",
+                provider=type(self.stt).__name__,
+            )
             self._inbox_send.send_nowait(_Failure("stt", error, fatal=True))
             return
         self._inbox_send.send_nowait(_SourceDone("stt"))
@@ -485,6 +521,9 @@ class Listener:
                 self._on_utterance_done(message.utterance)
             elif isinstance(message, _SourceDone):
                 self._on_source_done(message.what)
+            elif isinstance(message, _SessionClosed):
+                logger.debug("the session closed: listening stops")
+                return
             elif isinstance(message, _Failure):
                 self._report(message.stage, message.error)
                 if message.fatal:
@@ -751,6 +790,12 @@ class Listener:
         return self._arrivals[-1][1] if self._arrivals else None
 
     def _on_session_event(self, event: Event) -> None:
+        if isinstance(event, StateChanged) and event.state == "closed":
+            try:
+                self._inbox_send.send_nowait(_SessionClosed())
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            return
         self._replies(event)
         if not self._voice_turns:
             return
@@ -791,6 +836,29 @@ async def _iterate(source: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         if aclose is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+class _AudioFailed(Exception):
+    def __init__(self, error: AvatarKitError) -> None:
+        self.error = error
+
+
+async def _audio_errors(frames: AsyncIterator[AudioChunk]) -> AsyncGenerator[AudioChunk, None]:
+    """The caller's audio, its failures turned into an :class:`AvatarKitError` for ``listen``
+    to raise (a microphone that vanished, a broken file)."""
+    iterator = frames.__aiter__()
+    while True:
+        try:
+            chunk = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except AvatarKitError as exc:
+            raise _AudioFailed(exc) from exc
+        except Exception as exc:
+            raise _AudioFailed(
+                AvatarKitError(f"the audio source failed: {type(exc).__name__}: {exc}")
+            ) from exc
+        yield chunk
 
 
 async def _plain(

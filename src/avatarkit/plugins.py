@@ -1,10 +1,14 @@
 """Plugin loading and the provider registry.
 
 We wrap pluggy's loader instead of calling ``load_setuptools_entrypoints``: that one silently
-skips a second plugin with the same name and lets one broken plugin abort the whole load. Here a
-plugin that fails to import or to register is recorded as *broken* (shown by ``avatarkit
-providers``, raised only when one of its providers is asked for) and two distributions claiming
-the same provider name is reported naming both.
+skips a second plugin with the same name and lets one broken plugin abort the whole load. Here
+each plugin is loaded on its own, and one that fails is recorded as *broken* (shown by
+``avatarkit providers``, mentioned when a provider is not found) while the others and the
+built-ins load: an exception at import, ``sys.exit()`` or any other ``BaseException`` (except
+``KeyboardInterrupt``, which is the user's Ctrl-C), a hook pluggy rejects, a misspelled hook name
+(checked per plugin: pluggy's ``check_pending`` would fail the whole manager), an async hook, and
+an exception while registering (whatever it registered before failing is rolled back). Two
+distributions claiming the same provider name is reported naming both.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import threading
@@ -23,7 +28,7 @@ import pluggy
 from pydantic import BaseModel
 
 from avatarkit import hookspecs
-from avatarkit._version import __version__
+from avatarkit._version import DISTRIBUTION, __version__
 from avatarkit.errors import PluginError, ProviderNotFound
 from avatarkit.providers import RendererCapabilities, renderer_capabilities
 
@@ -340,10 +345,62 @@ def load_entry_points(pm: PluginManager) -> None:
         seen[ep.name] = source
         try:
             module = ep.load()
-            pm.register_source(module, source)
-        except Exception as exc:
-            logger.warning("plugin %r (%s) failed to load: %s", ep.name, dist, exc)
-            pm.broken.append(BrokenPlugin(ep.name, dist, version, f"{type(exc).__name__}: {exc}"))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin must not end the loader
+            _broken(pm.broken, source, f"failed to import: {_describe(exc)}")
+            continue
+        _register_plugin(pm, module, source)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _broken(broken: list[BrokenPlugin], source: PluginSource, error: str) -> None:
+    logger.warning("plugin %r (%s) is broken: %s", source.plugin, source.distribution, error)
+    broken.append(BrokenPlugin(source.plugin, source.distribution, source.version, error))
+
+
+def _register_plugin(pm: PluginManager, plugin: object, source: PluginSource) -> bool:
+    """Register one plugin, or record it as broken and leave the manager as it was."""
+    try:
+        pm.register_source(plugin, source)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        _broken(pm.broken, source, f"cannot be registered: {_describe(exc)}")
+        return False
+    unknown = [
+        name
+        for name, hook in vars(pm.hook).items()
+        if not name.startswith("_")
+        and not hook.has_spec()
+        and any(impl.plugin is plugin and not impl.optionalhook for impl in hook.get_hookimpls())
+    ]
+    if unknown:
+        pm.unregister(plugin)
+        pm.sources.pop(source.plugin, None)
+        known = sorted(
+            n for n, h in vars(pm.hook).items() if not n.startswith("_") and h.has_spec()
+        )
+        hints = [
+            f"{name!r}" + "".join(f" (did you mean {c!r}?)" for c in _close(name, known))
+            for name in unknown
+        ]
+        _broken(
+            pm.broken,
+            source,
+            f"implements unknown hook {', '.join(hints)}; avatarkit hooks: {', '.join(known)}",
+        )
+        return False
+    return True
+
+
+def _close(word: str, choices: list[str]) -> list[str]:
+    return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
 
 
 def get_plugin_manager(*, entry_points: bool = True) -> PluginManager:
@@ -351,14 +408,14 @@ def get_plugin_manager(*, entry_points: bool = True) -> PluginManager:
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for module_name in BUILTIN_PLUGINS:
-        source = PluginSource(module_name, "avatarkit", __version__)
+        source = PluginSource(module_name, DISTRIBUTION, __version__)
         pm.register_source(importlib.import_module(module_name), source)
-    if entry_points:
-        load_entry_points(pm)
     try:
-        pm.check_pending()
+        pm.check_pending()  # the built-ins: a failure here is avatarkit's own bug
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc
+    if entry_points:
+        load_entry_points(pm)
     if os.environ.get("AVATARKIT_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: logger.debug("pluggy: %s", msg.rstrip()))
         pm.enable_tracing()
@@ -368,8 +425,8 @@ def get_plugin_manager(*, entry_points: bool = True) -> PluginManager:
 def load_registry(pm: PluginManager | None = None) -> ProviderRegistry:
     """Call every plugin's ``register_providers`` and return what they registered.
 
-    Each plugin is called on its own, so one that raises is recorded as broken and the others
-    still register.
+    Each plugin is called on its own, so one that raises (even ``SystemExit``) is recorded as
+    broken, whatever it registered before failing is dropped, and the others still register.
     """
     pm = pm if pm is not None else get_plugin_manager()
     registry = ProviderRegistry()
@@ -379,18 +436,17 @@ def load_registry(pm: PluginManager | None = None) -> ProviderRegistry:
         source = pm.sources.get(impl.plugin_name, PluginSource(impl.plugin_name))
         registry._source = source
         kwargs = {"registry": registry}
+        saved = dict(registry._providers), dict(registry._conflicts)
         try:
-            impl.function(*(kwargs[arg] for arg in impl.argnames))
-        except Exception as exc:
-            logger.warning("plugin %r failed to register: %s", source.plugin, exc)
-            registry.broken.append(
-                BrokenPlugin(
-                    source.plugin,
-                    source.distribution,
-                    source.version,
-                    f"register_providers raised {type(exc).__name__}: {exc}",
-                )
-            )
+            result = impl.function(*(kwargs[arg] for arg in impl.argnames))
+            if inspect.isawaitable(result) or inspect.isgenerator(result):
+                getattr(result, "close", lambda: None)()  # never started: no warning, no effect
+                raise PluginError("register_providers must be a plain function, not async")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            registry._providers, registry._conflicts = saved
+            _broken(registry.broken, source, f"register_providers failed: {_describe(exc)}")
     registry._source = PluginSource("<direct>")
     return registry
 

@@ -25,6 +25,7 @@ __all__ = [
     "Message",
     "Renderer",
     "RendererCapabilities",
+    "ReportsProgress",
     "Role",
     "SpeaksAudio",
     "SpeaksText",
@@ -212,6 +213,22 @@ class SpeaksAudio(Protocol):
     """A renderer that plays audio; it may set ``sample_rate`` to the rate it wants."""
 
     async def speak(self, audio: AsyncIterator[AudioChunk]) -> None: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """Optional: a text renderer that knows how much of its last utterance was actually said.
+
+    The session calls ``spoken_fraction()`` (synchronously) right after ``speak_text`` returns,
+    raises or is cancelled, before the next utterance starts. Return the share of that text the
+    listener has heard, from 0 to 1, or ``None`` when you cannot tell. History records the whole
+    words inside that share of the text's characters. Without it, an utterance that did not
+    finish by itself is estimated from the time spent speaking over a generous estimate of its
+    length, which errs short. (On the audio route the session counts the audio the renderer
+    took from its iterator, so a renderer there says how far it got by what it takes.)
+    """
+
+    def spoken_fraction(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,19 +9,22 @@ each one, by one of two routes fixed when the session is built:
   the TTS is faster than real time.
 
 Each turn runs inside the caller's task (``send``/``say``) in its own task group, so no task
-outlives the turn, and the engine runs on asyncio and trio alike.
+outlives the turn, and the engine runs on asyncio and trio alike. Turns run one at a time, in
+call order; a newer call supersedes older ones still waiting (barge-in).
+
+Around it, each in its own module: :mod:`avatarkit._spoken` decides how much of a sentence was
+said (history and ``SentenceEnded`` hold exactly that), :mod:`avatarkit._lifecycle` starts and
+closes the providers, :mod:`avatarkit._cleanup` bounds every close, and
+:mod:`avatarkit._secrets` keeps the session's secrets out of its events and errors.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -29,12 +32,17 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from avatarkit._cleanup import aclose_stream, maybe_await, name_of
+from avatarkit._lifecycle import Providers
+from avatarkit._secrets import declared_secrets, redact_event
+from avatarkit._spoken import AudioRate, Meter, speech_seconds_bound, spoken_prefix
 from avatarkit.errors import (
     AvatarKitError,
     CapabilityError,
     ProviderError,
     ProviderTimeout,
     SessionError,
+    redact_exception,
 )
 from avatarkit.events import (
     ErrorEvent,
@@ -47,16 +55,10 @@ from avatarkit.events import (
     TurnMetrics,
 )
 from avatarkit.providers import LLM, TTS, AudioChunk, Message, renderer_capabilities
+from avatarkit.text import SentenceSplitter, clean_for_speech
 
 if TYPE_CHECKING:
     from avatarkit.listening import TurnOptions
-
-from avatarkit.text import (
-    SentenceSplitter,
-    clean_for_speech,
-    estimate_speech_seconds,
-    spoken_prefix,
-)
 
 __all__ = ["AvatarSession", "Route", "Timeouts"]
 
@@ -69,14 +71,22 @@ Route = Literal["text", "audio"]
 class Timeouts:
     """Limits (seconds) that turn a hung provider into an error; ``None`` waits forever.
 
-    ``speak`` is added to the utterance's own expected length. ``interrupt_grace`` is how long
-    a renderer may take to return from speaking after ``interrupt()`` before it is cancelled.
+    ``first_token`` runs from the LLM call to its first non-empty delta; ``tts_first_chunk``
+    from a TTS call to its first non-empty chunk. ``speak`` is how long a renderer may go
+    without progress: on the audio route it is added to the audio it was given (it may take
+    that long to play it) and does not run while the renderer waits for the TTS; on the text
+    route it is added to a generous estimate of the sentence's length (characters, CJK and long
+    URLs counted). ``interrupt_grace`` bounds ``renderer.interrupt()`` and how long a renderer
+    may take to return from speaking after it, before it is cancelled. ``cleanup`` bounds
+    closing one LLM/TTS stream or one provider: one that hangs there is left behind (logged)
+    so ``interrupt()`` and ``close()`` always return.
     """
 
     first_token: float | None = None
     tts_first_chunk: float | None = None
     speak: float | None = None
     interrupt_grace: float = 2.0
+    cleanup: float = 5.0
 
 
 @dataclass
@@ -85,8 +95,8 @@ class _Sentence:
     text: str  # as the LLM wrote it
     speech: str  # cleaned for speech
     audio: MemoryObjectReceiveStream[AudioChunk] | None = None
-    frames_total: int = 0  # audio route: frames synthesised so far
-    tts_done: bool = False
+    synthesized: float = 0.0  # audio route: seconds synthesised so far
+    total: float | None = None  # audio route: the full audio, once the TTS finished it
 
 
 @dataclass
@@ -98,10 +108,24 @@ class _Turn:
     done: anyio.Event
     slots: anyio.Semaphore  # audio route: one sentence speaking + `lookahead` synthesising
     interrupted: bool = False
+    failed: bool = False  # a producer failed: nothing more is begun
     first_token_at: float | None = None
     first_speech_at: float | None = None
-    spoken: list[str] | None = None
-    sentences: int = 0
+    spoken: list[str] = field(default_factory=list)
+    sentences: int = 0  # sentences begun
+    queued: int = 0  # sentences the producer handed on
+    produced: bool = False  # the producer handed on the whole reply
+    cut: bool = False  # a sentence ended short of its end
+
+    @property
+    def stopping(self) -> bool:
+        """No new sentence may begin (interrupted, or a producer failed)."""
+        return self.interrupted or self.failed
+
+    @property
+    def complete(self) -> bool:
+        """Everything the reply held was said in full."""
+        return self.produced and not self.cut and self.sentences == self.queued
 
 
 class _SpeakerGone(Exception):
@@ -117,21 +141,13 @@ class _Failed(Exception):
         self.error = error
 
 
-def _name(provider: object) -> str:
-    return type(provider).__name__
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
 class AvatarSession:
     """A conversation with an avatar.
 
     Use it as an async context manager (``async with session:``), which starts every provider and
-    closes each exactly once, even when cancelled.
+    closes each exactly once, even when cancelled. ``secrets`` are values (API keys, tokens) kept
+    out of every error and event the session produces, besides the keys its providers declare;
+    :func:`avatarkit.load_session` passes the ones the configuration resolved.
     """
 
     def __init__(
@@ -145,6 +161,7 @@ class AvatarSession:
         lookahead: int = 1,
         max_history: int | None = None,
         timeouts: Timeouts | None = None,
+        secrets: Iterable[object] = (),
         stt: Any | None = None,
         vad: Any | None = None,
         turn: TurnOptions | None = None,
@@ -165,6 +182,7 @@ class AvatarSession:
         self.lookahead = lookahead
         self.max_history = max_history
         self.timeouts = timeouts or Timeouts()
+        self._secrets = [s for s in secrets if s is not None]
         # Voice input (see avatarkit.listening): used by listen(), started with the session.
         if stt is not None and vad is None and getattr(stt, "streaming", False) is not True:
             raise CapabilityError(
@@ -173,20 +191,28 @@ class AvatarSession:
         self.stt = stt
         self.vad = vad
         self.turn = turn
+        self._listening = False
         self.history: list[Message] = []
         if system_prompt:
             self.history.append(Message("system", system_prompt))
         self.state: State = "idle"
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
-        self._stack: AsyncExitStack | None = None
-        self._started = False
+        self._providers = Providers(
+            [llm, self.tts, renderer, stt, vad],
+            cleanup=self.timeouts.cleanup,
+            secrets=self._all_secrets,
+        )
         self._closed = False
         self._close_done: anyio.Event | None = None
         self._turn: _Turn | None = None
-        self._turn_lock: anyio.Lock | None = None
+        self._queue: list[anyio.Event] = []  # one gate per send()/say() not yet ended
         self._turns = 0
+        self._tickets = 0  # send()/say() calls so far: the newest one wins a barge-in
         self._last_spoken = ""
+        self._renderer_busy = 0  # renderer.interrupt() calls in flight
+        self._renderer_quiet: anyio.Event | None = None
+        self._audio_rate = AudioRate()  # audio route: how long this TTS's sentences run
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -227,47 +253,35 @@ class AvatarSession:
         await self.close()
 
     async def start(self) -> None:
-        """Start every provider the route uses (LLM, TTS on the audio route, renderer)."""
+        """Start every provider the route uses (LLM, TTS on the audio route, renderer).
+
+        Safe to call from several tasks: providers start once and every caller returns when
+        they have. ``close()`` during ``start()`` stops it and closes what had started.
+        """
         if self._closed:
             raise SessionError("this session is closed; create a new one")
-        if self._started:
-            return
-        self._turn_lock = anyio.Lock()
+        await self._providers.start(self._prepare)
+
+    @property
+    def _started(self) -> bool:
+        return self._providers.started
+
+    async def _prepare(self) -> None:
         if self.route == "audio":
             # numpy and soxr (resampling) load here rather than on `import avatarkit`, which
-            # text-route users and the CLI never need, and not at the first sentence either.
+            # text-route users and the CLI never need, nor at the first sentence.
             import avatarkit.audio  # noqa: F401
         configure = getattr(self.renderer, "configure_route", None)
         if callable(configure):
-            await _maybe_await(configure(self.route))
-        stack = AsyncExitStack()
-        try:
-            for provider in (self.llm, self.tts, self.renderer, self.stt, self.vad):
-                if provider is not None:
-                    await self._start_provider(stack, provider)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
-            raise
-        self._stack = stack
-        self._started = True
-
-    @staticmethod
-    async def _start_provider(stack: AsyncExitStack, provider: Any) -> None:
-        if hasattr(provider, "__aenter__") and hasattr(provider, "__aexit__"):
-            await stack.enter_async_context(provider)
-            return
-        close = getattr(provider, "close", None)
-        if close is not None:
-            # Registered before start: a provider whose start fails is closed too (close is
-            # idempotent by contract), so a half-created paid session is never left running.
-            stack.push_async_callback(_close_quietly, provider, close)
-        start = getattr(provider, "start", None)
-        if start is not None:
-            await _maybe_await(start())
+            await maybe_await(configure(self.route))
 
     async def close(self) -> None:
-        """Stop the current turn and close every provider, exactly once, even if cancelled."""
+        """Stop the current turn and close every provider, exactly once, even if cancelled.
+
+        A start in progress is stopped and a turn still running is cancelled and waited for;
+        each provider's close is bounded by ``Timeouts.cleanup``, so ``close()`` returns even
+        if one hangs.
+        """
         if self._closed:
             if self._close_done is not None:
                 with anyio.CancelScope(shield=True):
@@ -277,14 +291,18 @@ class AvatarSession:
         self._close_done = anyio.Event()
         with anyio.CancelScope(shield=True):
             try:
+                await self._providers.stop_starting()
                 turn = self._turn
                 if turn is not None:
                     turn.interrupted = True
                     turn.scope.cancel()
-                    with anyio.move_on_after(5):
+                    # The turn's own cleanup is bounded (interrupt_grace, cleanup): this wait
+                    # only gives up on a provider that ignores cancellation altogether.
+                    with anyio.move_on_after(self._turn_cleanup_bound()):
                         await turn.done.wait()
-                if self._stack is not None:
-                    await self._stack.aclose()
+                    if not turn.done.is_set():
+                        logger.error("the running turn did not end; closing the providers anyway")
+                await self._providers.close()
             finally:
                 self._set_state("closed")
                 for stream in self._subscribers:
@@ -292,16 +310,26 @@ class AvatarSession:
                 self._subscribers.clear()
                 self._close_done.set()
 
+    def _turn_cleanup_bound(self) -> float:
+        """How long a cancelled turn may take to end: silencing the renderer, returning from
+        speaking, closing the LLM stream and the TTS streams of the look-ahead."""
+        t = self.timeouts
+        return 2 * t.interrupt_grace + (self.lookahead + 2) * t.cleanup + 1.0
+
     # -- events --------------------------------------------------------------------------------
 
     def subscribe(self, max_buffer: int = 1024) -> MemoryObjectReceiveStream[Event]:
         """A stream of every event from now on; iterate it with ``async for``.
 
         A subscriber that falls ``max_buffer`` events behind misses events (logged) rather than
-        slowing the avatar down. The stream ends when the session closes.
+        slowing the avatar down. The stream ends when the session closes (at once if it is
+        closed already).
         """
         send, receive = anyio.create_memory_object_stream[Event](max_buffer)
-        self._subscribers.append(send)
+        if self._closed:
+            send.close()
+        else:
+            self._subscribers.append(send)
         return receive
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -309,7 +337,15 @@ class AvatarSession:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback)
 
+    def _all_secrets(self) -> list[object]:
+        found = list(self._secrets)
+        for provider in (self.llm, self.tts, self.renderer, self.stt, self.vad):
+            if provider is not None:
+                found.extend(declared_secrets(provider))
+        return found
+
     def _emit(self, event: Event) -> None:
+        event = redact_event(event, self._all_secrets())
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -340,8 +376,10 @@ class AvatarSession:
     async def send(self, text: str) -> str:
         """Run one turn: the user says ``text``; returns what the avatar actually said.
 
-        A ``send`` while the avatar is still speaking interrupts it first (barge-in). A provider
-        failure ends the turn with an :class:`~avatarkit.events.ErrorEvent` and is raised as an
+        A ``send`` while the avatar is still speaking interrupts it first (barge-in); of several
+        waiting to barge in, the newest runs and the others end at once, unanswered (their user
+        messages stay in history). A provider failure ends the turn with an
+        :class:`~avatarkit.events.ErrorEvent` and is raised as an
         :class:`~avatarkit.errors.AvatarKitError`; the session stays usable.
         """
         return await self._run(text, use_llm=True)
@@ -363,7 +401,13 @@ class AvatarSession:
             raise SessionError("listen() needs an STT: give AvatarSession(stt=...) or `stt:`")
         if not self._started:
             raise SessionError("start the session first: use `async with session:`")
-        await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+        if self._listening:
+            raise SessionError("this session is already listening to another audio stream")
+        self._listening = True
+        try:
+            await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+        finally:
+            self._listening = False
 
     async def interrupt(self) -> None:
         """Stop the current reply now: cancel the LLM stream and pending TTS, silence the
@@ -386,16 +430,28 @@ class AvatarSession:
                     self.timeouts.interrupt_grace,
                 )
                 turn.scope.cancel()
-                await turn.done.wait()
+                with anyio.move_on_after(self._turn_cleanup_bound()):
+                    await turn.done.wait()
 
     async def _run(self, text: str, *, use_llm: bool) -> str:
         if self._closed:
             raise SessionError("this session is closed")
-        if not self._started or self._turn_lock is None:
+        if not self._started:
             raise SessionError("start the session first: use `async with session:`")
-        if self._turn is not None:
-            await self.interrupt()  # barge-in
-        async with self._turn_lock:
+        # Turns run one at a time in call order: each waits for every earlier call to end
+        # (a queue of gates rather than a lock, whose wake-up order trio does not fix).
+        self._tickets += 1
+        ticket = self._tickets
+        earlier, mine = list(self._queue), anyio.Event()
+        self._queue.append(mine)
+        try:
+            if self._turn is not None:
+                await self.interrupt()  # barge-in
+            for gate in earlier:
+                await gate.wait()
+            if self._renderer_quiet is not None:
+                # A renderer.interrupt() still in flight must not land on this turn's speech.
+                await self._renderer_quiet.wait()
             if self._closed:  # closed by another task while this one waited for its turn
                 raise SessionError("this session is closed")
             self._turns += 1
@@ -406,32 +462,49 @@ class AvatarSession:
                 anyio.CancelScope(),
                 anyio.Event(),
                 anyio.Semaphore(self.lookahead + 1),
-                spoken=[],
             )
-            self._turn = turn
-            failure: _Failed | None = None
-            try:
-                if use_llm:
-                    self._append(Message("user", text))
-                with turn.scope:
-                    await self._turn_body(turn, text, use_llm)
-            except BaseException as exc:
-                inner = _unwrap(exc)
-                if not isinstance(inner, _Failed):
-                    # Cancelled from outside (or Ctrl-C): silence the avatar, keep history.
-                    turn.interrupted = True
-                    await self._silence_renderer()
-                    raise
+            if use_llm:
+                self._append(Message("user", text))
+            if ticket != self._tickets:
+                # A newer send()/say() barged in while this one waited: it is not answered.
+                turn.interrupted = True
+                self._finish_turn(turn)
+                return ""
+            return await self._play(turn, text, use_llm)
+        finally:
+            self._queue.remove(mine)
+            mine.set()
+
+    async def _play(self, turn: _Turn, text: str, use_llm: bool) -> str:
+        """Run ``turn`` to its end; returns what was said, raises what failed."""
+        self._turn = turn
+        failure: _Failed | None = None
+        try:
+            with turn.scope:
+                await self._turn_body(turn, text, use_llm)
+        except BaseException as exc:
+            inner = _unwrap(exc)
+            if isinstance(inner, _Failed):
                 failure = inner
-                await self._silence_renderer()
-            finally:
-                self._finish_turn(turn, cancelled=failure is None and sys.exc_info()[0] is not None)
-            spoken = self._last_spoken
-            if failure is not None:
-                error = _as_avatarkit_error(failure, self)
-                self._emit(ErrorEvent(turn.number, failure.stage, str(error), error))
-                raise error from failure.error
-            return spoken
+            else:
+                # Cancelled from outside (or Ctrl-C, or a bug): silence the avatar, keep
+                # history of what was said, and let the exception go on.
+                turn.interrupted = True
+                try:
+                    await self._silence_renderer()
+                finally:
+                    self._finish_turn(turn)
+                if inner is not exc and not isinstance(inner, _cancelled_classes()):
+                    raise inner from None  # one error, not a group of one
+                raise
+            await self._silence_renderer()
+        if failure is not None:
+            error = self._as_avatarkit_error(failure)
+            self._emit(ErrorEvent(turn.number, failure.stage, str(error), error))
+            self._finish_turn(turn)
+            raise error
+        self._finish_turn(turn)
+        return self._last_spoken
 
     async def _silence_renderer(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -439,40 +512,67 @@ class AvatarSession:
 
     async def _interrupt_renderer(self, level: int) -> None:
         """``renderer.interrupt()``, bounded by ``interrupt_grace``: a renderer that raises or
-        hangs there must not hang the caller (the silencing after a failure is shielded)."""
+        hangs there must not hang the caller (the silencing after a failure is shielded). The
+        next turn waits until no call is in flight, so a late one cannot cut its speech."""
+        if self._renderer_busy == 0:
+            self._renderer_quiet = anyio.Event()
+        self._renderer_busy += 1
         grace = self.timeouts.interrupt_grace
-        with anyio.move_on_after(grace) as scope:
-            try:
-                await self.renderer.interrupt()
-            except Exception as exc:
-                logger.log(level, "renderer %s failed to interrupt: %s", _name(self.renderer), exc)
-        if scope.cancelled_caught:
-            logger.warning(
-                "renderer %s did not return from interrupt() within %.1f s",
-                _name(self.renderer),
-                grace,
-            )
+        try:
+            with anyio.move_on_after(grace) as scope:
+                try:
+                    await self.renderer.interrupt()
+                except Exception as exc:
+                    message = redact_exception(exc, self._all_secrets())
+                    logger.log(
+                        level, "renderer %s failed to interrupt: %s", _name(self.renderer), message
+                    )
+            if scope.cancelled_caught:
+                logger.warning(
+                    "renderer %s did not return from interrupt() within %.1f s",
+                    _name(self.renderer),
+                    grace,
+                )
+        finally:
+            self._renderer_busy -= 1
+            if self._renderer_busy == 0 and self._renderer_quiet is not None:
+                self._renderer_quiet.set()
+                self._renderer_quiet = None
 
-    def _finish_turn(self, turn: _Turn, *, cancelled: bool) -> None:
-        spoken = " ".join(s.strip() for s in turn.spoken or [] if s.strip())
+    def _finish_turn(self, turn: _Turn) -> None:
+        spoken = " ".join(s.strip() for s in turn.spoken if s.strip())
         if spoken:
             self._append(Message("assistant", spoken))
         self._last_spoken = spoken
-        self._turn = None
+        if self._turn is turn:
+            self._turn = None
         turn.done.set()
-        if not cancelled:
-            self._emit(
-                TurnMetrics(
-                    turn=turn.number,
-                    time_to_first_token=_since(turn.started, turn.first_token_at),
-                    time_to_first_speech=_since(turn.started, turn.first_speech_at),
-                    duration=time.perf_counter() - turn.started,
-                    sentences=turn.sentences,
-                    interrupted=turn.interrupted,
-                )
+        self._emit(
+            TurnMetrics(
+                turn=turn.number,
+                time_to_first_token=_since(turn.started, turn.first_token_at),
+                time_to_first_speech=_since(turn.started, turn.first_speech_at),
+                duration=time.perf_counter() - turn.started,
+                sentences=turn.sentences,
+                # An interrupt that came as the reply ended by itself cut nothing.
+                interrupted=turn.interrupted and not turn.complete,
             )
+        )
         if not self._closed:
             self._set_state("idle")
+
+    def _as_avatarkit_error(self, failure: _Failed) -> AvatarKitError:
+        """The error to raise and report for ``failure``: an avatarkit error naming the
+        provider, cleaned of every secret the session knows."""
+        error = failure.error
+        if not isinstance(error, AvatarKitError):
+            provider = {"llm": self.llm, "tts": self.tts, "renderer": self.renderer}[failure.stage]
+            wrapped = ProviderError(f"{type(error).__name__}: {error}", provider=_name(provider))
+            wrapped.__cause__ = error
+            error = wrapped
+        cleaned = redact_exception(error, self._all_secrets())
+        assert isinstance(cleaned, AvatarKitError)
+        return cleaned
 
     async def _turn_body(self, turn: _Turn, text: str, use_llm: bool) -> None:
         send, receive = anyio.create_memory_object_stream[_Sentence](math.inf)
@@ -513,70 +613,81 @@ class AvatarSession:
         if use_llm:
             await self._produce_from_llm(turn, out)
         else:
-            await self._produce_from_text(text, out)
+            await self._produce_from_text(turn, text, out)
 
     # -- producing sentences -------------------------------------------------------------------
 
     async def _produce_from_llm(self, turn: _Turn, out: MemoryObjectSendStream[_Sentence]) -> None:
         splitter = SentenceSplitter()
-        index = 0
+        limit = self.timeouts.first_token
+        deadline = math.inf if limit is None else anyio.current_time() + limit
         async with out:
-            stream = self.llm.stream(list(self.history))
+            stream: object = None
             try:
-                iterator = stream.__aiter__()
+                try:
+                    stream = self.llm.stream(list(self.history))
+                    iterator = stream.__aiter__()
+                except Exception as exc:  # the call itself failed, before streaming
+                    turn.failed = True
+                    raise _Failed("llm", exc) from exc
                 while True:
                     try:
-                        if turn.first_token_at is None and self.timeouts.first_token is not None:
-                            delta = await _next_within(
-                                iterator, self.timeouts.first_token, self.llm, "first token"
+                        if turn.first_token_at is None:
+                            delta = await _next_before(
+                                iterator, deadline, limit, self.llm, "first token"
                             )
                         else:
                             delta = await iterator.__anext__()
                     except StopAsyncIteration:
                         break
                     except Exception as exc:
+                        turn.failed = True
                         raise _Failed("llm", exc) from exc
+                    if not delta:
+                        continue  # an empty delta is not a first token
                     if turn.first_token_at is None:
                         turn.first_token_at = time.perf_counter()
-                    if not delta:
-                        continue
                     self._emit(TextDelta(turn.number, delta))
-                    queued = index
+                    queued = turn.queued
                     for sentence in splitter.feed(delta):
-                        index = self._queue_sentence(out, index, sentence)
-                    if index != queued:
+                        self._queue_sentence(turn, out, sentence)
+                    if turn.queued != queued:
                         # Let the speaker start on it now, even if the LLM has more at hand
                         # (a stream that yields without awaiting would otherwise run to the end).
                         await anyio.lowlevel.checkpoint()
                 for sentence in splitter.flush():
-                    index = self._queue_sentence(out, index, sentence)
+                    self._queue_sentence(turn, out, sentence)
+                turn.produced = True
             except _SpeakerGone:
                 return  # the turn is ending (cancelled, interrupted): stop streaming
             finally:
-                await _aclose(stream)
+                if stream is not None:
+                    await aclose_stream(stream, self.timeouts.cleanup, self.llm)
 
-    async def _produce_from_text(self, text: str, out: MemoryObjectSendStream[_Sentence]) -> None:
+    async def _produce_from_text(
+        self, turn: _Turn, text: str, out: MemoryObjectSendStream[_Sentence]
+    ) -> None:
         splitter = SentenceSplitter()
-        index = 0
         async with out:
             for sentence in [*splitter.feed(text), *splitter.flush()]:
                 try:
-                    index = self._queue_sentence(out, index, sentence)
+                    self._queue_sentence(turn, out, sentence)
                 except _SpeakerGone:
                     return
+            turn.produced = True
 
     @staticmethod
-    def _queue_sentence(out: MemoryObjectSendStream[_Sentence], index: int, raw: str) -> int:
+    def _queue_sentence(turn: _Turn, out: MemoryObjectSendStream[_Sentence], raw: str) -> None:
         speech = clean_for_speech(raw)
         if not any(ch.isalnum() for ch in speech):
-            return index  # nothing to say ("**", a lone "?")
+            return  # nothing to say ("**", a lone "?")
         try:
-            out.send_nowait(_Sentence(index, raw, speech))
+            out.send_nowait(_Sentence(turn.queued, raw, speech))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The speaker already left (the turn was cancelled before this producer got to
             # a checkpoint, e.g. an LLM that streams without awaiting): nobody will say it.
             raise _SpeakerGone from None
-        return index + 1
+        turn.queued += 1
 
     # -- speaking: text route -------------------------------------------------------------------
 
@@ -585,17 +696,22 @@ class AvatarSession:
     ) -> None:
         async with sentences:
             async for sentence in sentences:
-                if turn.interrupted:
+                if turn.stopping or not await self._begin_sentence(turn, sentence):
                     return
-                await self._begin_sentence(turn, sentence)
                 if turn.first_speech_at is None:
                     turn.first_speech_at = time.perf_counter()
-                expected = estimate_speech_seconds(sentence.speech)
-                started = time.perf_counter()
+                meter = Meter(sentence.speech, "text")
+                limit = self.timeouts.speak
+                deadline = math.inf
+                if limit is not None:
+                    deadline = anyio.current_time() + limit + speech_seconds_bound(sentence.speech)
                 try:
-                    await self._bounded_speak(self.renderer.speak_text(sentence.speech), expected)
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        await self._renderer_call(self.renderer.speak_text(sentence.speech))
+                    self._check_timeout(scope, meter)
+                    meter.returned = True
                 finally:
-                    self._end_sentence(turn, sentence, _elapsed_fraction(turn, started, expected))
+                    self._end_sentence(turn, sentence, meter)
 
     # -- speaking: audio route ------------------------------------------------------------------
 
@@ -616,7 +732,7 @@ class AvatarSession:
                     audio_send.close()
                     _discard(sentence)
                     return  # the speaker left: the turn is ending
-                tg.start_soon(self._synthesize, sentence, audio_send)
+                tg.start_soon(self._synthesize, turn, sentence, audio_send)
 
     async def _speak_audio_sentences(
         self, turn: _Turn, ready: MemoryObjectReceiveStream[_Sentence]
@@ -625,7 +741,7 @@ class AvatarSession:
             try:
                 async for sentence in ready:
                     try:
-                        if not turn.interrupted:
+                        if not turn.stopping:
                             await self._speak_one_audio(turn, sentence)
                     finally:
                         _discard(sentence)
@@ -638,100 +754,148 @@ class AvatarSession:
                         break
 
     async def _synthesize(
-        self, sentence: _Sentence, out: MemoryObjectSendStream[AudioChunk]
+        self, turn: _Turn, sentence: _Sentence, out: MemoryObjectSendStream[AudioChunk]
     ) -> None:
         assert self.tts is not None
+        limit = self.timeouts.tts_first_chunk
+        deadline = math.inf if limit is None else anyio.current_time() + limit
         async with out:
-            stream = self.tts.synthesize(sentence.speech)
+            stream: object = None
             try:
-                iterator = stream.__aiter__()
-                limit = self.timeouts.tts_first_chunk
+                try:
+                    stream = self.tts.synthesize(sentence.speech)
+                    iterator = stream.__aiter__()
+                except Exception as exc:  # the call itself failed, before streaming
+                    turn.failed = True
+                    raise _Failed("tts", exc) from exc
                 while True:
                     try:
-                        if limit is not None and not sentence.frames_total:
-                            chunk = await _next_within(iterator, limit, self.tts, "audio")
+                        if not sentence.synthesized:
+                            chunk = await _next_before(iterator, deadline, limit, self.tts, "audio")
                         else:
                             chunk = await iterator.__anext__()
+                        seconds = chunk.duration
                     except StopAsyncIteration:
                         break
                     except Exception as exc:
+                        turn.failed = True
                         raise _Failed("tts", exc) from exc
-                    sentence.frames_total += chunk.frames
+                    sentence.synthesized += seconds
                     try:
                         out.send_nowait(chunk)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         return  # the sentence was dropped (interrupt, error): stop the TTS
-                sentence.tts_done = True
+                sentence.total = sentence.synthesized
+                self._audio_rate.learn(sentence.speech, sentence.total)
             finally:
-                await _aclose(stream)
+                if stream is not None:
+                    await aclose_stream(stream, self.timeouts.cleanup, self.tts)
 
     async def _speak_one_audio(self, turn: _Turn, sentence: _Sentence) -> None:
         assert sentence.audio is not None
-        played = 0
-        source = sentence.audio
-
-        async def pull() -> AsyncIterator[AudioChunk]:
-            nonlocal played
-            async with source:
-                async for chunk in source:
-                    if turn.first_speech_at is None:
-                        turn.first_speech_at = time.perf_counter()
-                    played += chunk.frames
-                    yield chunk
-
+        if not await self._begin_sentence(turn, sentence):
+            sentence.audio.close()
+            return
         from avatarkit.audio import resample_stream  # loaded by start(): a dict lookup here
 
-        rate = getattr(self.renderer, "sample_rate", None)
-        audio = resample_stream(pull(), rate if isinstance(rate, int) else None)
-        await self._begin_sentence(turn, sentence)
-        try:
-            await self._bounded_speak(
-                self.renderer.speak(audio), estimate_speech_seconds(sentence.speech)
-            )
-        finally:
-            await _aclose(audio)
-            fraction = 1.0
-            if turn.interrupted:
-                fraction = played / sentence.frames_total if sentence.frames_total else 0.0
-            self._end_sentence(turn, sentence, fraction)
-
-    async def _bounded_speak(self, call: Awaitable[None], expected: float) -> None:
+        meter = Meter(sentence.speech, "audio", expected=self._audio_rate.expected(sentence.speech))
         limit = self.timeouts.speak
+        scope = anyio.CancelScope(
+            deadline=math.inf if limit is None else anyio.current_time() + limit
+        )
+        rate = getattr(self.renderer, "sample_rate", None)
+        resampled = resample_stream(sentence.audio, rate if isinstance(rate, int) else None)
+
+        async def delivered() -> AsyncIterator[AudioChunk]:
+            """What the renderer takes: counted, and the speak timeout follows it."""
+            while True:
+                if limit is not None:
+                    scope.deadline = math.inf  # waiting for the TTS is not the renderer's time
+                try:
+                    chunk = await resampled.__anext__()
+                except StopAsyncIteration:
+                    meter.exhausted = True
+                    return
+                finally:
+                    if limit is not None:
+                        scope.deadline = anyio.current_time() + limit + meter.delivered
+                if turn.first_speech_at is None and chunk.data:
+                    turn.first_speech_at = time.perf_counter()
+                meter.delivered += chunk.duration
+                if limit is not None:
+                    scope.deadline = anyio.current_time() + limit + meter.delivered
+                yield chunk
+
+        audio = delivered()
         try:
-            if limit is None:
-                await call
-                return
-            try:
-                with anyio.fail_after(limit + expected):
-                    await call
-            except TimeoutError:
-                raise ProviderTimeout(
-                    f"did not finish speaking within {limit + expected:.1f} s",
-                    provider=_name(self.renderer),
-                ) from None
+            with scope:
+                await self._renderer_call(self.renderer.speak(audio))
+            self._check_timeout(scope, meter)
+            meter.returned = True
+        finally:
+            await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
+            await aclose_stream(resampled, self.timeouts.cleanup, self.renderer)
+            meter.synthesized, meter.total = sentence.synthesized, sentence.total
+            self._end_sentence(turn, sentence, meter)
+
+    @staticmethod
+    async def _renderer_call(call: Awaitable[None]) -> None:
+        try:
+            await call
         except Exception as exc:
             raise _Failed("renderer", exc) from exc
 
+    def _check_timeout(self, scope: anyio.CancelScope, meter: Meter) -> None:
+        if scope.cancelled_caught:
+            meter.timed_out = True
+            error = ProviderTimeout(
+                f"did not finish speaking: no progress for {self.timeouts.speak} s beyond "
+                "the utterance's own length",
+                provider=_name(self.renderer),
+            )
+            raise _Failed("renderer", error)
+
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    async def _begin_sentence(self, turn: _Turn, sentence: _Sentence) -> None:
+    async def _begin_sentence(self, turn: _Turn, sentence: _Sentence) -> bool:
+        """Caption and announce the sentence; ``False`` if the turn was interrupted meanwhile
+        (an async caption gives an interrupt time to arrive), so nothing is said after it."""
         caption = getattr(self.renderer, "caption", None)
         if callable(caption):
             try:
-                await _maybe_await(caption(sentence.speech))
+                await maybe_await(caption(sentence.speech))
             except Exception as exc:
                 raise _Failed("renderer", exc) from exc
+            if turn.stopping:
+                return False
         self._set_state("speaking")
         self._emit(SentenceStarted(turn.number, sentence.index, sentence.speech))
+        return True
 
-    def _end_sentence(self, turn: _Turn, sentence: _Sentence, fraction: float) -> None:
-        assert turn.spoken is not None
-        cut = fraction < 1.0
-        said = spoken_prefix(sentence.speech, fraction) if cut else sentence.speech
+    def _spoken_report(self) -> float | None:
+        report = getattr(self.renderer, "spoken_fraction", None)
+        if not callable(report):
+            return None
+        try:
+            value = report()
+            return None if value is None else float(value)
+        except Exception as exc:
+            logger.warning("renderer %s: spoken_fraction() failed: %s", _name(self.renderer), exc)
+            return None
+
+    def _end_sentence(self, turn: _Turn, sentence: _Sentence, meter: Meter) -> None:
+        fraction = meter.fraction(interrupted=turn.interrupted, report=self._spoken_report())
+        said = spoken_prefix(sentence.speech, fraction)
+        cut = said != sentence.speech
         if said:
             turn.spoken.append(said)
         turn.sentences += 1
-        self._emit(SentenceEnded(turn.number, sentence.index, sentence.speech, interrupted=cut))
+        turn.cut = turn.cut or cut
+        self._emit(
+            SentenceEnded(
+                turn.number, sentence.index, sentence.speech, interrupted=cut, spoken=said
+            )
+        )
 
     def _append(self, message: Message) -> None:
         self.history.append(message)
@@ -746,24 +910,20 @@ class AvatarSession:
             self.history[:] = system + rest
 
 
-async def _next_within(
-    iterator: AsyncIterator[Any], seconds: float, provider: object, what: str
+_name = name_of
+
+
+async def _next_before(
+    iterator: AsyncIterator[Any], deadline: float, limit: float | None, provider: object, what: str
 ) -> Any:
-    try:
-        with anyio.fail_after(seconds):
-            return await iterator.__anext__()
-    except TimeoutError:
-        raise ProviderTimeout(f"no {what} within {seconds} s", provider=_name(provider)) from None
-
-
-async def _aclose(stream: object) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await aclose()
-            except Exception as exc:
-                logger.debug("closing stream %r failed: %s", stream, exc)
+    """The next item, failing with ProviderTimeout at ``deadline`` (armed until the first
+    non-empty item: empty ones do not count)."""
+    if limit is None:
+        return await iterator.__anext__()
+    with anyio.CancelScope(deadline=deadline) as scope:
+        return await iterator.__anext__()
+    assert scope.cancelled_caught
+    raise ProviderTimeout(f"no {what} within {limit} s", provider=_name(provider))
 
 
 def _discard(sentence: _Sentence) -> None:
@@ -771,22 +931,12 @@ def _discard(sentence: _Sentence) -> None:
         sentence.audio.close()
 
 
-def _elapsed_fraction(turn: _Turn, started: float, expected: float) -> float:
-    """How much of an utterance of ``expected`` seconds was said when the turn stopped."""
-    if not turn.interrupted:
-        return 1.0
-    return (time.perf_counter() - started) / (expected or 1.0)
-
-
 def _since(start: float, at: float | None) -> float | None:
     return None if at is None else at - start
 
 
-async def _close_quietly(provider: object, close: Callable[[], Any]) -> None:
-    try:
-        await _maybe_await(close())
-    except Exception:
-        logger.exception("closing %s failed", _name(provider))
+def _cancelled_classes() -> tuple[type[BaseException], ...]:
+    return (anyio.get_cancelled_exc_class(), KeyboardInterrupt, SystemExit)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -797,11 +947,3 @@ def _unwrap(exc: BaseException) -> BaseException:
         others = [e for e in exc.exceptions if not isinstance(e, cancelled)]
         exc = (failures or others or list(exc.exceptions))[0]
     return exc
-
-
-def _as_avatarkit_error(failure: _Failed, session: AvatarSession) -> AvatarKitError:
-    error = failure.error
-    if isinstance(error, AvatarKitError):
-        return error
-    provider = {"llm": session.llm, "tts": session.tts, "renderer": session.renderer}[failure.stage]
-    return ProviderError(f"{type(error).__name__}: {error}", provider=_name(provider))

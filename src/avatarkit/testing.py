@@ -206,22 +206,45 @@ class _FakeRenderer:
 
 
 class FakeTextRenderer(_FakeRenderer):
-    """A renderer that speaks text itself; each sentence takes ``seconds_per_char`` to say."""
+    """A renderer that speaks text itself; each sentence takes ``seconds_per_char`` to say.
 
-    def __init__(self, *, seconds_per_char: float = 0.0) -> None:
+    It reports how much of each utterance it said (``spoken_fraction()``, see
+    :class:`~avatarkit.providers.ReportsProgress`) unless ``reports_progress`` is false; either
+    way :attr:`fractions` records the truth, one entry per ``speak_text`` call.
+    """
+
+    def __init__(self, *, seconds_per_char: float = 0.0, reports_progress: bool = True) -> None:
         super().__init__()
         self.seconds_per_char = seconds_per_char
+        self.reports_progress = reports_progress
         self.spoken: list[str] = []
         self.completed: list[str] = []
+        #: the share of each ``spoken`` text actually said (1.0 when completed)
+        self.fractions: list[float] = []
 
     async def speak_text(self, text: str) -> None:
         interrupted = self._new_utterance()
         self.spoken.append(text)
+        self.fractions.append(0.0)
         self.events.append(("speak_text", anyio.current_time()))
-        with anyio.move_on_after(len(text) * self.seconds_per_char):
-            await interrupted.wait()
-        if not interrupted.is_set():
-            self.completed.append(text)
+        length = len(text) * self.seconds_per_char
+        started = anyio.current_time()
+        try:
+            with anyio.move_on_after(length):
+                await interrupted.wait()
+        finally:
+            if not interrupted.is_set() and anyio.current_time() - started >= length:
+                self.completed.append(text)
+                self.fractions[-1] = 1.0
+            else:
+                said = (anyio.current_time() - started) / length if length else 0.0
+                self.fractions[-1] = min(said, 1.0)
+
+    def spoken_fraction(self) -> float | None:
+        """The share of the last utterance said (``None`` if not ``reports_progress``)."""
+        if not self.reports_progress or not self.fractions:
+            return None
+        return self.fractions[-1]
 
 
 @dataclass
@@ -257,8 +280,8 @@ class FakeAudioRenderer(_FakeRenderer):
         utterance = Utterance(started_at=anyio.current_time())
         self.utterances.append(utterance)
         async for chunk in audio:
-            if interrupted.is_set():
-                break
+            # Every chunk taken from the iterator is recorded: it is what the session counts
+            # as said, and what tests compare history with.
             if utterance.first_audio_at is None:
                 utterance.first_audio_at = anyio.current_time()
             utterance.chunks.append(chunk)
@@ -534,8 +557,9 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
 
     It has ``speak_text`` and/or ``speak`` (async); after ``start``, each returns for a short
     utterance; ``interrupt`` during a long utterance makes it return promptly (within
-    ``patience`` seconds, a hang guard, not a speed test); ``close`` is idempotent and
-    cancellation-safe. Starts and closes the renderer itself.
+    ``patience`` seconds, a hang guard, not a speed test); a ``spoken_fraction()`` report, if
+    it has one, is a share from 0 to 1; ``close`` is
+    idempotent and cancellation-safe. Starts and closes the renderer itself.
     """
     from avatarkit.providers import renderer_capabilities
 
@@ -550,9 +574,11 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
         if caps.text:
             with anyio.fail_after(patience):
                 await renderer.speak_text("Hello.")
+            _check_report(renderer)
             await _check_interrupt(
                 renderer, lambda: renderer.speak_text("word " * 2000), patience, "speak_text"
             )
+            _check_report(renderer)
         if caps.audio:
             short = _audio(rate, 3)
             try:
@@ -568,6 +594,18 @@ async def check_renderer(renderer: Any, *, patience: float = 10.0) -> None:
     finally:
         with anyio.CancelScope(shield=True):
             await _close_twice_and_cancelled(renderer, "renderer")
+
+
+def _check_report(renderer: Any) -> None:
+    """A renderer that reports ``spoken_fraction()`` reports a share from 0 to 1 (or None)."""
+    report = getattr(renderer, "spoken_fraction", None)
+    if not callable(report):
+        return
+    value = report()
+    if value is None:
+        return
+    assert isinstance(value, int | float), f"spoken_fraction() returned {type(value).__name__}"
+    assert 0 <= value <= 1, f"spoken_fraction() returned {value}, not a share from 0 to 1"
 
 
 async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str) -> None:
@@ -716,6 +754,8 @@ class FakeSTT:
     it ends (``end_of_turn`` set), with speech start/end transcripts. After the script runs out
     it says ``"utterance N"``. ``calls`` keeps the seconds of audio each call got.
     """
+
+    streaming: bool = False  # on the class too, so a config check can read it unbuilt
 
     def __init__(
         self,

@@ -15,6 +15,17 @@ Releasing at the full stop assumes what LLM tokenizers guarantee in practice: a 
 in ``.``, ``!`` or ``?`` is followed by a space or the end, unless the word itself is ambiguous
 (tokenizers keep "3.14", "example.com", "..." and "?!" together). Under that assumption any
 chunking of a stream gives exactly the sentences of the whole text.
+
+Chinese and Japanese end sentences with ``。！？`` (and fullwidth ``．``, halfwidth ``｡``) and no
+space after: those cut whatever follows (closing brackets and quotes such as ``」`` stay with the
+sentence). A fullwidth ``．`` between digits is a decimal point, not an end.
+
+A reply with no sentence ends at all must not make the first speech wait for the whole reply, so
+a sentence that grows past :data:`MAX_SENTENCE_CHARS` characters without an end is cut at its
+last clause mark (``,`` ``;`` ``:`` ``—`` ``、`` ``，`` ...) in its second half, else at its last
+space; text with no space in its first :data:`MAX_UNSPACED_CHARS` characters (Chinese, Japanese)
+is cut at that many characters, or at a clause mark before. These cuts depend only on the text,
+so they too are the same for any chunking.
 """
 
 from __future__ import annotations
@@ -37,8 +48,18 @@ ABBREVIATIONS = frozenset(
 # Abbreviations that commonly end a sentence too: released when a capital letter follows.
 SENTENCE_FINAL_ABBREVIATIONS = frozenset({"etc", "inc", "ltd", "co", "corp", "a.m", "p.m"})
 
-_TERMINATORS = ".!?…"
-_CLOSERS = "\"')]}»”’"
+#: A sentence with no end is cut before it grows longer than this (see the module docstring).
+MAX_SENTENCE_CHARS = 200
+#: The same for text with no spaces (Chinese, Japanese): fewer characters carry more speech.
+MAX_UNSPACED_CHARS = 80
+
+_CJK_TERMINATORS = "。！？｡"
+_FULLWIDTH_STOP = "．"
+_TERMINATORS = ".!?…" + _CJK_TERMINATORS + _FULLWIDTH_STOP
+_CLOSERS = "\"')]}»”’" + "」』）】〕〉》〙〛＂＇］｝"
+#: Where an over-long sentence may be cut: ASCII marks only before a space, CJK ones anywhere.
+_CLAUSE_MARKS = ",;:—–"
+_CJK_CLAUSE_MARKS = "、，；："
 _FENCE = "```"
 _LIST_MARKER = re.compile(r"(?:^|\n)[ \t]*(?:\d{1,3}|[a-zA-Z])[.)]$")
 
@@ -110,12 +131,41 @@ class SentenceSplitter:
                 self._buf = sentence + self._buf
                 self._scan = len(sentence)
 
+    def _limit(self) -> int:
+        """Index at which the pending sentence is too long to wait for its end any longer."""
+        buf = self._buf
+        start = len(buf) - len(buf.lstrip())
+        head = buf[start : start + MAX_UNSPACED_CHARS]
+        if len(head) == MAX_UNSPACED_CHARS and not any(c.isspace() for c in head):
+            return start + MAX_UNSPACED_CHARS
+        return start + MAX_SENTENCE_CHARS
+
+    def _forced_cut(self, limit: int) -> int:
+        """Where to cut a sentence that reached ``limit`` with no end: a clause, a word, or
+        (text without spaces) the limit itself."""
+        buf = self._buf
+        start = len(buf) - len(buf.lstrip())
+        half = start + (limit - start) // 2
+        for k in range(limit - 1, half, -1):
+            ch = buf[k]
+            if ch in _CJK_CLAUSE_MARKS or (ch in _CLAUSE_MARKS and buf[k + 1].isspace()):
+                return k + 1
+        for k in range(limit, start, -1):
+            if buf[k].isspace() and not buf[k - 1].isspace():
+                return k
+        while limit > start + 1 and buf[limit - 1] == "`":
+            limit -= 1  # never split a run of backticks: it may be a code fence
+        return limit
+
     def _find_boundary(self, final: bool) -> tuple[int | None, int | None]:
         """Index just past the first certain sentence end, or where a code fence opens."""
         buf = self._buf
         n = len(buf)
         i = self._scan
+        limit = self._limit()
         while i < n:
+            if i >= limit:
+                return self._forced_cut(limit), None
             ch = buf[i]
             if ch == "`" and buf.startswith(_FENCE, i):
                 return None, i
@@ -155,6 +205,15 @@ class SentenceSplitter:
             j += 1
         while j < n and buf[j] in _CLOSERS:
             j += 1
+        if buf[i] in _CJK_TERMINATORS:
+            return j  # never ambiguous, and no space follows in Chinese or Japanese
+        if buf[i] == _FULLWIDTH_STOP:
+            before = buf[i - 1] if i else ""
+            if not before.isdigit():
+                return j
+            if j == n and not final:
+                return None  # "３．" may become "３．１４"
+            return -1 if j < n and buf[j].isdigit() else j
         if j == n:
             if final:
                 return j
@@ -222,7 +281,6 @@ _MD_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"```.*?(```|$)", re.S), " "),  # fenced code
     (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images -> alt text
     (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links -> their text
-    (re.compile(r"<[^>\n]+>"), ""),  # html tags
     (re.compile(r"`([^`]*)`"), r"\1"),  # inline code
     (re.compile(r"(^|\n)[ \t]*#{1,6}[ \t]+"), r"\1"),  # headings
     (re.compile(r"(^|\n)[ \t]*>[ \t]?"), r"\1"),  # block quotes
@@ -236,8 +294,80 @@ _MD_PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+#: HTML elements whose tags are removed (when written as real tags, see :func:`_strip_html`).
+HTML_ELEMENTS = frozenset(
+    """a abbr b blockquote br caption cite code dd del details div dl dt em figcaption figure
+    font h1 h2 h3 h4 h5 h6 hr i img ins kbd li mark ol p pre q s samp small span strike strong
+    sub summary sup table tbody td tfoot th thead tr u ul var wbr""".split()
+)
+_VOID_ELEMENTS = frozenset({"br", "hr", "img", "wbr"})
+#: Inline elements sit inside words' sentences: removed with no space (``<b>bold</b>.``).
+_INLINE_ELEMENTS = frozenset(
+    "a abbr b cite code del em font i ins kbd mark q s samp small span strike strong sub sup "
+    "u var".split()
+)
+_TAG = re.compile(
+    r"<!--.*?-->"  # a comment
+    r"|<(?P<close>/?)(?P<name>[A-Za-z][A-Za-z0-9]*)"
+    r"(?P<attrs>(?:\s+[A-Za-z_:][-\w:.]*(?:\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s\"'=<>`]+))?)*)"
+    r"\s*(?P<selfclose>/?)>",
+    re.S,
+)
+
+
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
+def _strip_html(text: str) -> str:
+    """Remove HTML tags, conservatively: only a well-formed tag of a real HTML element; one with
+    no attributes only when its partner is in the text too or it is not glued to a word on its
+    outer side. So ``Vec<String>``, ``Array<Object>``, ``a<b>c``, ``x <b and y> z`` and
+    ``x < 5 and y > 3`` keep every word."""
+    if "<" not in text:
+        return text
+    code = [m.span() for m in _CODE_SPAN.finditer(text)]  # `<div>` is talked about: keep it
+    matches = [m for m in _TAG.finditer(text) if not any(a <= m.start() < b for a, b in code)]
+    if not matches:
+        return text
+    opened = {m["name"].lower() for m in matches if m["name"] and not m["close"]}
+    closed = {m["name"].lower() for m in matches if m["name"] and m["close"]}
+    out: list[str] = []
+    last = 0
+    for m in matches:
+        name = (m["name"] or "").lower()
+        if m["name"] is None:  # a comment
+            remove, spaced = True, False
+        elif name not in HTML_ELEMENTS:
+            remove, spaced = False, False
+        else:
+            partner = name in (opened if m["close"] else closed)
+            # A bare tag without its partner (a sentence holds half of `<p>...</p>`) is removed
+            # when it is not glued to the word it would belong to: `<p>Hi` and `Hi.</p>`, not
+            # the `<b>` of `a<b>c`.
+            outside = (
+                text[m.start() - 1 : m.start()] if not m["close"] else text[m.end() : m.end() + 1]
+            )
+            bare = not m["attrs"].strip() and not outside.isalnum()
+            remove = (
+                partner
+                or bare
+                or name in _VOID_ELEMENTS
+                or "=" in m["attrs"]  # `<a href="...">`, not `a<b and c>d`
+                or bool(m["selfclose"])
+            )
+            spaced = name not in _INLINE_ELEMENTS
+        if remove:
+            out.append(text[last : m.start()])
+            out.append(" " if spaced else "")
+            last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
 def clean_for_speech(text: str) -> str:
-    """Remove markdown that should not be spoken; keep the words."""
+    """Remove markdown and HTML tags that should not be spoken; never remove a word outside
+    them (a ``<`` or ``>`` that is not part of a real tag is kept)."""
+    text = _strip_html(text)
     for pattern, repl in _MD_PATTERNS:
         text = pattern.sub(repl, text)
     return text.strip(" ,")

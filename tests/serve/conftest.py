@@ -35,6 +35,7 @@ class ServerThread:
     """uvicorn serving an ASGI app on a free 127.0.0.1 port, in a daemon thread."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
@@ -134,9 +135,31 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def _poll_function(page: Any) -> Callable[..., Any]:
+    """``page.wait_for_function(expression)`` by polling ``page.evaluate``.
+
+    Playwright's own polls through ``eval`` inside the page, which the app's Content Security
+    Policy forbids (as it should); ``evaluate`` goes through the DevTools protocol instead, so
+    the pages are tested with their real CSP in force.
+    """
+
+    def wait_for_function(expression: str, *, timeout: float | None = None) -> Any:
+        deadline = time.monotonic() + (timeout if timeout is not None else 15000) / 1000
+        while True:
+            value = page.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {expression}")
+            time.sleep(0.02)
+
+    return wait_for_function
+
+
 @pytest.fixture
 def new_page(chromium: Any) -> Iterator[Callable[[], Any]]:
-    """Open pages in a fresh browser context; console errors are collected on ``page.errors``."""
+    """Open pages in a fresh browser context; console errors are collected on ``page.errors``,
+    Content Security Policy violations on ``page.csp_violations``."""
     contexts: list[Any] = []
 
     def open_page() -> Any:
@@ -145,7 +168,17 @@ def new_page(chromium: Any) -> Iterator[Callable[[], Any]]:
         page = context.new_page()
         page.set_default_timeout(15000)
         page.errors = []
+        page.csp_violations = []
         page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: (
+                page.csp_violations.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        page.wait_for_function = _poll_function(page)
         return page
 
     yield open_page

@@ -88,8 +88,10 @@ def recv_until(
 
 
 def handshake(ws: ClientConnection) -> tuple[dict[str, Any], dict[str, Any]]:
+    """hello, then ``start`` (the page sends it on the person's click), then ready."""
     hello = recv(ws)
     assert hello["type"] == "hello"
+    ws.send(json.dumps({"type": "start"}))
     ready = recv(ws)
     assert ready["type"] == "ready", ready
     return hello, ready
@@ -102,11 +104,14 @@ def test_hello_ready_and_a_streamed_turn(serve: Callable[..., ServerThread]) -> 
         hello, ready = handshake(ws)
         assert hello == {
             "type": "hello",
-            "protocol": 1,
+            "protocol": 2,
             "version": hello["version"],
             "title": "demo.yaml",
+            "worker": hello["worker"],
+            "auth": False,
             "limits": {"max_message_bytes": 65536, "max_text_chars": 4000, "max_pending": 3},
         }
+        assert len(hello["worker"]) == 8
         assert ready == {
             "type": "ready",
             "route": "text",
@@ -148,35 +153,51 @@ def test_closing_the_socket_closes_the_session_once(serve: Callable[..., ServerT
     assert renderer.closes == 1
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # over the 64 KiB limit: refused by size
+DEEP_SMALL = '{"type": "send", "text": ' + "[" * 30_000 + "]" * 30_000 + "}"  # 60 KB
+
+
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("raw", "code", "expected"),
     [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        ('{"type": "dance"}', "unknown message type 'dance'"),
-        ('{"text": "hi"}', 'no "type"'),
-        ('{"type": "send"}', 'needs a "text" string'),
-        ('{"type": "send", "text": "   "}', "non-empty"),
-        ('{"type": "send", "text": "' + "x" * 4001 + '"}', "4001 characters; the limit is 4000"),
-        ('{"type": "played", "utterance": "one"}', '"utterance" number'),
-        (json.dumps({"type": "send", "text": "y" * (1 << 20)}), "over the limit of 65536 bytes"),
-        (b"\x00\x01binary", "binary messages are not accepted"),
+        ("{not json", "bad_json", "not valid JSON"),
+        ("[1, 2]", "not_object", "must be a JSON object"),
+        ('{"type": "dance"}', "unknown_type", "unknown message type 'dance'"),
+        ('{"type": ["send"]}', "unknown_type", "unknown message type"),
+        ('{"text": "hi"}', "no_type", 'no "type"'),
+        ('{"type": "send"}', "bad_field", 'needs a "text" string'),
+        ('{"type": "send", "text": "   "}', "empty_text", "non-empty"),
+        ('{"type": "send", "text": "\u200b\u200d\ufeff \u2060\u3164"}', "empty_text", ""),
+        ('{"type": "send", "text": "hi \\ud800"}', "bad_text", "lone surrogate"),
+        ('{"type": "send", "text": "' + "x" * 4001 + '"}', "text_too_long", "the limit is 4000"),
+        ('{"type": "played", "utterance": "one"}', "bad_field", '"utterance" number'),
+        (json.dumps({"type": "send", "text": "y" * (1 << 20)}), "too_large", "limit of 65536"),
+        (DEEP, "too_large", "over the limit"),
+        (DEEP_SMALL, "too_deep", "nested too deeply"),
+        ("[" * 20_000, "too_deep", "nested too deeply"),
+        (b"\x00\x01binary", "binary", "binary messages are not accepted"),
     ],
     ids=[
         "malformed",
         "array",
         "unknown-type",
+        "unhashable-type",
         "no-type",
         "no-text",
         "blank",
+        "zero-width",
+        "lone-surrogate",
         "long",
         "bad-played",
         "1MB",
+        "deep-1MB",
+        "deep-60KB",
+        "deep-unclosed",
         "binary",
     ],
 )
 def test_bad_messages_get_an_error_and_the_session_stays_up(
-    serve: Callable[..., ServerThread], raw: str | bytes, expected: str
+    serve: Callable[..., ServerThread], raw: str | bytes, code: str, expected: str
 ) -> None:
     factory = Factory()
     server = serve(factory)
@@ -186,11 +207,42 @@ def test_bad_messages_get_an_error_and_the_session_stays_up(
         error = recv(ws)
         assert error["type"] == "error"
         assert error["stage"] == "protocol"
+        assert error["code"] == code
         assert expected in error["message"]
         ws.send(json.dumps({"type": "send", "text": "still there?"}))
         metrics, _ = recv_until(ws, lambda m: m["type"] == "metrics")
         assert metrics["sentences"] == 2
     assert len(factory.sessions) == 1
+    assert [m.content for m in factory.sessions[0].history if m.role == "user"] == ["still there?"]
+
+
+def test_connecting_alone_starts_nothing(serve: Callable[..., ServerThread]) -> None:
+    """A page that only loads (in a hidden frame, say) builds no session and takes no slot;
+    messages other than ``start`` are refused until the person starts the avatar."""
+    factory = Factory()
+    server = serve(factory, max_sessions=1)
+    with ws_connect(server) as idle, ws_connect(server) as other:
+        for ws in (idle, other):
+            assert recv(ws)["type"] == "hello"
+        idle.send(json.dumps({"type": "send", "text": "hello"}))
+        refused = recv(idle)
+        assert (refused["stage"], refused["code"]) == ("protocol", "not_started")
+        idle.send(json.dumps({"type": "interrupt"}))
+        assert recv(idle)["code"] == "not_started"
+        assert factory.sessions == []
+        assert httpx.get(f"{server.url}/healthz").json()["sessions"] == 0
+        handshake_after_hello(other)  # the one slot is still free for a page that starts
+        other.send(json.dumps({"type": "start"}))
+        again = recv(other)
+        assert (again["stage"], again["code"]) == ("protocol", "started")
+    assert len(factory.sessions) == 1
+
+
+def handshake_after_hello(ws: ClientConnection) -> dict[str, Any]:
+    ws.send(json.dumps({"type": "start"}))
+    ready = recv(ws)
+    assert ready["type"] == "ready", ready
+    return ready
 
 
 def test_fifty_rapid_messages_leave_the_server_serving_others(
@@ -263,9 +315,12 @@ def test_over_the_limit_gets_a_clear_message(serve: Callable[..., ServerThread])
     with ws_connect(server) as first:
         handshake(first)
         with ws_connect(server) as second:
+            assert recv(second)["type"] == "hello"  # connecting takes no slot ...
+            second.send(json.dumps({"type": "start"}))  # ... starting does
             error = recv(second)
             assert error["type"] == "error"
             assert error["stage"] == "limit"
+            assert error["code"] == "server_full"
             assert "already runs 1 avatar session" in error["message"]
             with pytest.raises(ConnectionClosed) as closed:
                 second.recv(timeout=10)
@@ -279,26 +334,31 @@ def test_over_the_limit_gets_a_clear_message(serve: Callable[..., ServerThread])
         handshake(third)
 
 
-def test_a_broken_session_file_is_reported_to_the_page(
-    serve: Callable[..., ServerThread],
+def test_a_broken_session_file_is_reported_without_server_paths(
+    serve: Callable[..., ServerThread], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    secret_path = str(tmp_path / "private" / "avatar.yaml")
+
     def factory() -> AvatarSession:
-        raise ConfigError("unknown field 'modle'", path="avatar.yaml", line=3, field="llm")
+        raise ConfigError("unknown field 'modle'", path=secret_path, line=3, field="llm")
 
     server = serve(factory)
     with ws_connect(server) as ws:
         assert recv(ws)["type"] == "hello"
+        ws.send(json.dumps({"type": "start"}))
         error = recv(ws)
         assert error == {
             "type": "error",
             "turn": None,
             "stage": "config",
-            "message": "avatar.yaml:3: llm: unknown field 'modle'",
+            "code": "config_invalid",
+            "message": "the server could not create the avatar session; its log says why",
         }
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1011
+    assert f"{secret_path}:3: llm: unknown field 'modle'" in caplog.text  # the operator's log
 
 
 def test_a_renderer_that_fails_to_start_is_reported_and_closed(
@@ -317,9 +377,17 @@ def test_a_renderer_that_fails_to_start_is_reported_and_closed(
     server = serve(factory)
     with ws_connect(server) as ws:
         assert recv(ws)["type"] == "hello"
+        ws.send(json.dumps({"type": "start"}))
         error = recv(ws)
-        assert error["stage"] == "start"
-        assert error["message"] == "heygen: HTTP 401: invalid API key"
+        assert error == {
+            "type": "error",
+            "turn": None,
+            "stage": "start",
+            "code": "start_failed",
+            "message": "the avatar session could not start; the server log says why",
+            "provider": "heygen",
+            "retryable": False,
+        }
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None
@@ -381,7 +449,9 @@ def test_missing_serve_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name)
     )
-    with pytest.raises(AvatarKitError, match=r"needs uvicorn.*pip install 'avatarkit\[serve\]'"):
+    with pytest.raises(
+        AvatarKitError, match=r"needs uvicorn.*pip install 'avatarkit-core\[serve\]'"
+    ):
         require_serve_extra()
 
 

@@ -52,7 +52,7 @@ async def chunks(*items: AudioChunk) -> AsyncIterator[AudioChunk]:
 
 def test_registered_as_an_audio_renderer() -> None:
     spec = default_registry(refresh=True).get("renderer", "browser")
-    assert spec.source.distribution == "avatarkit"
+    assert spec.source.distribution == "avatarkit-core"
     caps = spec.capabilities()
     assert caps is not None
     assert caps.audio

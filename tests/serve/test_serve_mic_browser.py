@@ -23,7 +23,7 @@ from avatarkit import AvatarSession
 from avatarkit.builtins.browser import BrowserRenderer
 from avatarkit.testing import FakeLLM, FakeTTS
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS
+from .conftest import CHROMIUM, CHROMIUM_ARGS, _poll_function
 
 ServerThread = Any
 RATE = 22050
@@ -118,10 +118,13 @@ def test_talking_to_the_avatar_and_over_its_reply(
     try:
         page = context.new_page()
         page.set_default_timeout(30000)
+        page.wait_for_function = _poll_function(page)  # as conftest's pages: the CSP forbids eval
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(server.url + "/")
-        page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'connected'")
+        page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'waiting'")
+        page.click("#start")
+        page.wait_for_function("window.avatarkit.connection === 'connected'")
         try:
             _converse(page, errors)
         except Exception as exc:
@@ -152,22 +155,20 @@ def _dump(page: Any, factory: VoiceFactory) -> str:
 
 
 def _converse(page: Any, errors: list[str]) -> None:
+    def wait(expression: str) -> None:
+        page.wait_for_function(expression, timeout=30000)
+
     assert page.is_visible("#mic")
     page.click("#mic")
-    page.wait_for_function("window.avatarkit.mic.state === 'on'")
+    wait("window.avatarkit.mic.state === 'on'")
     # the first utterance is heard, shown as the user's message, and answered by voice
-    page.wait_for_function("window.avatarkit.mic.transcripts.some((t) => t.final)", timeout=30000)
-    page.wait_for_function(
-        "window.avatarkit.audio.played > 0 || window.avatarkit.audio.buffers > 0"
-    )
+    wait("window.avatarkit.mic.transcripts.some((t) => t.final)")
+    wait("window.avatarkit.audio.played > 0 || window.avatarkit.audio.buffers > 0")
     # speaking over the reply interrupts it, and the second utterance gets its answer
-    page.wait_for_function(
-        "document.querySelectorAll('#transcript li.user:not(.interim)').length >= 2",
-        timeout=30000,
-    )
-    page.wait_for_function("document.querySelector('#transcript li.avatar.interrupted') !== null")
-    page.wait_for_function(
-        f"[...document.querySelectorAll('#transcript li.avatar')]"
+    wait("document.querySelectorAll('#transcript li.user:not(.interim)').length >= 2")
+    wait("document.querySelector('#transcript li.avatar.interrupted') !== null")
+    wait(
+        "[...document.querySelectorAll('#transcript li.avatar')]"
         f".some((li) => li.textContent === {SHORT_REPLY!r})"
     )
     users = page.eval_on_selector_all(
@@ -183,11 +184,11 @@ def _converse(page: Any, errors: list[str]) -> None:
     # typing still works with the microphone on
     page.fill("#text", "and typing?")
     page.press("#text", "Enter")
-    page.wait_for_function(
+    wait(
         "document.querySelectorAll('#transcript li.user').length === 3"
         " && window.avatarkit.state === 'idle'"
     )
     page.click("#mic")
-    page.wait_for_function("window.avatarkit.mic.server === 'off'")
+    wait("window.avatarkit.mic.server === 'off'")
     assert errors == []
     assert page.evaluate("window.avatarkit.errors") == []

@@ -91,8 +91,9 @@ async def test_frames_that_are_not_whole_samples_or_too_big_are_refused(size: in
     mic = Microphone(session, page.send_json)
     async with anyio.create_task_group() as tg:
         await mic.start(16000, tg)
-        with pytest.raises(ProtocolError, match="whole 16-bit samples"):
+        with pytest.raises(ProtocolError, match="whole 16-bit samples") as caught:
             await mic.frame(b"\x00" * size)
+        assert caught.value.code == "bad_frame"
         await mic.frame(FRAME)  # the stream goes on
         session.go.set()
         await mic.stop()
@@ -110,8 +111,9 @@ async def test_a_failing_listener_is_reported_and_the_microphone_can_start_again
         await session.returned.wait()
         await wait_until(lambda: page.of("mic")[-1]["state"] == "off" and not mic.active)
         [error] = page.of("error")
-        assert error["stage"] == "session"
-        assert "the line went dead" in error["message"]
+        assert (error["stage"], error["code"]) == ("session", "listen_failed")
+        assert (error["provider"], error["retryable"]) == ("fake STT", False)
+        assert "the line went dead" not in error["message"]  # details go to the server log
         with pytest.raises(ProtocolError, match="mic_start"):
             await mic.frame(FRAME)  # no stream now
         session.fail_after = None

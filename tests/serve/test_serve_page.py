@@ -98,9 +98,13 @@ class AudioFactory:
 
 
 def open_served(new_page: Callable[[], Page], server: ServerThread) -> Page:
+    """Open the page and click "Start the avatar", as a person does."""
     page = new_page()
     page.goto(server.url + "/")
-    page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'connected'")
+    page.wait_for_function("window.avatarkit && window.avatarkit.connection === 'waiting'")
+    page.click("#start")
+    page.wait_for_function("window.avatarkit.connection === 'connected'")
+    assert page.is_hidden("#start")
     return page
 
 
@@ -175,6 +179,7 @@ def test_typing_a_message_shows_the_streamed_reply(
     assert page.inner_text("#m-first-speech").endswith(" ms")
     assert page.inner_text("#state") == "idle"
     assert page.errors == []
+    assert page.csp_violations == []  # the page works under its own Content Security Policy
 
 
 def test_browser_renderer_plays_audio_and_the_mouth_follows_it(
@@ -219,6 +224,7 @@ def test_browser_renderer_plays_audio_and_the_mouth_follows_it(
     openings = sum(1 for a, b in itertools.pairwise(phases) if b and not a)
     assert openings >= 3  # ~1.6 s in two sentences of 0.5 s syllables: ~5 open/close cycles
     assert page.errors == []
+    assert page.csp_violations == []  # the page works under its own Content Security Policy
     if screenshot:  # docs/guide/serve.md's picture: AVATARKIT_SERVE_SCREENSHOT=path pytest ...
         say(page, "How do you move your lips?")
         page.wait_for_function("window.avatarkit.mouth > 0.8")
@@ -261,6 +267,7 @@ def test_interrupt_stops_playback_at_once(
     say(page, "Are you still there?")  # the session carries on
     page.wait_for_function("window.avatarkit.metrics.turn === 2 && window.avatarkit.state==='idle'")
     assert page.errors == []
+    assert page.csp_violations == []  # the page works under its own Content Security Policy
 
 
 def test_closing_the_tab_closes_the_session(
@@ -387,6 +394,7 @@ def test_livekit_viewer_joins_exactly_the_renderers_room(
     page.close()
     wait_until(lambda: renderers[0].closes == 1, what="the avatar session to be stopped")
     assert page_errors_ok(page)
+    assert page.csp_violations == []  # livekit-client runs under the page's CSP
 
 
 class FakeHeyGenAndLivekit:
@@ -518,6 +526,7 @@ def test_over_the_limit_page_says_so(
     first = open_served(new_page, server)
     second = new_page()
     second.goto(server.url + "/")
+    second.click("#start")
     second.wait_for_function("window.avatarkit.closeCode === 1013")
     assert "already runs 1 avatar session" in second.inner_text("#transcript li.error")
     assert second.inner_text("#connection") == "disconnected: the server is at its session limit"
@@ -545,6 +554,7 @@ def test_bad_input_leaves_the_server_serving_other_pages(
         lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer(seconds_per_char=0.002))
     )
     with connect(server.ws_url, proxy=None, max_size=None, max_queue=None) as abuser:
+        abuser.send(json.dumps({"type": "start"}))
         for message in flood_messages:
             abuser.send(message)
         errors = 0
@@ -588,3 +598,33 @@ def test_offline_example_speaks_with_piper_in_the_page(
     closed = samples[-1]["n"]
     phases = [s["n"] > 2 * closed for s in samples if s["playing"]]
     assert sum(1 for a, b in itertools.pairwise(phases) if b and not a) >= 2  # lips move
+
+
+def test_a_token_link_starts_the_avatar_and_a_bare_link_does_not(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page]
+) -> None:
+    from avatarkit.serve.auth import Auth
+
+    built: list[AvatarSession] = []
+
+    def factory() -> AvatarSession:
+        built.append(AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer()))
+        return built[-1]
+
+    server = serve(factory, auth=Auth(mode="token", token="page-token-42"))
+    bare = new_page()
+    bare.goto(server.url + "/")
+    bare.wait_for_function("window.avatarkit.connection === 'waiting'")
+    assert "needs a link with an access token" in bare.inner_text("#stage-note")
+    bare.click("#start")
+    bare.wait_for_function("window.avatarkit.closeCode === 1008")
+    assert "link is not valid" in bare.inner_text("#transcript li.error")
+    assert built == []
+    linked = new_page()
+    linked.goto(server.url + "/#token=page-token-42")
+    linked.click("#start")
+    linked.wait_for_function("window.avatarkit.connection === 'connected'")
+    assert len(built) == 1
+    say(linked, "hello")
+    linked.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert linked.errors == []

@@ -223,3 +223,39 @@ async def test_unreachable_server(fake_anthropic) -> None:
     async with make(fake_anthropic, base_url="http://127.0.0.1:9", max_retries=0) as llm:
         with pytest.raises(ProviderConnectionError, match=r"cannot reach http://127.0.0.1:9"):
             await collect(llm)
+
+
+# -- answers that are not what the protocol says ---------------------------------------------------
+
+
+def _garbage_event(data: str, content_type: str = "text/event-stream"):
+    def behaviour(r) -> None:
+        r.start(200, {"content-type": content_type})
+        r.sse({"type": "ping"}, event="ping")
+        r.sse(data, event="content_block_delta")
+        r.end()
+
+    return behaviour
+
+
+@pytest.mark.parametrize("data", ["this is not json", '{"type": "content_block_delta"', "<b>"])
+async def test_an_event_whose_data_is_not_json_is_a_provider_error(fake_anthropic, data) -> None:
+    fake_anthropic.script = [_garbage_event(data)]
+    async with make(fake_anthropic) as llm:
+        with pytest.raises(ProviderError, match="sent an event whose data is not JSON") as info:
+            await collect(llm)
+    assert repr(data[:20])[1:-1] in str(info.value)
+    assert info.value.provider == "anthropic LLM"
+    assert not isinstance(info.value, ProviderConnectionError)
+
+
+async def test_a_200_html_page_is_reported_as_not_an_event_stream(fake_anthropic) -> None:
+    page = "<!DOCTYPE html><html><body><h1>Sign in to the Wi-Fi</h1></body></html>"
+    fake_anthropic.script = [
+        lambda r: r.send(200, page, {"content-type": "text/html; charset=utf-8"})
+    ]
+    async with make(fake_anthropic) as llm:
+        with pytest.raises(ProviderError, match="expected an event stream, got text/html") as info:
+            await collect(llm)
+    assert "cut it" not in str(info.value)
+    assert fake_anthropic.key not in str(info.value)

@@ -90,3 +90,13 @@ async def test_conformance_against_the_fake(fake_anthropic) -> None:
     fake_anthropic.script = [fake_anthropic.reply(["One.", " Two."])]
     llm = AnthropicLLM(model="m", api_key=fake_anthropic.key, base_url=fake_anthropic.url)
     assert await check_llm(llm) == "One. Two."
+
+
+def test_the_key_is_declared_so_a_session_redacts_it() -> None:
+    """An embedding user builds the provider directly (no config): the session still knows the
+    key, through the provider's ``secrets``, and keeps it out of errors and events."""
+    from avatarkit._secrets import declared_secrets
+
+    llm = AnthropicLLM(model="claude-test", api_key="sk-declared-123456")
+    assert "sk-declared-123456" in declared_secrets(llm)
+    assert "sk-declared-123456" not in repr(llm)

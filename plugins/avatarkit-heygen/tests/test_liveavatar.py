@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -58,6 +59,20 @@ async def chunks(
         if delay:
             await anyio.sleep(delay)
         yield AudioChunk(pcm[i : i + step], rate)
+
+
+def noise(seconds: float, *, seed: int) -> bytes:
+    return random.Random(seed).randbytes(int(seconds * 24000) * 2)
+
+
+async def pcm_chunks(
+    pcm: bytes, *, chunk: float = 0.1, delay: float = 0.0
+) -> AsyncIterator[AudioChunk]:
+    step = int(24000 * chunk) * 2
+    for i in range(0, len(pcm), step):
+        if delay:
+            await anyio.sleep(delay)
+        yield AudioChunk(pcm[i : i + step], 24000)
 
 
 # -- capabilities and options ---------------------------------------------------------------------
@@ -118,7 +133,7 @@ async def test_token_start_connect_then_stop_once(fake: FakeLiveAvatar) -> None:
         assert session.connections == 1
     assert fake.paths() == ["/v1/sessions/token", "/v1/sessions/start", "/v1/sessions/stop"]
     _, headers, body = fake.requests[2]
-    assert headers["authorization"] == f"Bearer tok-{session.session_id}"
+    assert headers["authorization"] == f"Bearer {session.token}"
     assert body == {"session_id": session.session_id}
     assert session.stops == 1
     assert renderer.state == "closed"
@@ -303,12 +318,17 @@ async def test_speak_streams_pcm24k_and_waits_for_speak_ended(fake: FakeLiveAvat
     assert fake.violations == []
 
 
-async def test_first_audio_goes_out_before_the_tts_finishes(fake: FakeLiveAvatar) -> None:
-    renderer = make(fake)
+@pytest.mark.parametrize("first", [0.0, 0.4])
+async def test_first_audio_goes_out_before_the_tts_finishes(
+    fake: FakeLiveAvatar, first: float
+) -> None:
+    renderer = make(fake, first_chunk_seconds=first)
     release = anyio.Event()
 
     async def slow_tts() -> AsyncIterator[AudioChunk]:
         yield AudioChunk(tone(0.05, 24000), 24000)
+        if first:  # up to first_chunk_seconds is gathered before the first message
+            yield AudioChunk(tone(first, 24000), 24000)
         await release.wait()
         yield AudioChunk(tone(0.05, 24000), 24000)
 
@@ -329,9 +349,20 @@ async def test_fast_tts_is_batched_into_messages_of_about_chunk_seconds(
     sizes = [len(base64.b64decode(r.message["audio"])) for r in fake.messages("agent.speak")]
     assert sum(sizes) == 4.0 * 48000
     assert max(sizes) <= 48000
-    # the first chunk goes out alone at once, the rest is mostly whole seconds
-    assert sizes[0] == 0.02 * 48000
+    # the first message is first_chunk_seconds (0.4 s, as LiveAvatar's web SDK sends), the
+    # rest is mostly whole seconds
+    assert sizes[0] == 0.4 * 48000
     assert sizes.count(48000) >= 2
+
+
+async def test_short_audio_is_sent_whole_though_under_first_chunk_seconds(
+    fake: FakeLiveAvatar,
+) -> None:
+    async with make(fake, first_chunk_seconds=1.0) as renderer:
+        await renderer.speak(chunks(0.3, chunk=0.1))
+    assert [len(base64.b64decode(r.message["audio"])) for r in fake.messages("agent.speak")] == [
+        0.3 * 48000
+    ]
 
 
 async def test_other_rates_and_stereo_are_converted(fake: FakeLiveAvatar) -> None:
@@ -402,7 +433,11 @@ async def test_interrupt_returns_at_once_and_no_audio_follows(fake: FakeLiveAvat
     assert "agent.speak" in kinds[:cut]
     assert "agent.speak" not in kinds[cut:]
     assert "agent.speak_end" not in kinds
-    assert fake.messages("agent.interrupt")[0].message == {"type": "agent.interrupt"}
+    # with an event_id, as the web SDK, LiveKit's and Pipecat's clients send it
+    interrupt = fake.messages("agent.interrupt")[0].message
+    assert set(interrupt) == {"type", "event_id"}
+    assert isinstance(interrupt["event_id"], str)
+    assert interrupt["event_id"]
 
 
 async def test_interrupt_while_waiting_for_speak_ended(fake: FakeLiveAvatar) -> None:
@@ -442,7 +477,7 @@ async def test_malformed_and_unknown_messages_are_ignored(
         await renderer.speak(chunks(0.2))
     assert "non-JSON" in caplog.text
     assert "no type" in caplog.text
-    assert "ignoring agent.state_updated" in caplog.text
+    assert "ignoring agent.something_new" in caplog.text
     assert fake.violations == []
 
 
@@ -460,18 +495,32 @@ async def test_no_keep_alive_when_disabled(fake: FakeLiveAvatar) -> None:
     assert fake.messages("session.keep_alive") == []
 
 
-async def test_websocket_drop_mid_utterance_reconnects_once(fake: FakeLiveAvatar) -> None:
+async def test_websocket_drop_mid_utterance_fails_it_and_reconnects_once(
+    fake: FakeLiveAvatar,
+) -> None:
+    """Audio sent to the dead socket is lost: the utterance fails with a clear error (not a
+    silent gap), none of it is resent on the new socket (no frame twice), the next one plays."""
     fake.knobs.drop_after_speaks = 2
     renderer = make(fake, chunk_seconds=0.1)
+    one, two = noise(1.0, seed=1), noise(0.2, seed=2)  # no two frames alike
     async with renderer:
-        with anyio.fail_after(10):
-            await renderer.speak(chunks(1.0, chunk=0.05, delay=0.01))
+        with anyio.fail_after(10), pytest.raises(ProviderConnectionError, match="mid-utterance"):
+            await renderer.speak(pcm_chunks(one, chunk=0.05, delay=0.01))
         assert renderer.state == "ready"
-        await renderer.speak(chunks(0.2))
+        await renderer.speak(pcm_chunks(two))
     session = fake.only_session()
     assert session.connections == 2
+    speaks = fake.messages("agent.speak")
+    first, second = speaks[0].message["event_id"], speaks[-1].message["event_id"]
+    assert first != second
+    assert {r.connection for r in speaks if r.message["event_id"] == first} == {1}
+    assert {r.connection for r in speaks if r.message["event_id"] == second} == {2}
+    received = fake.audio(first)  # what arrived of the failed one: a prefix, nothing twice
+    assert 0 < len(received) < len(one)
+    assert one.startswith(received)
     ends = fake.messages("agent.speak_end")
-    assert [r.connection for r in ends] == [2, 2]
+    assert [(r.connection, r.message["event_id"]) for r in ends] == [(2, second)]
+    assert fake.audio(second) == two
     assert session.stops == 1
 
 

@@ -222,7 +222,15 @@ async def test_interrupt_mid_utterance(sessions: Sessions, fake: FakeLiveAvatar)
         cut = kinds.index("agent.interrupt")
         assert "agent.speak" in kinds[:cut]
         assert "agent.speak" not in kinds[cut:]
-        assert session.history[-1].role == "assistant"
+        # History holds no more than the audio the renderer took (a few chunks of the first
+        # sentence, maybe not one whole word): what send() returned, if anything.
+        last = session.history[-1]
+        if result[0]:
+            assert last.role == "assistant"
+            assert last.content == result[0]
+            assert long_reply.startswith(result[0])
+        else:
+            assert last.role == "user"
     assert fake.only_session().stops == 1
 
 
@@ -306,3 +314,40 @@ def test_audio_example_is_valid(fakes: FakeProvidersPlugin) -> None:
     assert config.tts is not None
     assert config.tts.provider == "piper"
     assert config.renderer.options["chunk_seconds"] == 1.0
+
+
+async def test_a_liveavatar_error_event_ends_the_turn_with_an_error_event(
+    sessions: Sessions, fake: FakeLiveAvatar
+) -> None:
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.events import ErrorEvent
+
+    fake.knobs.error_after_speaks = 1
+    session = sessions.load(
+        reply="A long reply that the avatar would take many seconds to speak out loud.",
+        tts="{provider: fake, sample_rate: 24000, ms_per_char: 200}",
+        extra="speak_timeout_grace: 30",
+    )
+    errors: list[ErrorEvent] = []
+    session.on_event(lambda e: errors.append(e) if isinstance(e, ErrorEvent) else None)
+    failures: list[BaseException] = []
+    ended = anyio.Event()
+
+    async def turn() -> None:
+        try:
+            await session.send("hi")
+        except AvatarKitError as exc:
+            failures.append(exc)
+        ended.set()
+
+    async with session, anyio.create_task_group() as tg:
+        tg.start_soon(turn)
+        await fake.wait_for(lambda: any(e["type"] == "error" for e in fake.sent), 10)
+        with anyio.fail_after(1):  # from LiveAvatar's error to the end of the turn
+            await ended.wait()
+        assert session.renderer.state == "ready"  # the session goes on
+    (failure,) = failures
+    assert "bad audio chunk" in str(failure)
+    (error,) = errors
+    assert error.stage == "renderer"
+    assert "LiveAvatar reported an error" in error.message

@@ -245,3 +245,59 @@ async def test_unreachable_server(fake_openai) -> None:
     async with make(fake_openai, base_url="http://127.0.0.1:9/v1", max_retries=0) as llm:
         with pytest.raises(ProviderConnectionError, match=r"cannot reach http://127.0.0.1:9/v1"):
             await collect(llm)
+
+
+# -- answers that are not what the protocol says ---------------------------------------------------
+
+
+def _garbage_event(data: str, content_type: str = "text/event-stream"):
+    def behaviour(r) -> None:
+        r.start(200, {"content-type": content_type})
+        r.sse(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+            }
+        )
+        r.sse(data)
+        r.end()
+
+    return behaviour
+
+
+@pytest.mark.parametrize("data", ["this is not json", '{"choices": [', "<html>"])
+async def test_an_event_whose_data_is_not_json_is_a_provider_error(fake_openai, data) -> None:
+    fake_openai.script = [_garbage_event(data)]
+    got: list[str] = []
+
+    async def consume(llm: OpenAILLM) -> None:
+        async for delta in llm.stream(HISTORY):
+            got.append(delta)
+
+    async with make(fake_openai) as llm:
+        with pytest.raises(ProviderError, match="sent an event whose data is not JSON") as info:
+            await consume(llm)
+    assert got == ["Hi"]
+    assert repr(data[:20])[1:-1] in str(info.value)
+    assert info.value.provider == "openai LLM"
+    assert not isinstance(info.value, ProviderConnectionError)
+
+
+async def test_a_200_html_page_is_reported_as_not_an_event_stream(fake_openai) -> None:
+    page = "<!DOCTYPE html><html><body><h1>Sign in to the Wi-Fi</h1></body></html>"
+    fake_openai.script = [lambda r: r.send(200, page, {"content-type": "text/html; charset=utf-8"})]
+    async with make(fake_openai) as llm:
+        with pytest.raises(ProviderError, match="expected an event stream, got text/html") as info:
+            await collect(llm)
+    assert "cut it" not in str(info.value)
+    assert fake_openai.key not in str(info.value)
+
+
+async def test_an_html_page_with_sse_like_lines_is_still_not_an_event_stream(fake_openai) -> None:
+    fake_openai.script = [_garbage_event("<p>oops</p>", content_type="text/html")]
+    async with make(fake_openai) as llm:
+        with pytest.raises(ProviderError, match="expected an event stream, got text/html"):
+            await collect(llm)

@@ -129,3 +129,13 @@ async def test_conformance_against_the_fake(fake_openai) -> None:
     tts = OpenAITTS(api_key=fake_openai.key, base_url=fake_openai.url)
     chunks = await check_tts(tts)
     assert {c.sample_rate for c in chunks} == {24000}
+
+
+def test_the_key_is_declared_so_a_session_redacts_it() -> None:
+    """An embedding user builds the provider directly (no config): the session still knows the
+    key, through the provider's ``secrets``, and keeps it out of errors and events."""
+    from avatarkit._secrets import declared_secrets
+
+    llm = OpenAILLM(model="gpt-test", api_key="sk-declared-123456")
+    assert "sk-declared-123456" in declared_secrets(llm)
+    assert "sk-declared-123456" not in repr(llm)

@@ -11,6 +11,7 @@ import pytest
 from avatarkit import AvatarSession
 from avatarkit.errors import SessionError
 from avatarkit.testing import FakeLLM, FakeTTS, check_renderer
+from avatarkit.text import estimate_speech_seconds
 from avatarkit_video.renderer import VideoRenderer
 
 
@@ -49,7 +50,8 @@ async def test_interrupt_cuts_a_streaming_utterance_and_speak_returns(media, opt
     renderer = VideoRenderer(**options(pause=0.0))
     full = media.speech(4.0)
     await renderer.start()
-    renderer.caption("A long sentence that will be cut.")
+    caption = "One two three four five six seven eight nine ten eleven."
+    renderer.caption(caption)
     reached = anyio.Event()
 
     async def source():
@@ -79,8 +81,39 @@ async def test_interrupt_cuts_a_streaming_utterance_and_speak_returns(media, opt
     wav, _ = media.read_wav(renderer.files.audio)
     assert wav.size < full.size
     np.testing.assert_array_equal(wav[:spoken], full[:spoken])
+    # The cue holds only the words spoken: the share of the utterance rendered (its stream had
+    # not ended, so of at least the text's estimated speaking time), cut at a word boundary.
+    words, said = caption.split(), cue.text.split()
+    assert said == words[: len(said)]
+    seconds = cue.end - cue.start
+    estimate = estimate_speech_seconds(caption)
+    assert int(len(words) * seconds / max(estimate, 4.0)) <= len(said)
+    assert len(said) <= int(len(words) * seconds / estimate)
     vtt = renderer.files.transcript.read_text(encoding="utf-8")
-    assert "A long sentence that will be cut." in vtt
+    assert caption not in vtt
+    assert "eleven" not in vtt
+    if said:
+        assert cue.text in vtt
+
+
+def test_expected_length_of_a_cut_utterance(options) -> None:
+    renderer = VideoRenderer(**options())
+    rate = renderer.sample_rate
+    text = "One two three four five six seven eight nine ten eleven."
+    estimate = round(estimate_speech_seconds(text) * rate)
+    assert renderer._expected(text, [rate, 1]) == rate  # stream ended: what it received
+    assert renderer._expected(text, [rate, 0]) == max(rate, estimate)  # not ended: at least
+    assert renderer._expected(text, [10 * estimate, 0]) == 10 * estimate
+    assert renderer._expected(None, [rate, 0]) == rate
+
+
+def test_spoken_text_is_the_rendered_share_cut_at_a_word() -> None:
+    from avatarkit_video.transcript import spoken_text
+
+    assert spoken_text("one two three four", 50, 100) == "one two"
+    assert spoken_text("one two three four", 0, 100) == ""
+    assert spoken_text("one two three four", 100, 100) == "one two three four"
+    assert spoken_text("one two three four", 10, 0) == ""
 
 
 async def test_interrupt_in_realtime_cuts_at_the_point_reached(media, options) -> None:

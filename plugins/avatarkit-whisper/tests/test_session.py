@@ -140,3 +140,53 @@ async def test_a_cough_shorter_than_the_minimum_does_not_interrupt(
     assert renderer.interrupts == 0
     assert len(llm.calls) == 1
     assert [m.content for m in session.history if m.role == "assistant"] == [LONG_REPLY]
+
+
+def test_the_offline_example_answers_a_recording(
+    tmp_path: Any, piper_speech: Any, espeak_speech: Any, kit: Any
+) -> None:
+    """`avatarkit run examples/voice.yaml --input-audio speech.wav --fast`, as documented."""
+    import os
+    import struct
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    gap = kit.silence(1.0)
+    mono = kit.silence(0.5) + espeak_speech.clips[0] + gap + piper_speech.clips[1] + gap
+    stereo = b"".join(mono[i : i + 2] * 2 for i in range(0, len(mono), 2))  # stereo, 22.05 kHz
+    fmt = struct.pack("<HHIIHH", 1, 2, kit.RATE, kit.RATE * 4, 4, 16)
+    body = b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(stereo))
+    wav = tmp_path / "speech.wav"
+    wav.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + len(body) + len(stereo)) + b"WAVE" + body + stereo
+    )
+    example = Path(__file__).parents[3] / "examples" / "voice.yaml"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "avatarkit",
+            "run",
+            str(example),
+            "--input-audio",
+            str(wav),
+            "--fast",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CONSOLE_WPM": "0", "SCRIPTED_DELAY": "0"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("you> ")
+    assert {"weather", "london"} <= words(lines[0])
+    assert lines[1] == (
+        "avatar> I cannot look outside, but I hope it is sunny where you are. "
+        "Is there anything else?"
+    )
+    assert {"book", "history"} <= words(lines[2])
+    assert lines[3].startswith("avatar> A good history book is Guns, Germs and Steel.")

@@ -36,6 +36,7 @@ class ConsoleRenderer:
         self.echo = echo
         self.spoken: list[str] = []
         self._interrupted = anyio.Event()
+        self._said = 1.0  # share of the last utterance said
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -47,9 +48,24 @@ class ConsoleRenderer:
             sys.stderr.write(f"[avatar] {text}\n")
             sys.stderr.flush()
         self.spoken.append(text)
-        seconds = len(text.split()) * 60 / self.words_per_minute if self.words_per_minute else 0
-        with anyio.move_on_after(seconds):
-            await interrupted.wait()
+        words = text.split()
+        seconds = len(words) * 60 / self.words_per_minute if self.words_per_minute else 0
+        started = anyio.current_time()
+        self._said = 0.0
+        try:
+            with anyio.move_on_after(seconds):
+                await interrupted.wait()
+        finally:
+            elapsed = anyio.current_time() - started
+            if not interrupted.is_set() and elapsed >= seconds:
+                self._said = 1.0
+            else:  # a word a beat: the share of characters in the words said so far
+                count = int(len(words) * elapsed / seconds) if seconds else 0
+                self._said = len(" ".join(words[:count])) / len(text) if text else 0.0
+
+    def spoken_fraction(self) -> float | None:
+        """The share of the last sentence said (:class:`~avatarkit.providers.ReportsProgress`)."""
+        return self._said
 
     async def interrupt(self) -> None:
         """Stop the current sentence now."""

@@ -2,20 +2,21 @@
 
 One :class:`~avatarkit.AvatarSession` per browser tab (per WebSocket), closed when the tab closes
 or the connection drops. The app is built on Starlette and served by uvicorn, both from the
-``serve`` extra (``pip install 'avatarkit[serve]'``); importing this package does not import them,
-so a missing extra is reported by :func:`run` as a clear error.
+``serve`` extra (``pip install 'avatarkit-core[serve]'``); importing this package does not import
+them, so a missing extra is reported by :func:`run` as a clear error.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from avatarkit.errors import AvatarKitError
-
+# Imported by `avatarkit --help` (for serve's options): only what that needs loads here; the
+# rest inside the functions. mypy treats this name as True.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterable
+    from pathlib import Path
+    from typing import Any
+
     from starlette.applications import Starlette
 
     from avatarkit.serve.connection import Limits, SessionFactory
@@ -23,13 +24,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_SESSIONS",
     "WS_MAX_SIZE",
+    "bind_host_names",
     "create_app",
     "require_serve_extra",
     "run",
+    "run_from_args",
     "uvicorn_config",
 ]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SESSIONS = 4
 #: Frames over this size close the connection (1009) before the app sees them; anything over
@@ -41,11 +42,15 @@ _REQUIRED = ("starlette", "uvicorn", "websockets")
 
 def require_serve_extra() -> None:
     """Raise a clear error when the ``serve`` extra is not installed."""
+    import importlib.util
+
+    from avatarkit.errors import AvatarKitError
+
     missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
     if missing:
         raise AvatarKitError(
             f"avatarkit serve needs {', '.join(missing)}, which are not installed: "
-            "pip install 'avatarkit[serve]'"
+            "pip install 'avatarkit-core[serve]'"
         )
 
 
@@ -55,15 +60,40 @@ def create_app(
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     limits: Limits | None = None,
     title: str = "avatarkit",
+    allowed_hosts: Iterable[str] = (),
+    **options: Any,
 ) -> Starlette:
-    """The ASGI app; ``factory`` builds a fresh (not yet started) session for each page."""
+    """The ASGI app; ``factory`` builds a fresh (not yet started) session for each page that
+    asks to start one. ``allowed_hosts`` adds names the ``Host`` header may carry to the
+    loopback names (``localhost``, ``127.0.0.1``, ``::1``). Further ``options`` (``auth``,
+    ``authorize``, ``start_limiter``, ``drain_grace``) are those of
+    :func:`avatarkit.serve.app.create_app`."""
     require_serve_extra()
     from avatarkit.serve.app import create_app as _create_app
 
-    return _create_app(factory, max_sessions=max_sessions, limits=limits, title=title)
+    return _create_app(
+        factory,
+        max_sessions=max_sessions,
+        limits=limits,
+        title=title,
+        allowed_hosts=allowed_hosts,
+        **options,
+    )
 
 
-def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "info") -> Any:
+def bind_host_names(host: str) -> list[str]:
+    """Names to allow in ``Host`` for a listen address: a specific address is one (pages opened
+    at ``http://192.168.1.5:8000`` carry it); a wildcard (``0.0.0.0``) says nothing."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return [host]  # a name: the user typed it, so they mean to open it
+    return [] if address.is_unspecified else [str(address)]
+
+
+def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "info", **extra: Any) -> Any:
     """The uvicorn settings ``run`` uses (tests serve the app with the same ones)."""
     import uvicorn
 
@@ -73,11 +103,15 @@ def uvicorn_config(app: Any, *, host: str, port: int, log_level: str = "info") -
         port=port,
         ws="websockets-sansio",
         ws_max_size=WS_MAX_SIZE,
-        lifespan="off",
+        # The lifespan turns SIGTERM/SIGINT into a drain (avatarkit.serve.lifecycle).
+        lifespan="on",
         log_level=log_level,
-        # Pages get a close frame at shutdown and their sessions close; give paid sessions
-        # time to be stopped before uvicorn gives up on them.
+        # After the drain every session is closed; this bounds what is left (plain HTTP).
         timeout_graceful_shutdown=15,
+        # X-Forwarded-For is read by avatarkit.serve.auth, from --trusted-proxy addresses only;
+        # uvicorn's rewrite would hide which address actually connected.
+        proxy_headers=False,
+        **extra,
     )
 
 
@@ -87,34 +121,138 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_sessions: int | None = None,
+    allow_hosts: Iterable[str] = (),
+    workers: int = 1,
+    auth: str = "none",
+    proxy_header: str | None = None,
+    trusted_proxies: Iterable[str] = (),
+    drain_grace: float | None = None,
+    starts_per_minute: float = 10.0,
 ) -> None:
-    """Serve the session described by the YAML file ``path`` until interrupted (Ctrl-C).
+    """Serve the session described by the YAML file ``path`` until stopped.
 
     The file is validated up front, so a broken file fails here (``ConfigError``) rather than
     in the first page; each page then loads its own fresh session from it, and nothing is
-    started until a page connects. ``max_sessions`` defaults to ``DEFAULT_MAX_SESSIONS``.
+    started until a page asks. ``max_sessions`` (per worker) defaults to
+    ``DEFAULT_MAX_SESSIONS``. ``workers`` > 1 runs that many processes on one port under
+    uvicorn's supervisor. SIGTERM (and the first Ctrl-C) drains: see ``avatarkit.serve.lifecycle``.
     """
     require_serve_extra()
-    import uvicorn
+    from pathlib import Path
 
-    from avatarkit.config import load_config, load_session
+    from avatarkit.config import load_config
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.serve.auth import Auth
+    from avatarkit.serve.state import DEFAULT_DRAIN_GRACE
+    from avatarkit.serve.worker import ServeSettings, build_app, log_with_uvicorn
 
     if max_sessions is None:
         max_sessions = DEFAULT_MAX_SESSIONS
     if max_sessions < 1:
         raise AvatarKitError(f"--max-sessions must be at least 1, not {max_sessions}")
-    source = Path(path)
+    if workers < 1:
+        raise AvatarKitError(f"--workers must be at least 1, not {workers}")
+    if auth not in ("none", "token", "link", "proxy"):
+        raise AvatarKitError(f"--auth must be none, token, link or proxy, not {auth!r}")
+    if drain_grace is None:
+        drain_grace = DEFAULT_DRAIN_GRACE
+    if drain_grace < 0:
+        raise AvatarKitError(f"--drain-grace must be 0 or more, not {drain_grace}")
+    source = Path(path).resolve()
     load_config(source)  # validates everything, builds no provider
-
-    def factory() -> Any:
-        return load_session(source)
-
-    app = create_app(factory, max_sessions=max_sessions, title=source.name)
-    server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
-    # uvicorn logs the address it listens on ("Uvicorn running on http://...") right after this.
-    logging.getLogger("uvicorn.error").info(
-        "avatarkit serve: %s, at most %d avatar session(s) at once; open the address below",
-        source.name,
-        max_sessions,
+    settings = ServeSettings(
+        path=str(source),
+        max_sessions=max_sessions,
+        allowed_hosts=[*bind_host_names(host), *allow_hosts],
+        auth=auth,  # type: ignore[arg-type]
+        proxy_header=proxy_header,
+        trusted_proxies=list(trusted_proxies),
+        drain_grace=drain_grace,
+        starts_per_minute=starts_per_minute,
     )
-    server.run()
+    Auth.from_env(settings.auth, proxy_header=proxy_header, trusted_proxies=trusted_proxies)
+    if workers == 1:
+        import uvicorn
+
+        config = uvicorn_config(build_app(settings), host=host, port=port)
+        log_with_uvicorn()  # after uvicorn.Config: it sets up logging
+        _announce(settings, host=host, workers=1)
+        uvicorn.Server(config).run()
+        return
+    _run_workers(settings, host=host, port=port, workers=workers)
+
+
+def _announce(settings: Any, *, host: str, workers: int) -> None:
+    import logging
+    from pathlib import Path
+
+    log = logging.getLogger("uvicorn.error")
+    if settings.auth == "none" and not _loopback(host):
+        log.warning(
+            "avatarkit serve listens on %s with no authentication: anyone who can reach it can "
+            "start paid avatar sessions (see --auth)",
+            host,
+        )
+    # uvicorn logs the address it listens on ("Uvicorn running on http://...") right after this.
+    log.info(
+        "avatarkit serve: %s, at most %d avatar session(s) at once%s; open the address below",
+        Path(settings.path).name,
+        settings.max_sessions,
+        f" per worker, {workers} workers" if workers > 1 else "",
+    )
+
+
+def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
+    """N worker processes on one port under uvicorn's own supervisor."""
+    import os
+    import shutil
+    import tempfile
+
+    from uvicorn.supervisors import Multiprocess
+
+    from avatarkit.serve.metrics import MULTIPROC_ENV
+    from avatarkit.serve.worker import SETTINGS_ENV
+
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    made_dir = None
+    if not os.environ.get(MULTIPROC_ENV):  # metrics shared by every worker (prometheus-client)
+        made_dir = tempfile.mkdtemp(prefix="avatarkit-metrics-")
+        os.environ[MULTIPROC_ENV] = made_dir
+    try:
+        config = uvicorn_config(
+            "avatarkit.serve.worker:app", host=host, port=port, factory=True, workers=workers
+        )
+        _announce(settings, host=host, workers=workers)
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    """``avatarkit serve`` with the options of :mod:`avatarkit.serve.options`."""
+    run(
+        args.file,
+        host=args.host,
+        port=args.port,
+        max_sessions=args.max_sessions,
+        allow_hosts=args.allow_hosts,
+        workers=args.workers,
+        auth=args.auth,
+        proxy_header=args.trusted_proxy_header,
+        trusted_proxies=args.trusted_proxies,
+        drain_grace=args.drain_grace,
+        starts_per_minute=args.starts_per_minute,
+    )

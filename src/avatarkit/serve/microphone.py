@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from avatarkit.errors import AvatarKitError
+from avatarkit.errors import AvatarKitError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit.serve.protocol import ProtocolError, error_message
 
@@ -68,15 +68,17 @@ class Microphone:
                     "config",
                     "this session cannot listen: add an stt: section (and a vad: for a "
                     "whole-utterance STT) to its YAML to talk to the avatar by voice",
+                    code="no_stt",
                 )
             )
             return
         if self._frames is not None:
-            raise ProtocolError("the microphone is already on; send mic_stop first")
+            raise ProtocolError("mic_on", "the microphone is already on; send mic_stop first")
         if self._listening:
             raise ProtocolError(
+                "mic_finishing",
                 'the last microphone stream is still finishing its turn; wait for {"type": '
-                '"mic", "state": "off"}'
+                '"mic", "state": "off"}',
             )
         send, receive = anyio.create_memory_object_stream[bytes](BACKLOG_FRAMES)
         self._frames = send
@@ -96,13 +98,15 @@ class Microphone:
         frames = self._frames
         if frames is None:
             raise ProtocolError(
+                "binary",
                 'binary messages are microphone audio: send {"type": "mic_start", '
-                '"sample_rate": 16000} first'
+                '"sample_rate": 16000} first',
             )
         if len(data) % 2 or len(data) > MAX_FRAME_BYTES:
             raise ProtocolError(
+                "bad_frame",
                 f"a microphone frame must be whole 16-bit samples, at most {MAX_FRAME_BYTES} "
-                f"bytes; got {len(data)} bytes"
+                f"bytes; got {len(data)} bytes",
             )
         self.frames += 1
         try:
@@ -113,7 +117,9 @@ class Microphone:
                 logger.warning("the listener is behind real time: dropping microphone frames")
                 await self._send_json(
                     error_message(
-                        "limit", "the avatar cannot keep up with the microphone; audio was lost"
+                        "limit",
+                        "the avatar cannot keep up with the microphone; audio was lost",
+                        code="mic_behind",
                     )
                 )
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -133,11 +139,23 @@ class Microphone:
         try:
             async with aclosing(audio()) as chunks:  # closed even when listen() fails midway
                 await self.session.listen(chunks)
-        except AvatarKitError as exc:
-            await self._send_json(error_message("session", str(exc)))
         except Exception as exc:
-            logger.exception("listening failed")
-            await self._send_json(error_message("session", f"{type(exc).__name__}: {exc}"))
+            # the details (which may name URLs or upstream answers) go to the server log only
+            if isinstance(exc, AvatarKitError):
+                logger.error("listening failed: %s", exc)
+            else:
+                logger.exception("listening failed")
+            fields: dict[str, Any] = {}
+            if isinstance(exc, ProviderError):
+                fields = {"provider": exc.provider, "retryable": exc.retryable}
+            await self._send_json(
+                error_message(
+                    "session",
+                    "listening to the microphone failed; the server log says why",
+                    code="listen_failed",
+                )
+                | fields
+            )
         finally:
             frames.close()
             if self._frames is send:  # ended by itself (an error): refuse further frames

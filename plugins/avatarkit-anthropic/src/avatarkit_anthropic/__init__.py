@@ -4,4 +4,4 @@ The provider lives in :mod:`avatarkit_anthropic.llm`; importing this package doe
 ``anthropic`` SDK.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -12,7 +13,12 @@ import httpx2
 from pydantic import SecretStr, ValidationError
 
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
-from avatarkit.http import RequestContext, streamed_response
+from avatarkit.http import (
+    RequestContext,
+    bad_event_data,
+    not_an_event_stream,
+    streamed_response,
+)
 from avatarkit.providers import Message
 from avatarkit_anthropic._client import build_client, resolve_api_key
 from avatarkit_anthropic._messages import to_anthropic
@@ -65,6 +71,11 @@ class AnthropicLLM:
 
     def __repr__(self) -> str:
         return f"AnthropicLLM(model={self.options.model!r}, base_url={self._base_url!r})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The key this provider sends: a session keeps it out of its errors and events."""
+        return (self._api_key,)
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
@@ -137,17 +148,23 @@ class AnthropicLLM:
             errors=(anthropic.AnthropicError, httpx2.TransportError),
             to_error=lambda exc, mid_stream: map_error(exc, ctx, mid_stream=mid_stream),
         ) as stream:
-            async for event in stream:
-                if event.type == "content_block_delta":
-                    if event.delta.type == "text_delta" and event.delta.text:
-                        yield event.delta.text
-                elif event.type == "message_delta":
-                    stop_reason = event.delta.stop_reason or stop_reason
-                    details = event.delta.stop_details
-                    if details is not None:
-                        stop_details = details.explanation or details.category
-                elif event.type == "message_stop":
-                    complete = True
+            not_sse = not_an_event_stream(ctx, stream.response.headers.get("content-type"))
+            try:
+                async for event in stream:
+                    if event.type == "content_block_delta":
+                        if event.delta.type == "text_delta" and event.delta.text:
+                            yield event.delta.text
+                    elif event.type == "message_delta":
+                        stop_reason = event.delta.stop_reason or stop_reason
+                        details = event.delta.stop_details
+                        if details is not None:
+                            stop_details = details.explanation or details.category
+                    elif event.type == "message_stop":
+                        complete = True
+            except json.JSONDecodeError as exc:  # the SDK parses each event's data raw
+                raise (not_sse or bad_event_data(ctx, exc)) from None
+        if not complete and not_sse is not None:
+            raise not_sse
         if not complete:
             raise ProviderConnectionError(
                 f"the stream from {ctx.base_url} ended before the reply was complete (no "

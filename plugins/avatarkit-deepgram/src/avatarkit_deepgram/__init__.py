@@ -4,4 +4,4 @@ The provider lives in :mod:`avatarkit_deepgram.stt`; importing this package impo
 client.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import anyio
 import sniffio
 
-__all__ = ["Background"]
+__all__ = ["Background", "Inflight"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +64,47 @@ class Background:
         with anyio.CancelScope(shield=True):
             await self._done.wait()
         self._task = None
+
+
+class Inflight:
+    """Calls in progress on a renderer that ``close()`` cuts short and waits for.
+
+    Each call runs under :meth:`track`'s cancel scope; :meth:`close` cancels them all and waits
+    until every one has left, so nothing of the renderer's is still awaiting (a request on a
+    client about to be closed, a publish on a transport about to be left) once close returns.
+    A call tracked after close() is cancelled at its first await. A call of the task that runs
+    close() itself (a callback closing the renderer) is cancelled but not waited for.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: dict[anyio.CancelScope, int] = {}  # scope -> id of the task running it
+        self._changed: anyio.Event | None = None  # made in close(): needs a running loop
+        self._closed = False
+
+    @contextmanager
+    def track(self) -> Iterator[anyio.CancelScope]:
+        """Run the ``with`` body as one call; ``scope.cancelled_caught`` says close cut it."""
+        scope = anyio.CancelScope()
+        if self._closed:
+            scope.cancel()
+        self._scopes[scope] = anyio.get_current_task().id
+        try:
+            with scope:
+                yield scope
+        finally:
+            del self._scopes[scope]
+            if self._changed is not None:
+                self._changed.set()
+
+    async def close(self) -> None:
+        """Cancel every tracked call and wait for them all to finish (shielded)."""
+        self._closed = True
+        me = anyio.get_current_task().id
+        with anyio.CancelScope(shield=True):
+            while True:
+                for scope in self._scopes:
+                    scope.cancel()
+                if all(task == me for task in self._scopes.values()):
+                    return
+                changed = self._changed = anyio.Event()
+                await changed.wait()

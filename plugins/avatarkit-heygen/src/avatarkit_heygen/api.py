@@ -223,12 +223,18 @@ class JSONService:
         method: str,
     ) -> Any:
         url = self.url(op)
+        if self._http.is_closed:
+            raise self._closed_error(op)
         try:
             with anyio.fail_after(limit):
                 if method == "GET":
                     response = await self._http.get(url)
                 else:
                     response = await self._http.post(url, json=dict(body or {}))
+        except RuntimeError:
+            if self._http.is_closed:  # closed under the request: httpx says so with RuntimeError
+                raise self._closed_error(op) from None
+            raise
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _Transient(
                 ProviderConnectionError(
@@ -256,15 +262,28 @@ class JSONService:
             ) from None
         return self._read(op, response, context)
 
+    def _closed_error(self, op: str) -> ProviderConnectionError:
+        return ProviderConnectionError(
+            f"{self.service} {op}: the HTTP client is closed (the renderer was closed)",
+            provider=PROVIDER,
+        )
+
     def _read(self, op: str, response: httpx.Response, context: Mapping[str, Any]) -> Any:
         status = response.status_code
         if 200 <= status < 300:
             try:
                 body = response.json() if response.content else None
             except ValueError:
-                raise ProviderError(
-                    f"{self.service} {op} answered HTTP {status} with a body that is not JSON",
-                    provider=PROVIDER,
+                # a gateway's or proxy's page, not the service's answer: whether the request
+                # had its effect is unknown, so only calls safe to repeat are retried
+                kind = response.headers.get("content-type", "").split(";")[0] or "no type"
+                raise _Transient(
+                    ProviderError(
+                        f"{self.service} {op} answered HTTP {status} with a body that is not "
+                        f"JSON ({kind}): a proxy or gateway may be in the way",
+                        provider=PROVIDER,
+                    ),
+                    delivered=True,
                 ) from None
             return self.unwrap(op, response, body)
         message, _ = _message_of(response)
@@ -310,12 +329,18 @@ class HeyGenAPI(JSONService):
         return f"{self.base_url}/v1/streaming.{op}"
 
     def unwrap(self, op: str, response: httpx.Response, body: Any) -> Any:
+        """``data`` of a 2xx answer. HeyGen's SDK reads ``data`` whatever ``code`` says, so a
+        ``code`` other than 100 alongside data is success (logged); only one with no data to
+        act on is an error, carrying HeyGen's message."""
         if isinstance(body, Mapping):
             code = body.get("code")
+            data = body.get("data")
             if code is not None and code != 100:
                 message = body.get("message") or "no message"
-                raise self.classify(op, response.status_code, f"{message} (code {code})", {})
-            return body.get("data")
+                if not data:
+                    raise self.classify(op, response.status_code, f"{message} (code {code})", {})
+                logger.info("HeyGen streaming.%s answered code %s (%s)", op, code, message)
+            return data
         return body
 
     def classify(
@@ -384,6 +409,8 @@ class HeyGenAPI(JSONService):
     # -- the operations ----------------------------------------------------------------------
 
     async def new(self, body: Mapping[str, Any], *, time_limit: float) -> dict[str, Any]:
+        """Create a session; the answer has a ``session_id`` (the caller, holding it, checks
+        ``url``/``access_token`` so that a session created with them missing is stopped)."""
         context = {"avatar_id": body.get("avatar_id") or body.get("avatar_name")}
         data = await self.call(
             "new", body, idempotent=False, time_limit=time_limit, context=context
@@ -392,13 +419,6 @@ class HeyGenAPI(JSONService):
             raise ProviderError(
                 "HeyGen streaming.new answered without a session_id", provider=PROVIDER
             )
-        for key in ("url", "access_token"):
-            if not data.get(key):
-                raise ProviderError(
-                    f"HeyGen streaming.new answered without {key!r}; only version v2 (LiveKit) "
-                    "sessions are supported",
-                    provider=PROVIDER,
-                )
         return dict(data)
 
     async def start(self, session_id: str, *, time_limit: float) -> None:

@@ -19,10 +19,12 @@ endpoint (POST)         request body                       answer (2xx, JSON)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 
 from avatarkit.errors import ProviderError, ProviderHTTPError
@@ -37,6 +39,8 @@ __all__ = [
     "SendTask",
     "SessionCall",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,22 @@ class BackendClient(JSONService):
 
     async def create_session(self) -> HeyGenSession:
         data = await self.call("session", {}, idempotent=False, time_limit=self.session_timeout)
-        return session_from_json(data, source=f"{self.service} /session")
+        try:
+            return session_from_json(data, source=f"{self.service} /session")
+        except ProviderError:
+            # a session id with the rest missing: the backend started a session we cannot use
+            if isinstance(data, Mapping) and data.get("session_id"):
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.close_session(str(data["session_id"]))
+                    except ProviderError as exc:
+                        logger.error(
+                            "could not close HeyGen session %s via %s: %s",
+                            data["session_id"],
+                            self.service,
+                            exc,
+                        )
+            raise
 
     async def send_task(self, session_id: str, text: str) -> HeyGenTaskResult:
         data = await self.call(

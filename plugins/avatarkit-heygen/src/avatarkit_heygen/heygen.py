@@ -34,7 +34,7 @@ from avatarkit.errors import (
 )
 from avatarkit.providers import ViewerConnection
 from avatarkit.text import estimate_speech_seconds
-from avatarkit_heygen._background import Background
+from avatarkit_heygen._background import Background, Inflight
 from avatarkit_heygen.api import (
     DEFAULT_BASE_URL,
     PROVIDER,
@@ -66,6 +66,11 @@ logger = logging.getLogger(__name__)
 
 #: How long after its estimated end an utterance is forgotten if no talking event ends it.
 _FORGET_AFTER = 30.0
+
+#: The longest text sent as one ``repeat`` task. HeyGen documents no limit for streaming tasks;
+#: 1500 characters is the limit its video API documents for one voice input (same TTS), far
+#: above a sentence, so only runaway text (no sentence boundary) reaches it.
+MAX_TASK_CHARS = 1500
 
 
 @dataclass
@@ -133,9 +138,20 @@ class _DirectChannel:
             "creating a HeyGen streaming session for avatar %r (this can take several seconds)",
             self.new_body.get("avatar_id"),
         )
-        data = await self.api.new(self.new_body, time_limit=self.start_timeout)
+        # Shielded: once HeyGen has created (and bills) the session we must learn its id to
+        # stop it, so a cancellation waits for the answer (bounded by start_timeout per try).
+        with anyio.CancelScope(shield=True):
+            data = await self.api.new(self.new_body, time_limit=self.start_timeout)
         session_id = str(data["session_id"])
         try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            for key in ("url", "access_token"):
+                if not data.get(key):
+                    raise ProviderError(
+                        f"HeyGen streaming.new answered without {key!r}; only version v2 "
+                        "(LiveKit) sessions are supported",
+                        provider=PROVIDER,
+                    )
             await self.api.start(session_id, time_limit=self.start_timeout)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -199,9 +215,18 @@ class _CallbackChannel:
             ) from exc
 
     async def open(self) -> HeyGenSession:
-        session = await self._run(
-            "create_session", self.callbacks.create_session(), self.start_timeout
-        )
+        # Shielded as in direct mode: the backend may have created the session already.
+        with anyio.CancelScope(shield=True):
+            session = await self._run(
+                "create_session", self.callbacks.create_session(), self.start_timeout
+            )
+        if isinstance(session, HeyGenSession):
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await _stop_quietly(self, session.session_id)
+                raise
         if not isinstance(session, HeyGenSession):
             raise ProviderError(
                 f"create_session must return a HeyGenSession, got {type(session).__name__}",
@@ -250,6 +275,14 @@ async def _stop_quietly(channel: _Channel, session_id: str) -> None:
             session_id,
             exc,
         )
+
+
+async def _quietly(what: str, step: Awaitable[None]) -> None:
+    """One step of close(): a failure is logged, and the steps after it still run."""
+    try:
+        await step
+    except Exception as exc:
+        logger.warning("HeyGen renderer: %s failed: %s", what, exc)
 
 
 def _secret(value: SecretStr | str | None) -> str | None:
@@ -387,6 +420,10 @@ class HeyGenRenderer:
         self.media: LiveKitRoom | None = None
         self._closed = False
         self._close_done: anyio.Event | None = None
+        self._starting: anyio.Event | None = None
+        self._start_scope: anyio.CancelScope | None = None
+        self._start_task: int | None = None
+        self._inflight = Inflight()
         self._keep_alive_task: Background | None = None
         self._pending: list[_Utterance] = []
         self._timeline_end = 0.0
@@ -438,38 +475,62 @@ class HeyGenRenderer:
         await self.close()
 
     async def start(self) -> None:
-        """Create and start the HeyGen session; on any failure nothing is left running."""
+        """Create and start the HeyGen session; on any failure nothing is left running.
+
+        A close() from another task while this runs cancels it: the session it created is
+        stopped (with the HTTP client still open) and start raises :class:`SessionError`.
+        """
         if self._closed:
             raise SessionError("this HeyGen renderer is closed; create a new one")
-        if self.session is not None:
+        if self._starting is not None:  # started, or another task is starting it
+            await self._starting.wait()
+            if self.session is None:
+                raise SessionError("the HeyGen renderer's start failed or it was closed")
             return
+        self._starting = anyio.Event()
+        self._start_task = anyio.get_current_task().id
+        self._start_scope = anyio.CancelScope()
         try:
-            self.session = await self._channel.open()
-            self.viewer = ViewerConnection(
-                self.session.livekit_url, self.session.livekit_token, self.session.session_id
-            )
-            self._last_sent = anyio.current_time()
-            if self.connect_media:
-                self.media = LiveKitRoom(
-                    provider=PROVIDER,
-                    on_track=self._on_track,
-                    on_data=self._on_data,
-                    on_state_change=self._on_media_state,
-                )
-                await self.media.connect(self.viewer.url, self.viewer.token)
-            if self.keep_alive and self._channel.can_keep_alive:
-                self._keep_alive_task = Background(self._keep_alive_loop, name="heygen-keep-alive")
-                self._keep_alive_task.start()
-            if self.on_connection is not None:
-                result = self.on_connection(self.viewer)
-                if inspect.isawaitable(result):
-                    await result
+            with self._start_scope:
+                await self._open()
+            if self._closed:
+                raise SessionError("the HeyGen renderer was closed while it was starting")
         except BaseException:
+            self._starting.set()  # before close(): a close() already running waits for this
             await self.close()
             raise
+        finally:
+            self._starting.set()
+
+    async def _open(self) -> None:
+        self.session = await self._channel.open()
+        self.viewer = ViewerConnection(
+            self.session.livekit_url, self.session.livekit_token, self.session.session_id
+        )
+        self._last_sent = anyio.current_time()
+        if self.connect_media:
+            self.media = LiveKitRoom(
+                provider=PROVIDER,
+                on_track=self._on_track,
+                on_data=self._on_data,
+                on_state_change=self._on_media_state,
+            )
+            await self.media.connect(self.viewer.url, self.viewer.token)
+        if self.keep_alive and self._channel.can_keep_alive:
+            self._keep_alive_task = Background(self._keep_alive_loop, name="heygen-keep-alive")
+            self._keep_alive_task.start()
+        if self.on_connection is not None:
+            result = self.on_connection(self.viewer)
+            if inspect.isawaitable(result):
+                await result
 
     async def close(self) -> None:
-        """Stop the HeyGen session, exactly once, even when cancelled or after errors."""
+        """Stop the HeyGen session, exactly once, even when cancelled or after errors.
+
+        When it returns nothing of the renderer runs: a start() in progress has finished (its
+        session stopped), calls in flight were cut short, keep-alive and media are stopped and
+        the HTTP client is closed.
+        """
         if self._close_done is not None:
             with anyio.CancelScope(shield=True):
                 await self._close_done.wait()
@@ -479,10 +540,19 @@ class HeyGenRenderer:
         with anyio.CancelScope(shield=True):
             try:
                 self._release_all(interrupted=True)
+                starting, scope = self._starting, self._start_scope
+                if starting is not None and self._start_task != anyio.get_current_task().id:
+                    if scope is not None:
+                        scope.cancel()
+                    await starting.wait()
+                await self._inflight.close()
                 if self._keep_alive_task is not None:
                     await self._keep_alive_task.stop()
                 if self.media is not None:
-                    await self.media.disconnect()
+                    with anyio.move_on_after(5) as left:
+                        await _quietly("leaving the LiveKit room", self.media.disconnect())
+                    if left.cancelled_caught:
+                        logger.warning("HeyGen renderer: leaving the LiveKit room took over 5 s")
                 session, self.session = self.session, None
                 self.viewer = None
                 if session is not None:
@@ -496,7 +566,7 @@ class HeyGenRenderer:
                             self.close_timeout,
                         )
             finally:
-                await self._channel.aclose()
+                await _quietly("closing the HTTP client", self._channel.aclose())
                 self._close_done.set()
 
     # -- speaking ----------------------------------------------------------------------------
@@ -508,14 +578,23 @@ class HeyGenRenderer:
         text = text.strip()
         if not text:
             return
+        if len(text) > MAX_TASK_CHARS:
+            raise ProviderError(
+                f"HeyGen repeat task of {len(text)} characters; at most {MAX_TASK_CHARS} are "
+                f"sent in one task (the text starts {text[:40]!r}): split it into sentences",
+                provider=PROVIDER,
+            )
         generation = self._generation
-        result = await self._channel.task(session.session_id, text)
-        now = anyio.current_time()
-        self._last_sent = now
-        if generation != self._generation:
-            # interrupt() ran while the task was on its way: HeyGen may have queued it after
-            # the interrupt, so silence it too.
-            await self._channel.interrupt(session.session_id)
+        with self._inflight.track():  # close() cuts it short: then return as interrupted
+            result = await self._channel.task(session.session_id, text)
+            now = anyio.current_time()
+            self._last_sent = now
+            if generation != self._generation:
+                # interrupt() ran while the task was on its way: HeyGen may have queued it
+                # after the interrupt, so silence it too.
+                await self._channel.interrupt(session.session_id)
+                return
+        if self._closed:
             return
         if result.duration_ms is not None:
             duration = result.duration_ms / 1000
@@ -552,8 +631,11 @@ class HeyGenRenderer:
         self._generation += 1
         self._release_all(interrupted=True)
         self._timeline_end = anyio.current_time()
-        if self.session is not None and not self._closed:
-            await self._channel.interrupt(self.session.session_id)
+        session = self.session
+        if session is None or self._closed:
+            return
+        with self._inflight.track():  # racing close(): close stops the session, we return
+            await self._channel.interrupt(session.session_id)
             self._last_sent = anyio.current_time()
 
     def _release_all(self, *, interrupted: bool) -> None:

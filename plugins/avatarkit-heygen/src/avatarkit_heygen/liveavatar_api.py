@@ -141,10 +141,18 @@ class LiveAvatarAPI:
         else:
             headers["X-API-KEY"] = self._api_key
         secrets = (self._api_key, session_token)
+        if self.client.is_closed:
+            raise ProviderConnectionError(f"{what}: the HTTP client is closed", provider=PROVIDER)
         try:
             response = await self.client.post(
                 f"{self.base_url}{path}", headers=headers, json=json_body
             )
+        except RuntimeError as exc:  # httpx's way of saying the client closed under the call
+            if not self.client.is_closed:
+                raise
+            raise ProviderConnectionError(
+                f"{what}: the HTTP client is closed", provider=PROVIDER
+            ) from exc
         except httpx.TimeoutException as exc:
             message = f"{what}: no answer from {self.base_url}"
             raise ProviderTimeout(message, provider=PROVIDER) from exc
@@ -166,10 +174,13 @@ class LiveAvatarAPI:
             )
         try:
             body = response.json() if response.content else {}
-        except ValueError as exc:
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0] or "no content type"
             raise ProviderError(
-                f"{what}: the answer is not JSON: {response.text[:200]!r}", provider=PROVIDER
-            ) from exc
+                f"{what}: HTTP {response.status_code} with a body that is not JSON ({kind}): "
+                "a proxy or gateway may be in the way",
+                provider=PROVIDER,
+            ) from None
         if not isinstance(body, dict):
             raise ProviderError(f"{what}: unexpected answer {body!r:.200}", provider=PROVIDER)
         return response.status_code, body
@@ -195,16 +206,25 @@ class LiveAvatarAPI:
         voice_id: str | None = None,
         context_id: str | None = None,
         language: str | None = None,
+        voice_agent_id: str | None = None,
         max_session_duration: int | None = None,
     ) -> SessionToken:
-        """``POST /v1/sessions/token``: a session id and its one-session bearer token."""
+        """``POST /v1/sessions/token``: a session id and its one-session bearer token.
+
+        FULL mode names its persona with ``voice_agent`` (a stored voice agent) when
+        ``voice_agent_id`` is given, else with the inline ``avatar_persona`` that LiveAvatar's
+        API reference marks deprecated but still documents; the two are mutually exclusive.
+        """
         body: dict[str, Any] = {
             "mode": mode,
             "avatar_id": avatar_id,
             "video_settings": {"encoding": "H264", "quality": quality},
             "is_sandbox": is_sandbox,
         }
-        if mode == "FULL":
+        if mode == "FULL" and voice_agent_id is not None:
+            agent = {"id": voice_agent_id, "language": language}
+            body["voice_agent"] = {k: v for k, v in agent.items() if v is not None}
+        elif mode == "FULL":
             persona = {"voice_id": voice_id, "context_id": context_id, "language": language}
             body["avatar_persona"] = {k: v for k, v in persona.items() if v is not None}
         if max_session_duration is not None:
@@ -271,7 +291,9 @@ class LiveAvatarAPI:
                     continue
                 if not exc.retryable or not transient_retry:
                     break
-            except (ProviderTimeout, ProviderConnectionError) as exc:
+            except ProviderError as exc:
+                # timeouts, dropped connections, and 2xx answers that are not LiveAvatar's
+                # (a gateway's HTML page): the stop may not have happened, so try once more
                 last = exc
                 if not transient_retry:
                     break

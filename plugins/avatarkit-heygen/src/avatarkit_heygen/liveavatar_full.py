@@ -1,6 +1,10 @@
 """FULL mode's command channel: JSON data messages in the session's LiveKit room.
 
-Commands go on topic ``agent-control``, LiveAvatar's events come back on ``agent-response``.
+Commands go on topic ``agent-control``, LiveAvatar's events come back on ``agent-response``,
+each with its own ``event_id`` and the command's id in ``source_event_id``. A command is only
+heard once LiveAvatar's participants are in the room: the avatar (identity ``heygen``) and its
+agent (``liveavatar-agent-<session_id>``), which is what LiveAvatar's web SDK waits for (30 s)
+before it lets anything be sent; the renderer does the same.
 The room itself sits behind :class:`DataTransport` (join, publish, receive), so the protocol is
 testable without a LiveKit server. :class:`LiveKitDataTransport` is the production one, on the
 plugin's shared LiveKit helper (:mod:`avatarkit_heygen.media`; the SDK is asyncio only).
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 import anyio
@@ -21,6 +25,8 @@ from avatarkit_heygen.liveavatar_api import PROVIDER
 from avatarkit_heygen.media import LiveKitRoom, MediaState
 
 __all__ = [
+    "AGENT_IDENTITY",
+    "AVATAR_IDENTITY",
     "CONTROL_TOPIC",
     "RESPONSE_TOPIC",
     "DataTransport",
@@ -33,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "agent-control"
 RESPONSE_TOPIC = "agent-response"
+#: LiveKit identities of LiveAvatar's participants (web SDK 0.0.18: HEYGEN_PARTICIPANT_ID and
+#: LIVEAVATAR_AGENT_PARTICIPANT_ID_PREFIX + session id).
+AVATAR_IDENTITY = "heygen"
+AGENT_IDENTITY = "liveavatar-agent-{session_id}"
 
 OnData = Callable[[str, bytes], None]
 OnDisconnected = Callable[[str], None]
@@ -78,8 +88,8 @@ class DataTransport(Protocol):
         """Join the room; ``on_data(topic, payload)`` is then called for every data message."""
         ...
 
-    async def wait_for_peers(self, count: int, seconds: float) -> int:
-        """Wait until ``count`` other participants are in the room (or ``seconds``); how many."""
+    async def wait_for_participants(self, identities: Collection[str], seconds: float) -> set[str]:
+        """Wait (at most ``seconds``) until every identity has joined; those still missing."""
         ...
 
     async def publish_data(self, topic: str, payload: bytes) -> None:
@@ -129,24 +139,26 @@ class LiveKitDataTransport:
         await media.connect(url, token)
         joined = True
 
-    async def wait_for_peers(self, count: int, seconds: float) -> int:
+    async def wait_for_participants(self, identities: Collection[str], seconds: float) -> set[str]:
         room = self._media.room if self._media is not None else None
         if room is None:
-            return 0
+            return set(identities)
+        missing = set(identities)
         joined = anyio.Event()
 
-        def participant_connected(_participant: object) -> None:
-            if len(room.remote_participants) >= count:
+        def update(_participant: object = None) -> None:
+            missing.difference_update(p.identity for p in room.remote_participants.values())
+            if not missing:
                 joined.set()
 
-        room.on("participant_connected", participant_connected)
+        room.on("participant_connected", update)
         try:
-            if len(room.remote_participants) < count:
-                with anyio.move_on_after(seconds):
-                    await joined.wait()
+            update()
+            with anyio.move_on_after(seconds):
+                await joined.wait()
         finally:
-            room.off("participant_connected", participant_connected)
-        return len(room.remote_participants)
+            room.off("participant_connected", update)
+        return missing
 
     async def publish_data(self, topic: str, payload: bytes) -> None:
         room = self._media.room if self._media is not None else None

@@ -5,6 +5,16 @@ it connects, waits for ``session.state_updated: connected`` (nothing may be sent
 server messages and hands them to ``on_event``. A dropped connection is reconnected once if the
 session is still alive; otherwise the link *ends* and every sender gets a clear
 :class:`ProviderConnectionError`. Built on httpx-ws (wsproto + anyio: asyncio and trio).
+
+Two wire choices follow the published clients rather than habit:
+
+- No WebSocket pings by default (``ping_interval=None``). LiveAvatar's web SDK and LiveKit's
+  ``livekit-plugins-liveavatar`` send none, and Vision Agents turned theirs off because
+  LiveAvatar's media server stalls pongs under load (a client that drops on a late pong kills a
+  healthy session). A dead link still shows up: a failed send, or the server's close.
+- Audio is sent *at most once*: an ``agent.speak`` whose send failed is never resent on the
+  reconnected socket (it may have reached LiveAvatar, and a resend would make the avatar say it
+  twice). Commands without audio are resent once.
 """
 
 from __future__ import annotations
@@ -64,15 +74,24 @@ class LiteLink:
         client: httpx.AsyncClient,
         on_event: Callable[[dict[str, Any]], None],
         on_end: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
         connect_timeout: float = 20.0,
         send_timeout: float = 10.0,
+        ping_interval: float | None = None,
+        ping_timeout: float = 20.0,
     ) -> None:
         self.url = url
         self._client = client
         self._on_event = on_event
         self._on_end = on_end
+        #: Called with why the last connection dropped once a new one is ready, before anything
+        #: can be sent on it: what went to the dead one may not have arrived.
+        self._on_reconnect = on_reconnect
+        self._dropped: str | None = None
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self._ws: AsyncWebSocketSession | None = None
         self._conn_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
@@ -149,6 +168,7 @@ class LiteLink:
                 return
             self.reconnects += 1
             logger.warning("liveavatar: %s; reconnecting once", dropped)
+            self._dropped = dropped
 
     def _fail(self, exc: ProviderConnectionError) -> None:
         """The first connection failed: start() raises it (not a session ending)."""
@@ -178,13 +198,19 @@ class LiteLink:
         reason = "LiveAvatar closed the WebSocket"
         try:
             connection: AbstractAsyncContextManager[AsyncWebSocketSession] = aconnect_ws(
-                self.url, self._client, keepalive_ping_interval_seconds=20.0
+                self.url,
+                self._client,
+                keepalive_ping_interval_seconds=self.ping_interval,
+                keepalive_ping_timeout_seconds=self.ping_timeout,
             )
             async with connection as ws:
                 try:
                     with anyio.CancelScope() as scope:
                         self._conn_scope = scope
                         await self._wait_connected(ws)
+                        dropped, self._dropped = self._dropped, None
+                        if dropped is not None and self._on_reconnect is not None:
+                            self._on_reconnect(dropped)
                         self._ws = ws
                         self._ready_once = True
                         self._notify()
@@ -260,9 +286,12 @@ class LiteLink:
             f"the LITE WebSocket was not back within {self.connect_timeout:g}s", provider=PROVIDER
         )
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one JSON message, resending it once on a reconnected WebSocket after a drop.
+    async def send(self, message: dict[str, Any], *, at_most_once: bool = False) -> bool:
+        """Send one JSON message; True once it is written.
 
+        After a failed write the message is resent once on the reconnected WebSocket, unless
+        ``at_most_once`` (audio): then the link still reconnects but the message is dropped and
+        False returned, because a write that failed may have reached LiveAvatar all the same.
         The write itself is shielded (a cancelled half-written frame would corrupt the stream)
         and bounded by ``send_timeout``.
         """
@@ -275,13 +304,17 @@ class LiteLink:
             except _SendErrors as exc:
                 logger.debug("liveavatar: send failed: %s", exc)
                 self._drop(ws)
+                if at_most_once:
+                    return False
                 continue
             if scope.cancelled_caught:
                 logger.debug("liveavatar: send timed out after %gs", self.send_timeout)
                 self._drop(ws)
+                if at_most_once:
+                    return False
                 continue
             self.last_sent = anyio.current_time()
-            return
+            return True
         raise ProviderConnectionError(
             "the LITE WebSocket dropped twice while sending", provider=PROVIDER
         )

@@ -1,11 +1,16 @@
 """A fake LiveAvatar on 127.0.0.1 for tests and benchmarks: its HTTP API and LITE WebSocket.
 
-Built from the wire contract (docs: providers/liveavatar). Both servers run in background
-threads, so tests run under asyncio and trio alike, and record everything they receive. The
-WebSocket server needs the ``websockets`` package (a test dependency, imported lazily).
-``FakeRoom`` stands in for FULL mode's LiveKit room: the renderer talks
-to it through the same DataTransport seam as to the real room, and it answers the way the
-reference says LiveAvatar's agent does (events on ``agent-response``).
+Built from the wire contract (docs: providers/liveavatar) and held to the published clients:
+the suite runs LiveAvatar's web SDK and LiveKit's ``livekit-plugins-liveavatar`` against it, so
+it accepts every request shape they send (a stop with only the bearer token, a start without a
+body, per-chunk ``event_id``s, ``livekit_config``) and its session tokens are JWTs whose payload
+carries ``start_session_data`` as the web SDK reads it. Both servers run in background threads,
+so tests run under asyncio and trio alike, and record everything they receive. The WebSocket
+server needs the ``websockets`` package (a test dependency, imported lazily).
+``FakeRoom`` stands in for FULL mode's LiveKit room: the renderer talks to it through the same
+DataTransport seam as to the real room; LiveAvatar's two participants join it (on a schedule a
+test may set) and its agent answers on ``agent-response`` with events that carry their own
+``event_id`` and the command's ``source_event_id``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,14 +30,48 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from avatarkit_heygen._background import Background
-from avatarkit_heygen.liveavatar_full import CONTROL_TOPIC, RESPONSE_TOPIC
+from avatarkit_heygen.liveavatar_full import (
+    AGENT_IDENTITY,
+    AVATAR_IDENTITY,
+    CONTROL_TOPIC,
+    RESPONSE_TOPIC,
+)
 
 if TYPE_CHECKING:
     from websockets.sync.server import Server, ServerConnection
 
-__all__ = ["API_KEY", "FakeLiveAvatar", "FakeRoom", "Knobs", "Received"]
+__all__ = [
+    "AGENT_PREFIX",
+    "API_KEY",
+    "AVATAR_IDENTITY",
+    "FakeLiveAvatar",
+    "FakeRoom",
+    "Knobs",
+    "Received",
+    "session_token_payload",
+]
 
 API_KEY = "la-test-key-0123456789"
+#: LiveAvatar's agent joins a FULL session's room as AGENT_PREFIX + session id.
+AGENT_PREFIX = AGENT_IDENTITY.format(session_id="")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _jwt(payload: dict[str, Any]) -> str:
+    """A JWT-shaped token (unsigned: nothing here verifies it, as the web SDK does not)."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = _b64url(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{header}.{body}.{_b64url(uuid.uuid4().bytes)}"
+
+
+def session_token_payload(token: str) -> dict[str, Any]:
+    """The payload of a session token, decoded the way LiveAvatar's web SDK decodes it."""
+    part = token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
 
 
 @dataclass
@@ -58,6 +98,7 @@ class FakeSession:
     stops: int = 0
     connections: int = 0
     refuse_reconnect: bool = False
+    stop_bodies: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +113,11 @@ class Knobs:
     noise: bool = False  # send junk before "connected"
     connect_delay: float = 0.01
     max_session_duration: int = 600
+    answer_pings: bool = True  # False: WebSocket pings are never answered (a stalled server)
+    agent_states: bool = True  # send agent.state_updated (talking / listening) as well
+    error_after_speaks: int | None = None  # send an ``error`` event after N agent.speak
+    warning_on_connect: bool = False  # send a ``warning`` event once connected
+    omit_start_fields: set[str] = field(default_factory=set)  # leave these out of start's data
 
 
 class FakeLiveAvatar:
@@ -84,6 +130,8 @@ class FakeLiveAvatar:
         self.received: list[Received] = []
         self.violations: list[str] = []
         self.ended_sent: dict[str, float] = {}  # event_id -> when agent.speak_ended was sent
+        self.pings = 0  # WebSocket pings received
+        self.sent: list[dict[str, Any]] = []  # every event the WebSocket server sent
         self._lock = threading.Lock()
         self._counter = 0
         self._open: dict[int, ServerConnection] = {}
@@ -241,13 +289,23 @@ class FakeLiveAvatar:
             return _error(422, "mode must be FULL or LITE")
         if not body.get("avatar_id"):
             return _error(422, "avatar_id is required")
+        if "voice_agent" in body and "avatar_persona" in body:  # LiveAvatar's API reference
+            return _error(422, "voice_agent and avatar_persona are mutually exclusive")
         with self._lock:
             self._counter += 1
             sid = f"sess-{self._counter}"
-        self.sessions[sid] = FakeSession(sid, f"tok-{sid}", body["mode"], body)
-        return _ok({"session_id": sid, "session_token": f"tok-{sid}"})
+        token = _jwt(
+            {
+                "session_id": sid,
+                "start_session_data": body,
+                "exp": int(time.time()) + 3600,
+            }
+        )
+        self.sessions[sid] = FakeSession(sid, token, body["mode"], body)
+        return _ok({"session_id": sid, "session_token": token})
 
     def _start(self, headers: dict[str, str], body: Any) -> tuple[int, str, str]:
+        # the web SDK posts no body, LiveKit's plugin {"session_id"}: the token names the session
         session = self._bearer_session(headers)
         if session is None:
             return _error(401, "invalid session token")
@@ -255,28 +313,33 @@ class FakeLiveAvatar:
             return _error(400, f"session is {session.state}")
         session.state = "started"
         sid = session.session_id
-        return _ok(
-            {
-                "session_id": sid,
-                "livekit_url": "ws://127.0.0.1:9/livekit",
-                "livekit_client_token": f"viewer-{sid}",
-                "livekit_agent_token": f"agent-{sid}",
-                "max_session_duration": self.knobs.max_session_duration,
-                "ws_url": f"ws://127.0.0.1:{self.ws_port}/v1/ws/{sid}"
-                if session.mode == "LITE"
-                else None,
-            }
-        )
+        data = {
+            "session_id": sid,
+            "livekit_url": "ws://127.0.0.1:9/livekit",
+            "livekit_client_token": f"viewer-{sid}",
+            "livekit_agent_token": f"agent-{sid}",
+            "max_session_duration": self.knobs.max_session_duration,
+            "ws_url": f"ws://127.0.0.1:{self.ws_port}/v1/ws/{sid}"
+            if session.mode == "LITE"
+            else None,
+        }
+        return _ok({k: v for k, v in data.items() if k not in self.knobs.omit_start_fields})
 
     def _stop(self, headers: dict[str, str], body: Any) -> tuple[int, str, str]:
+        # the web SDK stops with only the bearer token (no body); LiveKit's plugin and we send
+        # {"session_id"} (plus "reason"); with the API key the body must name the session
         session = self._bearer_session(headers)
-        if session is None and headers.get("x-api-key") != API_KEY:
-            return _error(401, "unauthorized")
-        sid = body.get("session_id") if isinstance(body, dict) else None
-        session = self.sessions.get(str(sid))
         if session is None:
-            return _error(404, "session not found")
+            if headers.get("x-api-key") != API_KEY:
+                return _error(401, "unauthorized")
+            sid = body.get("session_id") if isinstance(body, dict) else None
+            session = self.sessions.get(str(sid))
+            if session is None:
+                return _error(404, "session not found")
+        elif isinstance(body, dict) and body.get("session_id") not in (None, session.session_id):
+            return _error(400, "session_id does not match the session token")
         session.stops += 1
+        session.stop_bodies.append(body)
         if session.state == "stopped":
             return _error(400, "session already stopped")
         session.state = "stopped"
@@ -306,6 +369,18 @@ class FakeLiveAvatar:
         with self._lock:
             self._open[id(ws)] = ws
         from websockets.exceptions import ConnectionClosed
+        from websockets.frames import Frame, Opcode
+
+        send_frame = ws.protocol.send_frame
+
+        def answer_ping(frame: Frame) -> None:
+            if frame.opcode is Opcode.PONG:
+                self.pings += 1
+                if not self.knobs.answer_pings:
+                    return
+            send_frame(frame)
+
+        ws.protocol.send_frame = answer_ping  # type: ignore[method-assign]
 
         try:
             self._serve(ws, session, number)
@@ -316,28 +391,48 @@ class FakeLiveAvatar:
                 self._open.pop(id(ws), None)
 
     def _serve(self, ws: ServerConnection, session: FakeSession, number: int) -> None:
+        """One connection. An utterance is the audio appended since the last ``agent.speak_end``
+        (or interrupt): ``agent.speak_started`` names its first ``agent.speak``'s event_id (as
+        LiveAvatar's LITE events page says) and a ``task`` id, ``agent.speak_ended`` the
+        ``agent.speak_end``'s event_id and the same task (one id for both when, as ours and the
+        web SDK do, a client reuses one id; LiveKit's plugin sends a new id per message)."""
         knobs = self.knobs
+
+        def emit(event: dict[str, Any]) -> None:
+            with self._lock:
+                self.sent.append(event)
+            ws.send(json.dumps(event))
+
+        def agent_state(previous: str, new: str) -> None:
+            if knobs.agent_states:
+                emit({"type": "agent.state_updated", "previous_state": previous, "new_state": new})
+
         connected = False
-        ws.send(json.dumps({"type": "session.state_updated", "state": "connecting"}))
+        emit({"type": "session.state_updated", "state": "connecting"})
         if knobs.noise:
             ws.send("this is not json")
             ws.send(json.dumps({"no_type": True}))
-            ws.send(json.dumps({"type": "agent.state_updated", "state": "idle"}))
+            ws.send(json.dumps({"type": "agent.something_new", "state": "idle"}))
             ws.send(b"\x00\x01binary")
         connect_at = time.monotonic() + knobs.connect_delay
         speaks = 0
-        # event_id -> audio seconds received; pending speak_ended: (due, event_id)
-        seconds: dict[str, float] = {}
-        due: list[tuple[float, str]] = []
+        # the utterance being appended: audio seconds, its first chunk's event_id, its task id
+        current: list[Any] = [0.0, None, None]
+        due: list[tuple[float, str | None, str]] = []  # speak_ended due: (when, event_id, task)
         while True:
             now = time.monotonic()
             if not connected and now >= connect_at:
-                ws.send(json.dumps({"type": "session.state_updated", "state": "connected"}))
+                emit({"type": "session.state_updated", "state": "connected"})
                 connected = True
-            for when, event_id in [d for d in due if d[0] <= now]:
-                due.remove((when, event_id))
-                self.ended_sent[event_id] = time.perf_counter()
-                ws.send(json.dumps({"type": "agent.speak_ended", "event_id": event_id}))
+                if knobs.warning_on_connect:
+                    emit({"type": "warning", "warning": {"message": "low bandwidth"}})
+            for when, event_id, task in [d for d in due if d[0] <= now]:
+                due.remove((when, event_id, task))
+                if event_id is not None:
+                    self.ended_sent[event_id] = time.perf_counter()
+                emit({"type": "agent.speak_ended", "event_id": event_id, "task": {"id": task}})
+                if not due:
+                    agent_state("talking", "listening")
             deadlines = [d[0] for d in due] + ([] if connected else [connect_at])
             wait = max(0.0, min(deadlines) - now) if deadlines else 0.5
             try:
@@ -356,29 +451,56 @@ class FakeLiveAvatar:
             kind = message.get("type")
             if not connected:
                 self.violations.append(f"{kind} sent before 'connected'")
+            event_id = message.get("event_id")
             if kind == "agent.speak":
-                event_id = message.get("event_id")
                 pcm = base64.b64decode(message["audio"])
                 if len(json.dumps(message)) >= 1_000_000:
                     self.violations.append("agent.speak message of 1 MB or more")
-                if event_id not in seconds:
-                    seconds[event_id] = 0.0
-                    ws.send(json.dumps({"type": "agent.speak_started", "event_id": event_id}))
-                seconds[event_id] += len(pcm) / 48000
+                if current[1] is None:
+                    current[1] = event_id or f"auto-{uuid.uuid4().hex}"
+                    current[2] = f"task-{uuid.uuid4().hex[:12]}"
+                    if not due:
+                        agent_state("listening", "talking")
+                    emit(
+                        {
+                            "type": "agent.speak_started",
+                            "event_id": current[1],
+                            "task": {"id": current[2]},
+                        }
+                    )
+                current[0] += len(pcm) / 48000
                 speaks += 1
+                if knobs.error_after_speaks is not None and speaks >= knobs.error_after_speaks:
+                    knobs.error_after_speaks = None
+                    emit(
+                        {
+                            "type": "error",
+                            "event_id": event_id,
+                            "error": {"code": "invalid_audio", "message": "bad audio chunk"},
+                        }
+                    )
                 if knobs.drop_after_speaks is not None and speaks >= knobs.drop_after_speaks:
                     knobs.drop_after_speaks = None
                     ws.socket.shutdown(socket.SHUT_RDWR)
                     return
             elif kind == "agent.speak_end":
-                event_id = message.get("event_id")
-                if knobs.send_speak_ended:
-                    delay = knobs.playback * seconds.get(event_id, 0.0)
-                    due.append((time.monotonic() + delay, event_id))
+                ended_id = event_id or current[1]
+                if knobs.send_speak_ended and current[1] is not None:
+                    due.append(
+                        (time.monotonic() + knobs.playback * current[0], ended_id, current[2])
+                    )
+                current[:] = [0.0, None, None]
             elif kind == "agent.interrupt":
-                for item in list(due):
-                    due.remove(item)
-                    ws.send(json.dumps({"type": "agent.speak_interrupted", "event_id": item[1]}))
+                interrupted = [item[1] for item in due] + (
+                    [current[1]] if current[1] is not None else []
+                )
+                due.clear()
+                current[:] = [0.0, None, None]
+                for item in interrupted:
+                    emit({"type": "agent.speak_interrupted", "event_id": item})
+                emit({"type": "agent.audio_buffer_cleared", "event_id": event_id})
+                if interrupted:
+                    agent_state("talking", "listening")
 
 
 def _ok(data: Any) -> tuple[int, str, str]:
@@ -390,24 +512,45 @@ def _error(status: int, message: str) -> tuple[int, str, str]:
 
 
 class FakeRoom:
-    """FULL mode's LiveKit room as LiveAvatar's agent behaves in it (a DataTransport).
+    """FULL mode's LiveKit room as LiveAvatar's participants behave in it (a DataTransport).
 
-    Commands published on ``agent-control`` are recorded; ``avatar.speak_text`` is answered on
-    ``agent-response`` with ``avatar.speak_started`` and, ``seconds_per_word`` per word later,
-    ``avatar.speak_ended`` (unless interrupted first).
+    After :meth:`connect`, the avatar (``heygen``) and LiveAvatar's agent
+    (``liveavatar-agent-<session_id>``) join, each ``join_delays[identity]`` seconds later
+    (default at once; ``None`` never). Commands published on ``agent-control`` are recorded with
+    who was in the room; a command sent before the agent joined is *lost*, as in the real room.
+    ``avatar.speak_text`` is answered on ``agent-response`` with ``avatar.speak_started`` and,
+    ``seconds_per_word`` per word later, ``avatar.speak_ended``; each event has its own
+    ``event_id`` and names the command in ``source_event_id`` (``echo_event_id=False`` leaves
+    both out, as an older server might).
     """
 
-    def __init__(self, *, seconds_per_word: float = 0.0, echo_event_id: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        seconds_per_word: float = 0.0,
+        echo_event_id: bool = True,
+        join_delays: dict[str, float | None] | None = None,
+    ) -> None:
         self.seconds_per_word = seconds_per_word
         self.echo_event_id = echo_event_id
-        self.published: list[tuple[float, str, dict[str, Any]]] = []
+        self.join_delays: dict[str, float | None] = dict(join_delays or {})
+        self.published: list[tuple[float, str, dict[str, Any]]] = []  # (time, topic, message)
+        self.present_at_publish: list[frozenset[str]] = []  # who was in the room, per publish
+        self.lost: list[dict[str, Any]] = []  # commands nobody was there to receive
+        self.events: list[dict[str, Any]] = []  # what the agent published
         self.connected_with: tuple[str, str] | None = None
+        self.session_id: str | None = None
+        self.participants: set[str] = set()
         self.closed = 0
-        self.peers = 2
+        self._joined: anyio.Event | None = None  # made in connect(): needs an event loop
         self._on_data: Callable[[str, bytes], None] | None = None
         self._on_disconnected: Callable[[str], None] | None = None
         self._background: list[Background] = []
         self._speaking: dict[str, anyio.CancelScope] = {}
+
+    @property
+    def agent_identity(self) -> str:
+        return f"{AGENT_PREFIX}{self.session_id}"
 
     async def connect(
         self,
@@ -418,15 +561,44 @@ class FakeRoom:
         on_disconnected: Callable[[str], None],
     ) -> None:
         self.connected_with = (url, token)
+        # the fake's LiveKit tokens are "agent-<session_id>" and "viewer-<session_id>"
+        self.session_id = token.split("-", 1)[1] if "-" in token else token
+        self._joined = anyio.Event()
         self._on_data = on_data
         self._on_disconnected = on_disconnected
+        for identity in (AVATAR_IDENTITY, self.agent_identity):
+            delay = self.join_delays.get(identity, 0.0)
+            if delay == 0.0:
+                self.participants.add(identity)
+            elif delay is not None:
+                self._spawn(self._join_later(identity, delay))
 
-    async def wait_for_peers(self, count: int, seconds: float) -> int:
-        return self.peers
+    async def _join_later(self, identity: str, delay: float) -> None:
+        await anyio.sleep(delay)
+        self.participants.add(identity)
+        assert self._joined is not None
+        self._joined.set()
+        self._joined = anyio.Event()
+
+    def _spawn(self, coro: Any) -> None:
+        async def run() -> None:
+            await coro
+
+        task = Background(run, name="fake-room")
+        self._background.append(task)
+        task.start()
+
+    async def wait_for_participants(self, identities: Collection[str], seconds: float) -> set[str]:
+        with anyio.move_on_after(seconds):
+            while not set(identities) <= self.participants and self._joined is not None:
+                await self._joined.wait()
+        return set(identities) - self.participants
 
     def emit(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         """LiveAvatar's agent publishes a data message."""
         assert self._on_data is not None
+        if isinstance(payload, dict):
+            self.events.append(payload)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self._on_data(topic, data)
 
@@ -440,32 +612,35 @@ class FakeRoom:
     async def publish_data(self, topic: str, payload: bytes) -> None:
         message = json.loads(payload)
         self.published.append((time.perf_counter(), topic, message))
+        self.present_at_publish.append(frozenset(self.participants))
         if topic != CONTROL_TOPIC:
+            return
+        if self.agent_identity not in self.participants:
+            self.lost.append(message)  # LiveAvatar's agent is not there to hear it
             return
         kind = message.get("event_type")
         if kind == "avatar.speak_text":
-            event_id = message["event_id"]
-            self.emit(RESPONSE_TOPIC, self._event("avatar.speak_started", event_id))
+            command_id = message["event_id"]
+            self.emit(RESPONSE_TOPIC, self._event("avatar.speak_started", command_id))
             words = len(message["text"].split())
-            task = Background(lambda: self._finish(event_id, words), name="fake-room")
-            self._background.append(task)
-            task.start()
+            self._spawn(self._finish(command_id, words))
         elif kind == "avatar.interrupt":
             for scope in self._speaking.values():
                 scope.cancel()
 
-    def _event(self, kind: str, event_id: str) -> dict[str, Any]:
-        event: dict[str, Any] = {"event_type": kind}
+    def _event(self, kind: str, command_id: str) -> dict[str, Any]:
+        event: dict[str, Any] = {"event_type": kind, "session_id": self.session_id}
         if self.echo_event_id:
-            event["event_id"] = event_id
+            event["event_id"] = uuid.uuid4().hex
+            event["source_event_id"] = command_id
         return event
 
-    async def _finish(self, event_id: str, words: int) -> None:
+    async def _finish(self, command_id: str, words: int) -> None:
         with anyio.CancelScope() as scope:
-            self._speaking[event_id] = scope
+            self._speaking[command_id] = scope
             await anyio.sleep(self.seconds_per_word * words)
-            self.emit(RESPONSE_TOPIC, self._event("avatar.speak_ended", event_id))
-        self._speaking.pop(event_id, None)
+            self.emit(RESPONSE_TOPIC, self._event("avatar.speak_ended", command_id))
+        self._speaking.pop(command_id, None)
 
     async def close(self) -> None:
         self.closed += 1

@@ -4,4 +4,4 @@ The providers live in :mod:`avatarkit_openai.llm` and :mod:`avatarkit_openai.tts
 package does not import the ``openai`` SDK.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -70,6 +70,11 @@ class OpenAIProvider(Generic[OptionsT]):
         """Checks across fields that the options model cannot make; raise ConfigError."""
 
     @property
+    def secrets(self) -> tuple[str, ...]:
+        """The key this provider sends: a session keeps it out of its errors and events."""
+        return (self._api_key,)
+
+    @property
     def client(self) -> openai.AsyncOpenAI:
         """The SDK client (created on first use)."""
         if self._client is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from avatarkit.errors import ProviderConnectionError, ProviderError
+from avatarkit.http import bad_event_data, not_an_event_stream
 from avatarkit.providers import Message
 from avatarkit_openai._provider import OpenAIProvider
 from avatarkit_openai.options import OpenAILLMOptions
@@ -92,16 +94,22 @@ class OpenAILLM(OpenAIProvider[OpenAILLMOptions]):
         finish_reason: str | None = None
         refusal = ""
         async with self._streamed(opening, ctx) as stream:
-            async for chunk in stream:
-                if not chunk.choices:  # a usage or prompt-filter chunk
-                    continue
-                choice = chunk.choices[0]
-                if choice.delta is not None and choice.delta.content:
-                    yield choice.delta.content
-                if choice.delta is not None and choice.delta.refusal:
-                    refusal += choice.delta.refusal
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
+            not_sse = not_an_event_stream(ctx, stream.response.headers.get("content-type"))
+            try:
+                async for chunk in stream:
+                    if not chunk.choices:  # a usage or prompt-filter chunk
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+                    if choice.delta is not None and choice.delta.refusal:
+                        refusal += choice.delta.refusal
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+            except json.JSONDecodeError as exc:  # the SDK parses each event's data raw
+                raise (not_sse or bad_event_data(ctx, exc)) from None
+        if finish_reason is None and not_sse is not None:
+            raise not_sse
         if finish_reason is None:
             raise ProviderConnectionError(
                 f"the stream from {ctx.base_url} ended before the reply was complete (no "

@@ -1,3 +1,3 @@
 """Offline neural text-to-speech for avatarkit with Piper."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,3 +1,3 @@
 """A copy-me minimal avatarkit plugin."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -31,8 +31,12 @@ class VideoRendererOptions(BaseModel):
     )
     name: str | None = Field(
         None,
-        description="File name stem (``NAME.mp4`` ...); default ``avatar-YYYYmmdd-HHMMSS``. "
-        "Existing files of that name are replaced.",
+        description="File name stem (``NAME.mp4`` ...); default ``avatar-YYYYmmdd-HHMMSS`` "
+        "(``-2``, ``-3`` ... added when taken). A name whose files exist is an error unless "
+        "``overwrite`` is set.",
+    )
+    overwrite: bool = Field(
+        False, description="Replace the files of an earlier recording with the same name."
     )
     width: int = Field(512, ge=16, le=3840, description="Frame width in pixels (even).")
     height: int = Field(512, ge=16, le=3840, description="Frame height in pixels (even).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
@@ -16,9 +17,11 @@ import numpy as np
 from avatarkit.audio import resample_stream
 from avatarkit.errors import ProviderError, SessionError
 from avatarkit.providers import AudioChunk
+from avatarkit.text import estimate_speech_seconds
 from avatarkit_video.checks import check_output_dir, validate_options
 from avatarkit_video.face import Avatar, DrawnFace
 from avatarkit_video.media import MediaWriter, OutputFiles
+from avatarkit_video.naming import existing, release, reserve, taken_error
 from avatarkit_video.portrait import PortraitFace, load_image
 from avatarkit_video.transcript import Cue
 from avatarkit_video.worker import RenderThread
@@ -64,6 +67,8 @@ class VideoRenderer:
             self.avatar = DrawnFace(opts.width, opts.height)
         name = opts.name or datetime.now().strftime("avatar-%Y%m%d-%H%M%S")
         self.files = OutputFiles.in_folder(opts.output_dir.expanduser(), name)
+        if opts.name is not None and not opts.overwrite and (found := existing(self.files)):
+            raise taken_error(self.files, found)  # early; start() claims the name atomically
         self._thread: RenderThread | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock: anyio.Lock | None = None
@@ -71,6 +76,7 @@ class VideoRenderer:
         self._caption: str | None = None
         self._utterance = 0
         self._closed = False
+        self._close_done: anyio.Event | None = None  # made by start(): needs a running loop
 
     def __repr__(self) -> str:
         return f"VideoRenderer(video={str(self.files.video)!r})"
@@ -93,10 +99,24 @@ class VideoRenderer:
             return
         if self._closed:
             raise SessionError("the video renderer is closed")
-        if self.options.name is None:
-            self.files = self._unused(self.files)
-        self._lock = anyio.Lock()
         opts = self.options
+        self._close_done = anyio.Event()
+        try:
+            self.files = await anyio.to_thread.run_sync(
+                functools.partial(
+                    reserve,
+                    self.files.video.parent,
+                    self.files.video.stem,
+                    numbered=opts.name is None,
+                    overwrite=opts.overwrite,
+                )
+            )
+        except OSError as exc:
+            raise ProviderError(
+                f"cannot create the output files in {str(self.files.video.parent)!r}: {exc}",
+                provider=_PROVIDER,
+            ) from exc
+        self._lock = anyio.Lock()
         thread = RenderThread(
             lambda: MediaWriter(
                 self.files,
@@ -113,9 +133,10 @@ class VideoRenderer:
             origin=time.monotonic(),
         )
         try:
-            self.files.video.parent.mkdir(parents=True, exist_ok=True)
             await anyio.to_thread.run_sync(thread.start)
         except Exception as exc:
+            if not opts.overwrite:
+                release(self.files)
             raise ProviderError(
                 f"cannot create the output files in {str(self.files.video.parent)!r}: {exc}",
                 provider=_PROVIDER,
@@ -124,29 +145,30 @@ class VideoRenderer:
         self._finalizer = weakref.finalize(self, _stop, thread)
         logger.info("video renderer: recording to %s", self.files.video)
 
-    @staticmethod
-    def _unused(files: OutputFiles) -> OutputFiles:
-        folder, stem = files.video.parent, files.video.stem
-        candidate, n = files, 1
-        while any(p.exists() for p in candidate.all()):
-            n += 1
-            candidate = OutputFiles.in_folder(folder, f"{stem}-{n}")
-        return candidate
-
     async def close(self) -> None:
         """Finish the last frame, flush the encoders and close the files (idempotent; runs to
-        the end even when cancelled)."""
+        the end even when cancelled). A second close() while one runs returns when the files
+        are finished too."""
         if self._closed:
+            if self._close_done is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._close_done.wait()
             return
         self._closed = True
         if self._scope is not None:
             self._scope.cancel()
         thread = self._thread
         if thread is None:
+            if self._close_done is not None:
+                self._close_done.set()
             return
-        with anyio.CancelScope(shield=True):
-            thread.close()
-            await anyio.to_thread.run_sync(thread.join)
+        try:
+            with anyio.CancelScope(shield=True):
+                thread.close()
+                await anyio.to_thread.run_sync(thread.join)
+        finally:
+            if self._close_done is not None:
+                self._close_done.set()
         if self._finalizer is not None:
             self._finalizer.detach()
         if thread.error is not None:
@@ -178,17 +200,23 @@ class VideoRenderer:
             number = self._utterance
             text, self._caption = self._caption, None
             began: list[bool] = []  # set by _render once audio went out
+            received = [0, 0]  # by _render: samples received; 1 once the stream ended
             scope = anyio.CancelScope()
             self._scope = scope
             if self._closed:
                 scope.cancel()
             try:
                 with scope:
-                    await self._render(thread, number, audio, began)
+                    await self._render(thread, number, audio, began, received)
             finally:
                 self._scope = None
                 if began:
-                    thread.end(number, text, interrupted=scope.cancel_called)
+                    thread.end(
+                        number,
+                        text,
+                        interrupted=scope.cancel_called,
+                        expected=self._expected(text, received) if scope.cancel_called else None,
+                    )
             if not self.realtime:
                 await anyio.to_thread.run_sync(thread.wait_until, 0, abandon_on_cancel=True)
             self._raise_if_failed(thread)
@@ -199,6 +227,7 @@ class VideoRenderer:
         number: int,
         audio: AsyncIterator[AudioChunk],
         began: list[bool],
+        received: list[int],
     ) -> None:
         rate = self.sample_rate
         step = max(1, rate // self.options.fps)  # realtime pacing: one frame of audio at a time
@@ -210,6 +239,7 @@ class VideoRenderer:
                 pcm = np.frombuffer(chunk.data, dtype="<i2")
                 if not pcm.size:
                     continue
+                received[0] += pcm.size
                 if not began:
                     thread.begin(number)
                     began.append(True)
@@ -228,11 +258,19 @@ class VideoRenderer:
                         thread.wait_until, _MAX_BACKLOG // 4, abandon_on_cancel=True
                     )
                 self._raise_if_failed(thread)
+            received[1] = 1
         finally:
             await _aclose(stream)
             await _aclose(audio)
         if self.realtime and began:
             await _sleep_until(began_at + sent / rate)
+
+    def _expected(self, text: str | None, received: list[int]) -> int:
+        """Samples the cut utterance would have had: all it received if its stream had ended,
+        else at least the text's estimated speaking time (what the transcript cue keeps)."""
+        if received[1] or not text:
+            return received[0]
+        return max(received[0], round(estimate_speech_seconds(text) * self.sample_rate))
 
     def _running(self) -> RenderThread:
         if self._closed:

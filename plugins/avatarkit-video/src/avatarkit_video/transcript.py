@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["Cue", "VttWriter", "vtt_time"]
+from avatarkit.text import spoken_prefix
+
+__all__ = ["Cue", "VttWriter", "spoken_text", "vtt_time"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +19,12 @@ class Cue:
     end: float
     text: str
     interrupted: bool = False
+
+
+def spoken_text(text: str, rendered: int, expected: int) -> str:
+    """What an interrupted utterance got to say: the share of its expected samples that was
+    rendered, cut at a word boundary the way the session's history cuts it."""
+    return spoken_prefix(text, rendered / expected) if expected > 0 else ""
 
 
 def vtt_time(seconds: float) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatarkit_video.media import MediaWriter
-from avatarkit_video.transcript import Cue
+from avatarkit_video.transcript import Cue, spoken_text
 
 __all__ = ["RenderThread"]
 
@@ -45,6 +45,7 @@ class _End:
     utterance: int
     text: str | None
     interrupted: bool
+    expected: int | None = None  # samples the whole utterance would have had (when cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +115,10 @@ class RenderThread:
     def audio(self, utterance: int, pcm: np.ndarray) -> None:
         self._put(_Audio(utterance, pcm))
 
-    def end(self, utterance: int, text: str | None, *, interrupted: bool) -> None:
-        self._put(_End(utterance, text, interrupted))
+    def end(
+        self, utterance: int, text: str | None, *, interrupted: bool, expected: int | None = None
+    ) -> None:
+        self._put(_End(utterance, text, interrupted, expected))
 
     def drop(self, utterance: int) -> None:
         """Discard audio of ``utterance`` (and earlier) not rendered yet."""
@@ -205,14 +208,17 @@ class RenderThread:
         elif isinstance(command, _End):
             start = self._utterance_start
             if start is not None and writer.samples > start:
+                text = command.text or ""
+                if command.interrupted and command.expected is not None:
+                    text = spoken_text(text, writer.samples - start, command.expected)
                 cue = Cue(
                     start / writer.sample_rate,
                     writer.seconds,
-                    command.text or "",
+                    text,
                     interrupted=command.interrupted,
                 )
                 self.cues.append(cue)
-                if command.text:
+                if text:
                     writer.cue(cue)
             self._utterance = None
             self._utterance_start = None

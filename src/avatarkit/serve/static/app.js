@@ -19,14 +19,27 @@ const ui = {
   send: $("send"),
   interrupt: $("interrupt"),
   mic: $("mic"),
+  start: $("start"),
   firstSpeech: $("m-first-speech"),
   firstToken: $("m-first-token"),
   duration: $("m-duration"),
   route: $("m-route"),
 };
 
-const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
-socket.binaryType = "arraybuffer";
+// Defence in depth: the server forbids framing (X-Frame-Options, CSP frame-ancestors); should a
+// proxy strip those headers, a framed copy of this page still never offers to start a session.
+const framed = window.top !== window.self;
+
+// A deployment may require a credential: the page's link carries it after "#token=" (the
+// fragment never reaches servers, proxies or their logs); it is sent with "start".
+const credential = new URLSearchParams(location.hash.slice(1)).get("token");
+const socketUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+let socket = null;
+let started = false; // the person clicked Start: after a server restart, start again by itself
+let goingAway = false;
+let reconnectDelay = 500;
+let reconnectTries = 0;
+let resumed = null; // what to tell the person once a restarted session is ready
 
 const player = new Player((utterance) => send({ type: "played", utterance }));
 const face = new Face(ui.face, () => player.level());
@@ -36,7 +49,9 @@ let ready = false;
 let hearing = null; // the <li> showing what the user is saying (interim transcript)
 const mic = new Microphone((frame) => {
   // only between mic_start and mic_stop: the server refuses binary messages otherwise
-  if (window.avatarkit.mic.state === "on" && socket.readyState === WebSocket.OPEN) socket.send(frame);
+  if (window.avatarkit.mic.state === "on" && socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(frame);
+  }
 });
 
 // What the page is doing, for people debugging it and for the browser tests.
@@ -47,6 +62,8 @@ window.avatarkit = {
   closeCode: null,
   errors: [],
   metrics: null,
+  worker: null,
+  reconnects: 0,
   get audio() {
     return {
       ...player.stats,
@@ -61,7 +78,7 @@ window.avatarkit = {
   get room() {
     return room.info;
   },
-  // The microphone: "off", "starting", "on"; frames sent; what the server heard.
+  // The microphone: "off", "starting", "on"; the server's view; what it heard.
   mic: { state: "off", server: "off", error: null, userSpeaking: false, transcripts: [] },
   get micStats() {
     return mic.stats;
@@ -69,7 +86,11 @@ window.avatarkit = {
 };
 
 function send(message) {
-  if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function sendStart() {
+  send(credential ? { type: "start", token: credential } : { type: "start" });
 }
 
 function note(text, isError = false) {
@@ -131,10 +152,41 @@ const handlers = {
       document.title = `avatarkit · ${message.title}`;
     }
     ui.text.maxLength = message.limits.max_text_chars;
-    note("starting the avatar…");
+    const previousWorker = window.avatarkit.worker;
+    window.avatarkit.worker = message.worker;
+    if (framed) {
+      setConnection("framed", "not started: inside another page");
+      note("this page cannot be used inside another page; open it in its own tab", true);
+      return;
+    }
+    if (started) {
+      // The server we talked to restarted; this is a new one (or the same, back again).
+      setConnection("starting", "starting…");
+      resumed =
+        previousWorker && previousWorker !== message.worker
+          ? "the server restarted: reconnected to another one; the conversation starts afresh"
+          : "reconnected; the conversation starts afresh";
+      note(resumed);
+      sendStart();
+      return;
+    }
+    setConnection("waiting", "ready to start");
+    ui.start.disabled = false;
+    note(
+      message.auth && !credential
+        ? "this server needs a link with an access token (…#token=…); ask whoever runs it"
+        : "",
+    );
+  },
+  going_away() {
+    goingAway = true;
+    note("the server is restarting; the current reply finishes, then this page reconnects");
   },
   ready(message) {
     ready = true;
+    reconnectDelay = 500;
+    reconnectTries = 0;
+    ui.start.hidden = true;
     window.avatarkit.display = message.display;
     ui.route.textContent = `${message.route} · ${message.renderer}`;
     setConnection("connected", "connected");
@@ -149,6 +201,11 @@ const handlers = {
       note(`${message.renderer} shows the avatar elsewhere; the conversation is below.`);
     }
     setState(message.state);
+    if (resumed) {
+      note(resumed);
+      addEntry("notice", resumed);
+      resumed = null;
+    }
   },
   viewer(message) {
     room.join(message.url, message.token);
@@ -246,8 +303,16 @@ function stopMic(tellServer = true) {
   setMic("off");
 }
 
-socket.addEventListener("open", () => setConnection("connecting", "starting…"));
-socket.addEventListener("message", (event) => {
+function connect() {
+  socket = new WebSocket(socketUrl);
+  socket.binaryType = "arraybuffer";
+  socket.addEventListener("open", () => setConnection("connecting", "connecting…"));
+  socket.addEventListener("message", onMessage);
+  socket.addEventListener("close", onClose);
+  socket.addEventListener("error", () => setConnection("error", "connection error"));
+}
+
+function onMessage(event) {
   if (event.data instanceof ArrayBuffer) {
     player.push(event.data);
     return;
@@ -260,16 +325,31 @@ socket.addEventListener("message", (event) => {
   }
   const handler = handlers[message.type];
   if (handler) handler(message);
-});
-socket.addEventListener("close", (event) => {
+}
+
+function onClose(event) {
   window.avatarkit.closeCode = event.code;
   ready = false;
+  ui.start.disabled = true;
   enableInput(false);
-  if (mic.on) stopMic(false);
+  if (mic.on || window.avatarkit.mic.state !== "off") stopMic(false);
   ui.mic.disabled = true;
   setState("closed");
   player.stop();
   room.leave();
+  if ((event.code === 1012 || goingAway) && !framed) reconnectTries = 6;
+  if (reconnectTries > 0) {
+    // The server is restarting (a deploy, a scale-down): another one takes this page. Tries
+    // for about 20 s, backing off, while the old server goes and a new one comes.
+    goingAway = false;
+    reconnectTries -= 1;
+    window.avatarkit.reconnects += 1;
+    setConnection("connecting", "reconnecting…");
+    note("the server restarted; reconnecting…");
+    setTimeout(connect, reconnectDelay);
+    reconnectDelay = Math.min(reconnectDelay * 2, 8000);
+    return;
+  }
   const reasons = {
     1008: "refused by the server",
     1011: "the avatar session could not start",
@@ -277,8 +357,19 @@ socket.addEventListener("close", (event) => {
     1013: "the server is at its session limit",
   };
   setConnection("closed", `disconnected${reasons[event.code] ? ": " + reasons[event.code] : ""}`);
+}
+
+// A paid avatar session starts only here, on the person's click: never on page load.
+ui.start.addEventListener("click", () => {
+  if (framed || ui.start.disabled) return;
+  ui.start.disabled = true;
+  player.unlock(); // a user gesture: audio may start
+  room.unlock();
+  started = true;
+  setConnection("starting", "starting…");
+  note("starting the avatar…");
+  sendStart();
 });
-socket.addEventListener("error", () => setConnection("error", "connection error"));
 
 ui.form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -302,4 +393,11 @@ ui.interrupt.addEventListener("click", () => {
   send({ type: "interrupt" });
 });
 
-window.addEventListener("pagehide", () => socket.close(1000));
+window.addEventListener("pagehide", () => {
+  goingAway = false;
+  started = false;
+  reconnectTries = 0;
+  if (socket) socket.close(1000);
+});
+
+connect();

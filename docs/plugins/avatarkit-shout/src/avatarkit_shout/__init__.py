@@ -1,3 +1,3 @@
 """avatarkit-shout: an avatar that shouts every sentence."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,0 +1,240 @@
+"""Who may start a paid avatar session on a server others can reach.
+
+The page sends ``start`` with the credential it was given (``#token=...`` in its address: the
+fragment never reaches server logs or proxies); :class:`Auth` turns the socket and that
+credential into an identity, or refuses. Four ways, one at a time:
+
+- ``none``: anyone who can open the page (local use; the identity is the client's address);
+- ``token``: a shared secret (``AVATARKIT_SERVE_TOKEN``), compared in constant time;
+- ``link``: a signed, short-lived link (``AVATARKIT_SERVE_LINK_SECRET``): ``EXPIRY.SIGNATURE``,
+  HMAC-SHA256 of the expiry; mint them with :func:`sign_link` or
+  ``python -m avatarkit.serve.auth URL --ttl 600``;
+- ``proxy``: an authenticating reverse proxy (oauth2-proxy, an ingress with auth) puts the user
+  in a header (``--trusted-proxy-header X-Forwarded-User``); believed only from the proxy's
+  addresses (``--trusted-proxy``, loopback by default).
+
+Embedding apps pass ``authorize=`` to ``create_app``: a callable given the socket's headers,
+client address and the page's credential, returning an identity or ``None``.
+
+Starts are rate-limited per identity (a token bucket each), so one user, or one address, cannot
+start sessions in a loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+from avatarkit.errors import AvatarKitError
+from avatarkit.serve.ratelimit import TokenBucket
+
+__all__ = [
+    "LINK_SECRET_ENV",
+    "TOKEN_ENV",
+    "Auth",
+    "AuthMode",
+    "Authorizer",
+    "Credentials",
+    "StartLimiter",
+    "sign_link",
+    "verify_link",
+]
+
+TOKEN_ENV = "AVATARKIT_SERVE_TOKEN"
+LINK_SECRET_ENV = "AVATARKIT_SERVE_LINK_SECRET"
+
+AuthMode: TypeAlias = Literal["none", "token", "link", "proxy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a connection brings: its headers (lower-case names), the client's address (behind
+    a trusted proxy: the address the proxy reports in ``X-Forwarded-For``), the address that
+    connected (``peer``: the proxy, if any) and the credential the page sent with ``start``
+    (``None`` when it sent none)."""
+
+    headers: Mapping[str, str]
+    client: str | None
+    credential: str | None
+    peer: str | None = None
+
+
+Authorizer: TypeAlias = Callable[[Credentials], str | None]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signature(secret: bytes, expires: int) -> str:
+    return _b64(hmac.new(secret, str(expires).encode(), hashlib.sha256).digest())
+
+
+def sign_link(secret: bytes, ttl: float, *, now: float | None = None) -> str:
+    """A credential valid for ``ttl`` seconds: put it in the page's address as ``#token=...``."""
+    expires = int((time.time() if now is None else now) + ttl)
+    return f"{expires}.{_signature(secret, expires)}"
+
+
+def verify_link(secret: bytes, credential: str, *, now: float | None = None) -> bool:
+    """True when ``credential`` was signed with ``secret`` and has not expired."""
+    expires_text, _, signature = credential.partition(".")
+    if not expires_text.isdigit() or not signature or len(expires_text) > 12:
+        return False
+    expires = int(expires_text)
+    if not hmac.compare_digest(signature, _signature(secret, expires)):
+        return False
+    return (time.time() if now is None else now) < expires
+
+
+@dataclass
+class Auth:
+    """The server's rule for who may start a session (see the module docstring)."""
+
+    mode: AuthMode = "none"
+    token: str | None = field(default=None, repr=False)
+    link_secret: bytes | None = field(default=None, repr=False)
+    proxy_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    hook: Authorizer | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode == "token" and not self.token:
+            raise AvatarKitError(f"--auth token needs the token in ${TOKEN_ENV}")
+        if self.mode == "link" and not self.link_secret:
+            raise AvatarKitError(f"--auth link needs the signing secret in ${LINK_SECRET_ENV}")
+        if self.mode == "proxy" and not self.proxy_header:
+            raise AvatarKitError("--auth proxy needs --trusted-proxy-header NAME")
+        try:
+            self._networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
+        except ValueError as exc:
+            raise AvatarKitError(f"--trusted-proxy: {exc}") from None
+
+    @classmethod
+    def from_env(
+        cls,
+        mode: AuthMode,
+        *,
+        proxy_header: str | None = None,
+        trusted_proxies: Iterable[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> Auth:
+        """The rule for ``avatarkit serve --auth MODE``; secrets come from the environment,
+        never from the command line (other users can read a process's arguments)."""
+        env = os.environ if environ is None else environ
+        secret = env.get(LINK_SECRET_ENV)
+        return cls(
+            mode=mode,
+            token=env.get(TOKEN_ENV) if mode == "token" else None,
+            link_secret=secret.encode() if mode == "link" and secret else None,
+            proxy_header=proxy_header,
+            trusted_proxies=tuple(trusted_proxies) or ("127.0.0.1/32", "::1/128"),
+        )
+
+    def credentials(
+        self, headers: Mapping[str, str], peer: str | None, credential: str | None
+    ) -> Credentials:
+        """What :meth:`identify` judges. The client is the peer, unless the peer is a trusted
+        proxy that says (``X-Forwarded-For``) whom it forwards: then the nearest address in
+        that list that is not itself a trusted proxy (the ones further left are the client's
+        own claims, which anyone can forge)."""
+        client = peer
+        forwarded = headers.get("x-forwarded-for")
+        if forwarded and self._from_trusted_proxy(peer):
+            hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+            for hop in reversed(hops):
+                client = hop
+                if not self._from_trusted_proxy(hop):
+                    break
+        return Credentials(headers=headers, client=client, credential=credential, peer=peer)
+
+    @property
+    def needs_credential(self) -> bool:
+        """Whether the page must send a credential with ``start``."""
+        return self.mode in ("token", "link")
+
+    def identify(self, credentials: Credentials) -> str | None:
+        """The identity starting a session, or ``None`` when it may not."""
+        if self.hook is not None:
+            return self.hook(credentials)
+        credential = credentials.credential
+        if self.mode == "none":
+            return f"address:{credentials.client or 'unknown'}"
+        if self.mode == "token":
+            assert self.token is not None
+            if credential is None or not hmac.compare_digest(
+                credential.encode(), self.token.encode()
+            ):
+                return None
+            return f"token:{credentials.client or 'unknown'}"
+        if self.mode == "link":
+            assert self.link_secret is not None
+            if credential is None or not verify_link(self.link_secret, credential):
+                return None
+            return f"link:{credential.partition('.')[2][:16]}"
+        # proxy
+        assert self.proxy_header is not None
+        if not self._from_trusted_proxy(credentials.peer):
+            return None
+        user = credentials.headers.get(self.proxy_header.lower(), "").strip()
+        return f"user:{user}" if user else None
+
+    def _from_trusted_proxy(self, client: str | None) -> bool:
+        if client is None:
+            return False
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+
+class StartLimiter:
+    """Session starts per identity: a token bucket each (``per_minute``, bursts of ``burst``),
+    the least recently seen forgotten beyond ``max_clients``."""
+
+    def __init__(self, per_minute: float = 10.0, burst: int = 5, max_clients: int = 10_000) -> None:
+        self.per_minute = per_minute
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def allow(self, identity: str) -> bool:
+        bucket = self._buckets.pop(identity, None)
+        if bucket is None:
+            bucket = TokenBucket(self.per_minute / 60.0, self.burst)
+        self._buckets[identity] = bucket
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return bucket.take()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a signed link: ``python -m avatarkit.serve.auth URL [--ttl SECONDS]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m avatarkit.serve.auth",
+        description=f"print a signed, short-lived link to an avatarkit serve page "
+        f"(the secret comes from ${LINK_SECRET_ENV})",
+    )
+    parser.add_argument("url", help="the page's address, e.g. https://avatar.example.com/")
+    parser.add_argument("--ttl", type=float, default=600.0, help="seconds it stays valid (600)")
+    args = parser.parse_args(argv)
+    secret = os.environ.get(LINK_SECRET_ENV)
+    if not secret:
+        parser.error(f"set ${LINK_SECRET_ENV} to the server's signing secret")
+    url = args.url.split("#", 1)[0]
+    print(f"{url}#token={sign_link(secret.encode(), args.ttl)}")  # noqa: T201 (a CLI)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
