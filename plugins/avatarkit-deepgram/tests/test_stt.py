@@ -139,7 +139,7 @@ async def test_endpointing_off_leaves_the_turn_end_to_utterance_end(fake: FakeDe
 
 
 async def test_keep_alive_holds_the_stream_open_while_no_audio_flows(fake: FakeDeepgram) -> None:
-    fake.knobs.idle_timeout = 0.5  # the fake closes a silent stream after 0.5 s (Deepgram: 10 s)
+    fake.knobs.idle_timeout = 2.0  # the fake closes a silent stream after 2 s (Deepgram: 10 s)
     resume = anyio.Event()
     stt = stt_for(fake, keepalive_interval=0.05)
     items: list[Transcript] = []
@@ -149,8 +149,9 @@ async def test_keep_alive_holds_the_stream_open_while_no_audio_flows(fake: FakeD
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
-        # no audio flows now: KeepAlives must, for longer than the idle timeout
-        await fake.wait_for(lambda: len(fake.messages("KeepAlive")) >= 20)
+        # no audio flows now: KeepAlives must, for longer than the idle timeout (60 x 0.05 s;
+        # the interval is 40 times shorter than the timeout, so a loaded machine cannot miss it)
+        await fake.wait_for(lambda: len(fake.messages("KeepAlive")) >= 60, seconds=30)
         resume.set()
     assert finals(items) == SPOKEN
     assert len(fake.connections) == 1  # never closed for idleness
