@@ -331,7 +331,9 @@ async def test_a_half_open_connection_is_found_and_replaced(fake: FakeDeepgram) 
     stt = stt_for(fake, ping_interval=0.1, ping_timeout=1.0, connect_timeout=2.0)
     items = await collect(stt, feed(PCM))
     assert fake.connections[0].ended == "frozen"
-    assert len(fake.connections) == 2
+    # replaced (a loaded machine may cost one more, healthy, reconnection: timeouts are short)
+    assert len(fake.connections) >= 2
+    assert fake.connections[-1].ended != "frozen"
     assert finals(items) == SPOKEN
 
 

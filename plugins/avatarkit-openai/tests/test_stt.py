@@ -343,7 +343,9 @@ async def test_a_half_open_connection_is_found_and_replaced(realtime: FakeRealti
     stt = live(realtime, ping_interval=0.1, ping_timeout=1.0, timeout=2.0)
     items = await collect(stt, feed(PCM))
     assert realtime.connections[0].ended == "frozen"
-    assert len(realtime.connections) == 2
+    # replaced (a loaded machine may cost one more, healthy, reconnection: timeouts are short)
+    assert len(realtime.connections) >= 2
+    assert realtime.connections[-1].ended != "frozen"
     assert final_texts(items) == UTTERANCES
 
 
