@@ -23,3 +23,23 @@ async def test_embedding_example_talks(capsys: pytest.CaptureFixture[str]) -> No
     assert "avatar says: Hello!" in out
     assert "avatar says: Goodbye!" in out
     assert "first speech after" in out
+
+
+def test_deepgram_example_validates_and_builds_its_stt() -> None:
+    """examples/deepgram.yaml loads as the CLI loads it (keys from the environment), and its
+    stt section builds the deepgram STT with the options written there."""
+    from avatarkit.config import load_config
+    from avatarkit_deepgram.stt import DeepgramSTT
+
+    env = {"DEEPGRAM_API_KEY": "0123456789abcdef0123456789abcdef01234567", "OPENAI_API_KEY": "sk-x"}
+    config = load_config(EXAMPLES / "deepgram.yaml", env=env)
+    summary = config.summary()
+    assert "stt:      deepgram" in summary
+    assert "0123456789abcdef" not in summary
+    stt = config.stt.build() if config.stt is not None else None
+    assert isinstance(stt, DeepgramSTT)
+    assert (stt.options.model, stt.options.endpointing, stt.options.keyterms) == (
+        "nova-3",
+        300,
+        ["avatarkit"],
+    )

@@ -118,6 +118,7 @@ def test_hello_ready_and_a_streamed_turn(serve: Callable[..., ServerThread]) -> 
             "display": "none",
             "renderer": "CountingTextRenderer",
             "state": "idle",
+            "listen": False,  # no stt: no microphone
         }
         ws.send(json.dumps({"type": "send", "text": "  hi  "}))
         _, seen = recv_until(ws, lambda m: m["type"] == "metrics")

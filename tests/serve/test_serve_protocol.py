@@ -93,7 +93,14 @@ def test_visible_text_is_a_message(text: str) -> None:
 
 
 def test_message_types_come_from_one_table() -> None:
-    assert set(protocol.MESSAGE_PARSERS) == {"start", "send", "interrupt", "played"}
+    assert set(protocol.MESSAGE_PARSERS) == {
+        "start",
+        "send",
+        "interrupt",
+        "played",
+        "mic_start",  # the microphone (avatarkit.serve.microphone)
+        "mic_stop",
+    }
     assert parse_client_message('{"type": "start"}') == protocol.Start()
     with pytest.raises(ProtocolError, match='expected "start", "send", "interrupt", "played"'):
         parse_client_message('{"type": "nope"}')

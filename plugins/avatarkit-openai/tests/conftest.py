@@ -8,6 +8,10 @@ request (the last one repeats), built with ``fake_openai.chat/error/speech``.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import io
+import wave
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,8 +25,35 @@ from avatarkit.testing import (
     loopback_server,
     tone,
 )
+from avatarkit.tonespeech import ToneRecogniser
 
 Behaviour = Callable[[Responder], None]
+
+
+def multipart(request: ReceivedRequest) -> dict[str, bytes]:
+    """The fields of a ``multipart/form-data`` body (files by field name, their bytes)."""
+    content_type = request.headers["content-type"]
+    assert content_type.startswith("multipart/form-data; boundary="), content_type
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
+    fields: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        assert isinstance(name, str)
+        assert isinstance(payload, bytes)
+        fields[name] = payload
+    return fields
+
+
+def recognise_wav(data: bytes) -> str:
+    """The tone-speech words in a 16-bit mono WAV file."""
+    with wave.open(io.BytesIO(data)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2), "16-bit mono WAV expected"
+        rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+    recogniser = ToneRecogniser(rate)
+    words = recogniser.feed(pcm) + recogniser.flush()
+    return " ".join(w.word for w in words)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -142,6 +173,40 @@ class FakeOpenAI:
         def behaviour(r: Responder) -> None:
             body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
             r.send(status, body, {"x-request-id": f"req_{status}", **(headers or {})})
+
+        return behaviour
+
+    @staticmethod
+    def transcription(
+        *,
+        stream: bool | None = None,
+        cut_after: int | None = None,
+        gate: ResponseGate | None = None,
+    ) -> Behaviour:
+        """``POST /v1/audio/transcriptions``: parse the multipart form, recognise the WAV's tone
+        speech (avatarkit.tonespeech) and answer JSON, or SSE deltas when the form says
+        ``stream=true``. ``cut_after=i`` drops the connection before delta ``i``."""
+
+        def behaviour(r: Responder) -> None:
+            assert r.request.path == "/v1/audio/transcriptions", r.request.path
+            form = multipart(r.request)
+            assert form["response_format"] == b"json"
+            text = recognise_wav(form["file"])
+            streaming = form.get("stream") == b"true"
+            assert stream is None or streaming == stream
+            if not streaming:
+                r.send(200, {"text": text, "usage": {"type": "duration", "seconds": 1}})
+                return
+            r.start(200, {"content-type": "text/event-stream", "x-request-id": "req_stt"})
+            for i, word in enumerate(text.split()):
+                if i == cut_after:
+                    r.cut()
+                    return
+                r.sse({"type": "transcript.text.delta", "delta": word if i == 0 else " " + word})
+                if i == 0 and gate is not None:
+                    gate.wait(r)
+            r.sse({"type": "transcript.text.done", "text": text})
+            r.end()
 
         return behaviour
 

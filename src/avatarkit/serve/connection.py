@@ -7,7 +7,8 @@ A connection runs a fixed set of tasks, whatever the page sends: the receive loo
 messages, dispatched from one table; it never waits for a turn), the driver (starts the session,
 then runs queued messages as turns one after another), the forwarder (session events to the
 page) and the interrupter (:class:`~avatarkit.serve.turns.TurnGate`: at most one interrupt in
-flight, never landing on a later turn). The page's messages are
+flight, never landing on a later turn). While the page's microphone is on, one more runs
+``session.listen`` on its audio frames (:mod:`avatarkit.serve.microphone`). The page's messages are
 rate-limited by a token bucket and queued messages are bounded, so a flooding client costs
 bounded memory and CPU. When the page goes away the task group is cancelled and the session
 closes; its close is shielded, so a paid avatar session is stopped even then.
@@ -30,12 +31,15 @@ from starlette.websockets import WebSocket
 from avatarkit.errors import AvatarKitError, ProviderError
 from avatarkit.events import ErrorEvent, Event, StateChanged, event_to_dict
 from avatarkit.providers import ViewerConnection
+from avatarkit.serve.microphone import Microphone
 from avatarkit.serve.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_TEXT_CHARS,
     ClientMessage,
     ErrorStage,
     Interrupt,
+    MicStart,
+    MicStop,
     Played,
     ProtocolError,
     SendText,
@@ -220,6 +224,7 @@ class _Connection:
         self.idle = anyio.Event()  # set whenever no turn runs and none waits
         self.idle.set()
         self.session: AvatarSession | None = None
+        self.microphone: Microphone | None = None  # once the session has started
         self.holds_slot = False
         self.close_code: int | None = None
         self.tg: TaskGroup | None = None
@@ -235,6 +240,8 @@ class _Connection:
             SendText.type: self._on_send,
             Interrupt.type: self._on_interrupt,
             Played.type: self._on_played,
+            MicStart.type: self._on_mic_start,
+            MicStop.type: self._on_mic_stop,
         }
 
     # -- the connection's lifetime --------------------------------------------------------------
@@ -265,6 +272,15 @@ class _Connection:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            audio = message.get("bytes")
+            if audio is not None and self.microphone is not None and self.microphone.active:
+                # microphone frames (50 a second) are not messages: bounded by the microphone's
+                # own backlog and frame size, not the message rate limit
+                try:
+                    await self.microphone.frame(audio)
+                except ProtocolError as exc:
+                    await self.page.send_json(error_message("protocol", str(exc), code=exc.code))
+                continue
             if not self.bucket.take():
                 await self._rate_limited()
                 continue
@@ -436,6 +452,29 @@ class _Connection:
         if callable(played):
             played(message.utterance)
 
+    async def _on_mic_start(self, message: ClientMessage) -> None:
+        assert isinstance(message, MicStart)
+        if await self._not_started("mic_start"):
+            return
+        if self.microphone is None:
+            await self.page.send_json(
+                error_message(
+                    "protocol",
+                    "the avatar is still starting; try again when ready",
+                    code="starting",
+                )
+            )
+            return
+        assert self.tg is not None
+        try:
+            await self.microphone.start(message.sample_rate, self.tg)
+        except ProtocolError as exc:
+            await self.page.send_json(error_message("protocol", str(exc), code=exc.code))
+
+    async def _on_mic_stop(self, message: ClientMessage) -> None:
+        if self.microphone is not None:
+            await self.microphone.stop()
+
     def _drop_pending(self) -> None:
         while True:
             try:
@@ -473,6 +512,7 @@ class _Connection:
         try:
             async with session:
                 started = True
+                self.microphone = Microphone(session, self.page.send_json)
                 await self._announce(session)
                 async for text in self.pending_receive:
                     try:
@@ -512,6 +552,7 @@ class _Connection:
                 "display": mode,
                 "renderer": type(session.renderer).__name__,
                 "state": session.state,
+                "listen": self.microphone is not None and self.microphone.available,
             }
         )
         viewer = getattr(session.renderer, "viewer", None)

@@ -26,6 +26,8 @@ __all__ = [
     "ClientMessage",
     "ErrorStage",
     "Interrupt",
+    "MicStart",
+    "MicStop",
     "ParseLimits",
     "Played",
     "ProtocolError",
@@ -108,7 +110,23 @@ class Played:
     type: ClassVar[str] = "played"
 
 
-ClientMessage: TypeAlias = Start | SendText | Interrupt | Played
+@dataclass(frozen=True, slots=True)
+class MicStart:
+    """The page's microphone starts: binary messages that follow are its audio, 16-bit
+    little-endian mono PCM at ``sample_rate`` (see :mod:`avatarkit.serve.microphone`)."""
+
+    sample_rate: int
+    type: ClassVar[str] = "mic_start"
+
+
+@dataclass(frozen=True, slots=True)
+class MicStop:
+    """The page's microphone stopped: the audio stream ends."""
+
+    type: ClassVar[str] = "mic_stop"
+
+
+ClientMessage: TypeAlias = Start | SendText | Interrupt | Played | MicStart | MicStop
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +196,25 @@ def _parse_played(data: Mapping[str, Any], limits: ParseLimits) -> ClientMessage
     return Played(utterance)
 
 
+def _parse_mic_start(data: Mapping[str, Any], limits: ParseLimits) -> ClientMessage:
+    rate = data.get("sample_rate")
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 96000:
+        raise ProtocolError("bad_field", '"mic_start" needs a "sample_rate" between 8000 and 96000')
+    return MicStart(rate)
+
+
+def _parse_mic_stop(data: Mapping[str, Any], limits: ParseLimits) -> ClientMessage:
+    return MicStop()
+
+
 #: Message ``type`` → parser. Add a type here and a handler in the connection's table.
 MESSAGE_PARSERS: dict[str, Parser] = {
     Start.type: _parse_start,
     SendText.type: _parse_send,
     Interrupt.type: _parse_interrupt,
     Played.type: _parse_played,
+    MicStart.type: _parse_mic_start,
+    MicStop.type: _parse_mic_stop,
 }
 
 
@@ -204,8 +235,8 @@ def parse_client_message(
     if isinstance(raw, bytes):
         raise ProtocolError(
             "binary",
-            "binary messages are not accepted; send JSON text such as "
-            '{"type": "send", "text": "Hello"}',
+            "binary messages are not accepted outside a microphone stream (mic_start ... "
+            'mic_stop); send JSON text such as {"type": "send", "text": "Hello"}',
         )
     size = len(raw.encode("utf-8", "surrogatepass"))
     if size > max_bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import avatarkit
-from avatarkit_openai.options import OpenAILLMOptions, OpenAITTSOptions
+from avatarkit_openai.options import OpenAILLMOptions, OpenAISTTOptions, OpenAITTSOptions
 
 
 @avatarkit.hookimpl
@@ -19,4 +19,10 @@ def register_providers(registry: avatarkit.ProviderRegistry) -> None:
         "avatarkit_openai.tts:OpenAITTS",
         options=OpenAITTSOptions,
         description="OpenAI speech endpoint, streamed as 24 kHz PCM.",
+    )
+    registry.stt(
+        "openai",
+        "avatarkit_openai.stt:OpenAISTT",
+        options=OpenAISTTOptions,
+        description="OpenAI transcription: realtime WebSocket, or HTTP per utterance.",
     )

@@ -1,6 +1,7 @@
 // The avatarkit serve page: one WebSocket, one avatar session (message schema: docs/guide/serve.md).
 
 import { Face } from "./face.js";
+import { Microphone } from "./mic.js";
 import { Player } from "./player.js";
 import { AvatarRoom } from "./room.js";
 
@@ -17,6 +18,7 @@ const ui = {
   text: $("text"),
   send: $("send"),
   interrupt: $("interrupt"),
+  mic: $("mic"),
   start: $("start"),
   firstSpeech: $("m-first-speech"),
   firstToken: $("m-first-token"),
@@ -44,6 +46,13 @@ const face = new Face(ui.face, () => player.level());
 const room = new AvatarRoom(ui.video, note);
 const turns = new Map(); // turn number -> transcript <li>
 let ready = false;
+let hearing = null; // the <li> showing what the user is saying (interim transcript)
+const mic = new Microphone((frame) => {
+  // only between mic_start and mic_stop: the server refuses binary messages otherwise
+  if (window.avatarkit.mic.state === "on" && socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(frame);
+  }
+});
 
 // What the page is doing, for people debugging it and for the browser tests.
 window.avatarkit = {
@@ -68,6 +77,11 @@ window.avatarkit = {
   },
   get room() {
     return room.info;
+  },
+  // The microphone: "off", "starting", "on"; the server's view; what it heard.
+  mic: { state: "off", server: "off", error: null, userSpeaking: false, transcripts: [] },
+  get micStats() {
+    return mic.stats;
   },
 };
 
@@ -177,6 +191,8 @@ const handlers = {
     ui.route.textContent = `${message.route} · ${message.renderer}`;
     setConnection("connected", "connected");
     enableInput(true);
+    ui.mic.hidden = !message.listen;
+    ui.mic.disabled = !message.listen;
     if (message.display === "audio") {
       ui.face.hidden = false;
       face.start();
@@ -215,6 +231,8 @@ const handlers = {
     ui.firstToken.textContent = seconds(message.time_to_first_token);
     ui.duration.textContent = seconds(message.duration) + (message.interrupted ? " (interrupted)" : "");
     turnEntry(message.turn).classList.remove("speaking");
+    // cut between two sentences there is no interrupted sentence_end: mark the turn here too
+    if (message.interrupted) turnEntry(message.turn).classList.add("interrupted");
   },
   error(message) {
     showError(message);
@@ -228,7 +246,62 @@ const handlers = {
   audio_stop() {
     player.stop();
   },
+  mic(message) {
+    window.avatarkit.mic.server = message.state;
+    if (message.state === "off" && mic.on) stopMic(false); // the server stopped listening
+  },
+  user_speech_start() {
+    window.avatarkit.mic.userSpeaking = true;
+    ui.mic.classList.add("hearing");
+  },
+  user_speech_end() {
+    window.avatarkit.mic.userSpeaking = false;
+    ui.mic.classList.remove("hearing");
+  },
+  user_transcript(message) {
+    window.avatarkit.mic.transcripts.push({ text: message.text, final: message.final });
+    if (!hearing) hearing = addEntry("user interim", "");
+    hearing.textContent = message.text;
+    ui.transcript.scrollTop = ui.transcript.scrollHeight;
+    if (message.final) {
+      hearing.classList.remove("interim");
+      hearing = null;
+    }
+  },
 };
+
+function setMic(state) {
+  window.avatarkit.mic.state = state;
+  ui.mic.dataset.state = state;
+  ui.mic.setAttribute("aria-pressed", String(state === "on"));
+  ui.mic.textContent = state === "on" ? "Stop mic" : state === "starting" ? "Mic…" : "Talk";
+}
+
+async function startMic() {
+  setMic("starting");
+  player.unlock(); // a user gesture: the reply's audio may play
+  room.unlock();
+  try {
+    const rate = await mic.start();
+    if (window.avatarkit.mic.state !== "starting" || !ready) {
+      mic.stop(); // stopped (or disconnected) while the browser was asking for the microphone
+      return;
+    }
+    send({ type: "mic_start", sample_rate: rate });
+    setMic("on");
+  } catch (error) {
+    window.avatarkit.mic.error = String(error.message || error);
+    showError({ message: `microphone: ${window.avatarkit.mic.error}` });
+    setMic("off");
+  }
+}
+
+function stopMic(tellServer = true) {
+  mic.stop();
+  if (tellServer) send({ type: "mic_stop" });
+  ui.mic.classList.remove("hearing");
+  setMic("off");
+}
 
 function connect() {
   socket = new WebSocket(socketUrl);
@@ -259,6 +332,8 @@ function onClose(event) {
   ready = false;
   ui.start.disabled = true;
   enableInput(false);
+  if (mic.on || window.avatarkit.mic.state !== "off") stopMic(false);
+  ui.mic.disabled = true;
   setState("closed");
   player.stop();
   room.leave();
@@ -305,6 +380,12 @@ ui.form.addEventListener("submit", (event) => {
   addEntry("user", text);
   send({ type: "send", text });
   ui.text.value = "";
+});
+
+ui.mic.addEventListener("click", () => {
+  if (!ready) return;
+  if (mic.on || window.avatarkit.mic.state === "starting") stopMic();
+  else startMic();
 });
 
 ui.interrupt.addEventListener("click", () => {
