@@ -34,8 +34,8 @@ def sentence_path(text: str) -> list[str]:
 
 def test_words_go_out_before_the_sentence_ends() -> None:
     feeder = TextFeeder()
-    assert [p.text for p in feeder.feed("Well, I")] == ["Well, "]  # "I" may go on
-    assert [p.text for p in feeder.feed(" think the")] == ["I think "]
+    assert feeder.feed("Well, I") == []  # "I" may go on, and the comma waits for a next word
+    assert [p.text for p in feeder.feed(" think the")] == ["Well, I think "]
     assert feeder.feed("") == []
     pieces = feeder.feed(" answer is yes. And")
     assert pieces[-1].sentence == "Well, I think the answer is yes."
@@ -48,6 +48,15 @@ def test_markdown_waits_for_the_sentence_end() -> None:
     assert feeder.feed("important** to ") == []
     pieces = feeder.feed("know. ")
     assert [p.text for p in pieces] == ["This is very important to know. "]
+
+
+def test_a_piece_never_ends_in_a_comma_the_sentence_would_drop() -> None:
+    # found by the property test below: "Hello , ," says "Hello" on the sentence path
+    _, pushed, sentences = feed_all(["Hello , ", ", "])
+    assert sentences == ["Hello"]
+    assert "".join(pushed).split() == ["Hello"]
+    _, pushed, _ = feed_all(["Well, ", "I ", "think so."])
+    assert "".join(pushed).split() == ["Well,", "I", "think", "so."]
 
 
 def test_every_piece_ends_at_a_space() -> None:

@@ -90,6 +90,13 @@ class TextFeeder:
         if not clean.endswith(" " + _SENTINEL):
             return None
         clean = clean[: -len(_SENTINEL) - 1]
+        # A sentence's trailing commas are trimmed when it ends ("Hello," alone says "Hello"):
+        # a piece may not end in one, since nothing after it may come.
+        while clean.rstrip().endswith(","):
+            space = clean.rstrip().rfind(" ")
+            if space <= 0:
+                return None
+            clean = clean[:space]
         if not _norm(clean).startswith(_norm(self._pushed)):
             return None
         rest = _tail(clean, self._pushed) if self._pushed else clean
