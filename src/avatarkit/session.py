@@ -32,6 +32,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from avatarkit._audio_pipe import AudioPipe
 from avatarkit._cleanup import aclose_stream, maybe_await, name_of
 from avatarkit._lifecycle import Providers
 from avatarkit._secrets import declared_secrets, redact_event
@@ -91,7 +92,7 @@ class _Sentence:
     index: int
     text: str  # as the LLM wrote it
     speech: str  # cleaned for speech
-    audio: MemoryObjectReceiveStream[AudioChunk] | None = None
+    audio: AudioPipe | None = None  # audio route: from its TTS task to the speaker
     synthesized: float = 0.0  # audio route: seconds synthesised so far
     total: float | None = None  # audio route: the full audio, once the TTS finished it
 
@@ -687,14 +688,13 @@ class AvatarSession:
         async with sentences, ready:
             async for sentence in sentences:
                 await turn.slots.acquire()
-                audio_send, sentence.audio = anyio.create_memory_object_stream[AudioChunk](math.inf)
+                sentence.audio = AudioPipe()
                 try:
                     ready.send_nowait(sentence)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    audio_send.close()
                     _discard(sentence)
                     return  # the speaker left: the turn is ending
-                tg.start_soon(self._synthesize, turn, sentence, audio_send)
+                tg.start_soon(self._synthesize, turn, sentence, sentence.audio)
 
     async def _speak_audio_sentences(
         self, turn: _Turn, ready: MemoryObjectReceiveStream[_Sentence]
@@ -715,50 +715,49 @@ class AvatarSession:
                     except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                         break
 
-    async def _synthesize(
-        self, turn: _Turn, sentence: _Sentence, out: MemoryObjectSendStream[AudioChunk]
-    ) -> None:
+    async def _synthesize(self, turn: _Turn, sentence: _Sentence, out: AudioPipe) -> None:
         assert self.tts is not None
         limit = self.timeouts.tts_first_chunk
         deadline = math.inf if limit is None else anyio.current_time() + limit
-        async with out:
-            stream: object = None
+        stream: object = None
+        try:
             try:
+                stream = self.tts.synthesize(sentence.speech)
+                iterator = stream.__aiter__()
+            except Exception as exc:  # the call itself failed, before streaming
+                turn.failed = True
+                raise _Failed("tts", exc) from exc
+            while True:
                 try:
-                    stream = self.tts.synthesize(sentence.speech)
-                    iterator = stream.__aiter__()
-                except Exception as exc:  # the call itself failed, before streaming
+                    if not sentence.synthesized:
+                        chunk = await _next_before(iterator, deadline, limit, self.tts, "audio")
+                    else:
+                        chunk = await iterator.__anext__()
+                    seconds = chunk.duration
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
                     turn.failed = True
                     raise _Failed("tts", exc) from exc
-                while True:
-                    try:
-                        if not sentence.synthesized:
-                            chunk = await _next_before(iterator, deadline, limit, self.tts, "audio")
-                        else:
-                            chunk = await iterator.__anext__()
-                        seconds = chunk.duration
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:
-                        turn.failed = True
-                        raise _Failed("tts", exc) from exc
-                    sentence.synthesized += seconds
-                    try:
-                        out.send_nowait(chunk)
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        return  # the sentence was dropped (interrupt, error): stop the TTS
-                sentence.total = sentence.synthesized
-                self._audio_rate.learn(sentence.speech, sentence.total)
-            finally:
+                sentence.synthesized += seconds
+                if not out.put(chunk):
+                    return  # the sentence was dropped (interrupt, error): stop the TTS
+            sentence.total = sentence.synthesized
+            self._audio_rate.learn(sentence.speech, sentence.total)
+        finally:
+            try:
                 if stream is not None:
                     await aclose_stream(stream, self.timeouts.cleanup, self.tts)
+            finally:
+                out.end()  # after the TTS stream closed, as the end of a stream would
 
     async def _speak_one_audio(self, turn: _Turn, sentence: _Sentence) -> None:
-        assert sentence.audio is not None
+        pipe = sentence.audio
+        assert pipe is not None
         if not await self._begin_sentence(turn, sentence):
-            sentence.audio.close()
+            pipe.drop()
             return
-        from avatarkit.audio import resample_stream  # loaded by start(): a dict lookup here
+        from avatarkit.audio import RateConverter  # loaded by start(): a dict lookup here
 
         meter = Meter(sentence.speech, "audio", expected=self._audio_rate.expected(sentence.speech))
         limit = self.timeouts.speak
@@ -766,27 +765,41 @@ class AvatarSession:
             deadline=math.inf if limit is None else anyio.current_time() + limit
         )
         rate = getattr(self.renderer, "sample_rate", None)
-        resampled = resample_stream(sentence.audio, rate if isinstance(rate, int) else None)
+        converter = RateConverter(rate if isinstance(rate, int) else None)
+
+        def taken(chunk: AudioChunk) -> AudioChunk:
+            """Count what the renderer takes; the speak timeout follows it."""
+            if turn.first_speech_at is None and chunk.data:
+                turn.first_speech_at = time.perf_counter()
+            meter.delivered += chunk.duration
+            if limit is not None:
+                scope.deadline = anyio.current_time() + limit + meter.delivered
+            return chunk
 
         async def delivered() -> AsyncIterator[AudioChunk]:
-            """What the renderer takes: counted, and the speak timeout follows it."""
+            """What the renderer takes, straight from the pipe: no loop round per chunk
+            already synthesised (the renderer's own awaits are its checkpoints)."""
             while True:
-                if limit is not None:
-                    scope.deadline = math.inf  # waiting for the TTS is not the renderer's time
-                try:
-                    chunk = await resampled.__anext__()
-                except StopAsyncIteration:
-                    meter.exhausted = True
-                    return
-                finally:
+                chunk = pipe.pop()
+                if chunk is None:
+                    if pipe.finished:
+                        for out in converter.finish():
+                            yield taken(out)
+                        meter.exhausted = True
+                        return
                     if limit is not None:
-                        scope.deadline = anyio.current_time() + limit + meter.delivered
-                if turn.first_speech_at is None and chunk.data:
-                    turn.first_speech_at = time.perf_counter()
-                meter.delivered += chunk.duration
-                if limit is not None:
-                    scope.deadline = anyio.current_time() + limit + meter.delivered
-                yield chunk
+                        scope.deadline = math.inf  # waiting for the TTS is not the renderer's
+                    try:
+                        await pipe.wait()
+                    finally:
+                        if limit is not None:
+                            scope.deadline = anyio.current_time() + limit + meter.delivered
+                    continue
+                if converter.passes(chunk):
+                    yield taken(chunk)
+                    continue
+                for out in converter.convert(_batch(pipe, chunk)):
+                    yield taken(out)
 
         audio = delivered()
         try:
@@ -796,7 +809,6 @@ class AvatarSession:
             meter.returned = True
         finally:
             await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
-            await aclose_stream(resampled, self.timeouts.cleanup, self.renderer)
             meter.synthesized, meter.total = sentence.synthesized, sentence.total
             self._end_sentence(turn, sentence, meter)
 
@@ -890,7 +902,28 @@ async def _next_before(
 
 def _discard(sentence: _Sentence) -> None:
     if sentence.audio is not None:
-        sentence.audio.close()
+        sentence.audio.drop()
+
+
+_BATCH_SECONDS = 0.1  # resampling: what is buffered, up to this, goes through soxr at once
+
+
+def _batch(pipe: AudioPipe, chunk: AudioChunk) -> AudioChunk:
+    """``chunk`` joined with the chunks buffered behind it in the same format (up to
+    ``_BATCH_SECONDS``): one resampling call instead of several."""
+    seconds = chunk.duration
+    if seconds >= _BATCH_SECONDS:
+        return chunk
+    parts = [chunk.data]
+    while seconds < _BATCH_SECONDS:
+        more = pipe.pop_matching(chunk.sample_rate, chunk.channels)
+        if more is None:
+            break
+        parts.append(more.data)
+        seconds += more.duration
+    if len(parts) == 1:
+        return chunk
+    return AudioChunk(b"".join(parts), chunk.sample_rate, chunk.channels)
 
 
 def _since(start: float, at: float | None) -> float | None:
