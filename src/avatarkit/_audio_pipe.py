@@ -19,12 +19,20 @@ __all__ = ["AudioPipe"]
 
 class AudioPipe:
     """A queue of chunks with an end: the TTS ``put``s and ``end``s, the speaker ``pop``s and
-    ``wait``s; ``drop`` (speaker) discards the rest and makes ``put`` refuse (the TTS stops)."""
+    ``wait``s; ``drop`` (speaker) discards the rest and makes ``put`` refuse (the TTS stops).
 
-    __slots__ = ("_chunks", "_ended", "_waiter", "dropped")
+    Buffered audio is kept as the chunks' ``bytes`` (a chunk object only where the format
+    changes): bytes are not tracked by the garbage collector, and a sentence buffered for
+    seconds would otherwise put a chunk object per 40 ms into the oldest generation, whose
+    collections pause every session of the process.
+    """
+
+    __slots__ = ("_ended", "_in_format", "_items", "_out_format", "_waiter", "dropped")
 
     def __init__(self) -> None:
-        self._chunks: deque[AudioChunk] = deque()
+        self._items: deque[bytes | AudioChunk] = deque()
+        self._in_format: tuple[int, int] | None = None  # of the last chunk put
+        self._out_format = (0, 1)  # of the last chunk popped
         self._ended = False
         self._waiter: anyio.Event | None = None
         self.dropped = False
@@ -33,8 +41,14 @@ class AudioPipe:
         """Queue ``chunk``; ``False`` once the speaker dropped the sentence."""
         if self.dropped:
             return False
-        self._chunks.append(chunk)
-        self._wake()
+        form = (chunk.sample_rate, chunk.channels)
+        if form == self._in_format and type(chunk.data) is bytes:
+            self._items.append(chunk.data)
+        else:
+            self._items.append(chunk)
+            self._in_format = form
+        if self._waiter is not None:
+            self._wake()
         return True
 
     def end(self) -> None:
@@ -45,29 +59,49 @@ class AudioPipe:
     def drop(self) -> None:
         """The sentence will not be (further) spoken: free its audio and stop its TTS."""
         self.dropped = self._ended = True
-        self._chunks.clear()
+        self._items.clear()
         self._wake()
 
     def pop(self) -> AudioChunk | None:
         """The next chunk if one is buffered, else ``None`` (see :attr:`finished`)."""
-        return self._chunks.popleft() if self._chunks else None
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if type(item) is bytes:
+            return AudioChunk(item, *self._out_format)
+        assert isinstance(item, AudioChunk)
+        self._out_format = (item.sample_rate, item.channels)
+        return item
 
-    def pop_matching(self, sample_rate: int, channels: int) -> AudioChunk | None:
-        """The next chunk if one is buffered in this format, else ``None``."""
-        if self._chunks:
-            head = self._chunks[0]
-            if head.sample_rate == sample_rate and head.channels == channels:
-                return self._chunks.popleft()
-        return None
+    def peek_data(self, sample_rate: int, channels: int) -> bytes | None:
+        """The data of the next chunk if one is buffered in this format, else ``None``."""
+        if not self._items:
+            return None
+        item = self._items[0]
+        if type(item) is bytes:
+            return item if self._out_format == (sample_rate, channels) else None
+        assert isinstance(item, AudioChunk)
+        if (item.sample_rate, item.channels) != (sample_rate, channels):
+            return None
+        return item.data
+
+    def pop_data(self) -> bytes:
+        """Take the chunk :meth:`peek_data` returned."""
+        item = self._items.popleft()
+        if type(item) is bytes:
+            return item
+        assert isinstance(item, AudioChunk)
+        self._out_format = (item.sample_rate, item.channels)
+        return item.data
 
     @property
     def finished(self) -> bool:
         """Every chunk was taken and no more will come."""
-        return self._ended and not self._chunks
+        return self._ended and not self._items
 
     async def wait(self) -> None:
         """Return once a chunk is buffered or the audio has ended."""
-        if self._chunks or self._ended:
+        if self._items or self._ended:
             return
         waiter = self._waiter = anyio.Event()
         await waiter.wait()

@@ -746,7 +746,7 @@ class AvatarSession:
             self._audio_rate.learn(sentence.speech, sentence.total)
         finally:
             try:
-                if stream is not None:
+                if stream is not None and not _finished(stream):
                     await aclose_stream(stream, self.timeouts.cleanup, self.tts)
             finally:
                 out.end()  # after the TTS stream closed, as the end of a stream would
@@ -766,6 +766,7 @@ class AvatarSession:
         )
         rate = getattr(self.renderer, "sample_rate", None)
         converter = RateConverter(rate if isinstance(rate, int) else None)
+        block = _max_chunk_seconds(self.renderer)
 
         def taken(chunk: AudioChunk) -> AudioChunk:
             """Count what the renderer takes; the speak timeout follows it."""
@@ -796,9 +797,9 @@ class AvatarSession:
                             scope.deadline = anyio.current_time() + limit + meter.delivered
                     continue
                 if converter.passes(chunk):
-                    yield taken(chunk)
+                    yield taken(_join(pipe, chunk, block) if block else chunk)
                     continue
-                for out in converter.convert(_batch(pipe, chunk)):
+                for out in converter.convert(_join(pipe, chunk, block or _BATCH_SECONDS)):
                     yield taken(out)
 
         audio = delivered()
@@ -808,7 +809,8 @@ class AvatarSession:
             self._check_timeout(scope, meter)
             meter.returned = True
         finally:
-            await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
+            if not _finished(audio):
+                await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
             meter.synthesized, meter.total = sentence.synthesized, sentence.total
             self._end_sentence(turn, sentence, meter)
 
@@ -900,6 +902,12 @@ async def _next_before(
     raise ProviderTimeout(f"no {what} within {limit} s", provider=_name(provider))
 
 
+def _finished(stream: object) -> bool:
+    """An async generator that ran to its end: closing it would do nothing (and costs two
+    cancel scopes per sentence)."""
+    return getattr(stream, "ag_frame", True) is None
+
+
 def _discard(sentence: _Sentence) -> None:
     if sentence.audio is not None:
         sentence.audio.drop()
@@ -908,19 +916,29 @@ def _discard(sentence: _Sentence) -> None:
 _BATCH_SECONDS = 0.1  # resampling: what is buffered, up to this, goes through soxr at once
 
 
-def _batch(pipe: AudioPipe, chunk: AudioChunk) -> AudioChunk:
-    """``chunk`` joined with the chunks buffered behind it in the same format (up to
-    ``_BATCH_SECONDS``): one resampling call instead of several."""
-    seconds = chunk.duration
-    if seconds >= _BATCH_SECONDS:
+def _max_chunk_seconds(renderer: object) -> float | None:
+    """The renderer's ``max_chunk_seconds``, if it declares a usable one."""
+    value = getattr(renderer, "max_chunk_seconds", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _join(pipe: AudioPipe, chunk: AudioChunk, seconds: float) -> AudioChunk:
+    """``chunk`` joined with the chunks already buffered behind it in the same format, up to
+    ``seconds`` in all (never waiting for more): one resampling call, or one chunk for a
+    renderer that takes audio in blocks, instead of several."""
+    total = chunk.duration
+    if total >= seconds:
         return chunk
+    per_second = 2 * chunk.channels * chunk.sample_rate
     parts = [chunk.data]
-    while seconds < _BATCH_SECONDS:
-        more = pipe.pop_matching(chunk.sample_rate, chunk.channels)
-        if more is None:
+    while True:
+        more = pipe.peek_data(chunk.sample_rate, chunk.channels)
+        if more is None or total + len(more) / per_second > seconds:
             break
-        parts.append(more.data)
-        seconds += more.duration
+        parts.append(pipe.pop_data())
+        total += len(more) / per_second
     if len(parts) == 1:
         return chunk
     return AudioChunk(b"".join(parts), chunk.sample_rate, chunk.channels)
