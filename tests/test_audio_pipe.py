@@ -208,3 +208,26 @@ async def test_an_interrupt_mid_block_records_at_most_what_the_renderer_took() -
     assert len(said) <= taken * 1000 / 20
     assert "A fairly long first sentence to be cut.".startswith(said)
     check_truth(session.history, events, renderer, ms_per_char=20)
+
+
+class TimedChunk(AudioChunk):
+    """A TTS's chunk carrying more than audio (here, where it starts)."""
+
+    def __init__(self, data: bytes, sample_rate: int, start: float) -> None:
+        super().__init__(data, sample_rate)
+        object.__setattr__(self, "start", start)
+
+
+def test_a_chunk_subclass_is_handed_on_as_it_came() -> None:
+    pipe = AudioPipe()
+    plain = [AudioChunk(bytes(8), 16000) for _ in range(2)]
+    timed = [TimedChunk(bytes(8), 16000, t) for t in (0.1, 0.2)]
+    for chunk in [plain[0], timed[0], plain[1], timed[1]]:
+        pipe.put(chunk)
+    out = [pipe.pop() for _ in range(4)]
+    assert out[1] is timed[0]
+    assert out[3] is timed[1]
+    assert [type(c) for c in out] == [AudioChunk, TimedChunk, AudioChunk, TimedChunk]
+    # a subclass is never joined into a block
+    pipe.put(timed[0])
+    assert pipe.peek_data(16000, 1) is None

@@ -21,10 +21,11 @@ class AudioPipe:
     """A queue of chunks with an end: the TTS ``put``s and ``end``s, the speaker ``pop``s and
     ``wait``s; ``drop`` (speaker) discards the rest and makes ``put`` refuse (the TTS stops).
 
-    Buffered audio is kept as the chunks' ``bytes`` (a chunk object only where the format
-    changes): bytes are not tracked by the garbage collector, and a sentence buffered for
-    seconds would otherwise put a chunk object per 40 ms into the oldest generation, whose
-    collections pause every session of the process.
+    Buffered audio is kept as the chunks' ``bytes``, not tracked by the garbage collector: a
+    sentence buffered for seconds would otherwise put a chunk object per 40 ms into the oldest
+    generation, whose collections pause every session of the process. A chunk object is kept
+    only where the format changes, and for a subclass of :class:`AudioChunk` (it may carry more
+    than audio), which is handed on as it came and never joined with others.
     """
 
     __slots__ = ("_ended", "_in_format", "_items", "_out_format", "_waiter", "dropped")
@@ -42,7 +43,7 @@ class AudioPipe:
         if self.dropped:
             return False
         form = (chunk.sample_rate, chunk.channels)
-        if form == self._in_format and type(chunk.data) is bytes:
+        if form == self._in_format and type(chunk) is AudioChunk and type(chunk.data) is bytes:
             self._items.append(chunk.data)
         else:
             self._items.append(chunk)
@@ -81,8 +82,11 @@ class AudioPipe:
         if type(item) is bytes:
             return item if self._out_format == (sample_rate, channels) else None
         assert isinstance(item, AudioChunk)
-        if (item.sample_rate, item.channels) != (sample_rate, channels):
-            return None
+        if type(item) is not AudioChunk or (item.sample_rate, item.channels) != (
+            sample_rate,
+            channels,
+        ):
+            return None  # a subclass is handed on whole, never joined
         return item.data
 
     def pop_data(self) -> bytes:

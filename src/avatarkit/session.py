@@ -929,8 +929,8 @@ def _join(pipe: AudioPipe, chunk: AudioChunk, seconds: float) -> AudioChunk:
     ``seconds`` in all (never waiting for more): one resampling call, or one chunk for a
     renderer that takes audio in blocks, instead of several."""
     total = chunk.duration
-    if total >= seconds:
-        return chunk
+    if total >= seconds or type(chunk) is not AudioChunk:
+        return chunk  # a subclass may carry more than audio: handed on whole
     per_second = 2 * chunk.channels * chunk.sample_rate
     parts = [chunk.data]
     while True:
