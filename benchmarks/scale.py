@@ -4,11 +4,14 @@ Each session loops: the user "speaks" (a random 0.5-1.5 s pause), then a turn: t
 after 200 ms with a token every 20 ms (two sentences); on the text route the renderer speaks
 each sentence for its spoken length (a cloud avatar such as HeyGen); on the audio route a TTS
 (first chunk after 50 ms, 40 ms chunks, 10x faster than real time) feeds a renderer that plays
-the audio in real time. Sessions start staggered over a second; then for ``--seconds`` we record
+the audio in real time (in the chunks the TTS made, or with ``--renderer-block S`` in blocks of
+up to S seconds, which the renderer declares as ``max_chunk_seconds``). Sessions start
+staggered over a second; then for ``--seconds`` we record
 CPU time per completed turn, resident memory per session, and event-loop lag (a ticker that
 sleeps 10 ms and records how late it wakes).
 
     uv run python benchmarks/scale.py --sessions 1000 [--route text|audio] [--seconds 8]
+        [--renderer-block 0.2]
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def main(sessions: int, route: str, seconds: float, json_path: str | None) -> None:
+async def main(
+    sessions: int, route: str, seconds: float, json_path: str | None, block: float = 0.0
+) -> None:
     rng = random.Random(1)
     turns = 0
     measuring = False
@@ -83,6 +88,8 @@ async def main(sessions: int, route: str, seconds: float, json_path: str | None)
             session = AvatarSession(llm=llm, renderer=CloudTextRenderer(), max_history=20)
         else:
             renderer = PlayingRenderer()
+            if block:
+                renderer.max_chunk_seconds = block  # type: ignore[attr-defined]
             session = AvatarSession(llm=llm, tts=CannedTTS(), renderer=renderer, max_history=20)
         await anyio.sleep(i / sessions)  # staggered start
         async with session:
@@ -117,6 +124,7 @@ async def main(sessions: int, route: str, seconds: float, json_path: str | None)
     result = {
         "sessions": sessions,
         "route": route,
+        "renderer_block": block,
         "turns": turns,
         "turns_per_s": turns / wall,
         "cpu_ms_per_turn": cpu * 1000 / max(turns, 1),
@@ -126,8 +134,9 @@ async def main(sessions: int, route: str, seconds: float, json_path: str | None)
         "lag_p99_ms": pct(lag_ms, 99),
         "lag_max_ms": max(lag_ms),
     }
+    label = f"{route}, blocks {block:g} s" if block else route
     print(
-        f"  {route:5} route {sessions:5} sessions: {turns / wall:7.1f} turns/s, "
+        f"  {label:5} route {sessions:5} sessions: {turns / wall:7.1f} turns/s, "
         f"CPU {result['cpu_ms_per_turn']:6.2f} ms/turn (loop busy {cpu / wall:4.0%}), "
         f"RSS {result['rss_kib_per_session']:6.1f} KiB/session, event-loop lag "
         f"p50 {result['lag_p50_ms']:6.2f} ms p99 {result['lag_p99_ms']:7.2f} ms "
@@ -142,6 +151,15 @@ if __name__ == "__main__":
     parser.add_argument("--route", choices=["text", "audio"], default="text")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--renderer-block", type=float, default=0.0)
     parser.add_argument("--json")
     args = parser.parse_args()
-    anyio.run(main, args.sessions, args.route, args.seconds, args.json, backend=args.backend)
+    anyio.run(
+        main,
+        args.sessions,
+        args.route,
+        args.seconds,
+        args.json,
+        args.renderer_block,
+        backend=args.backend,
+    )

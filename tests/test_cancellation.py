@@ -5,7 +5,8 @@ ms), and *where* something cuts in — at the k-th thing that happens in the ses
 a TTS chunk, a chunk or sentence reaching the renderer, an event) — and *what*: the caller's
 scope is cancelled, ``interrupt()``, ``close()`` from another task, a barge-in ``send``, or a
 fault: the LLM fails at its next delta, the TTS at its next chunk, the renderer at its next
-chunk (audio) or sentence (text).
+chunk (audio) or sentence (text). The audio renderer takes the chunks as the TTS made them or,
+declaring ``max_chunk_seconds``, in joined blocks.
 
 Whatever the schedule, afterwards: every provider that was started was closed exactly once,
 every LLM and TTS stream the engine opened was closed, the renderer is not speaking, no task the
@@ -140,6 +141,7 @@ class CountingAudioRenderer(_Said, FakeAudioRenderer):
         super().__init__(realtime=realtime)
         self.trigger, self.said, self.speaking = trigger, [], 0
         self._caption = ""
+        self.max_chunk_seconds: float | None = None
 
     def caption(self, text: str) -> None:
         self._caption = text
@@ -187,6 +189,7 @@ class Schedule:
     lookahead: int
     cut_at: int
     action: str
+    block: float | None = None  # audio: the renderer takes buffered audio in blocks up to this
 
 
 schedules = st.builds(
@@ -201,6 +204,7 @@ schedules = st.builds(
     action=st.sampled_from(
         ["cancel", "interrupt", "close", "barge-in", "llm-fault", "tts-fault", "renderer-fault"]
     ),
+    block=st.sampled_from([None, None, 0.025, 0.1]),
 )
 
 
@@ -226,6 +230,8 @@ async def run_schedule(s: Schedule) -> None:
         if s.route == "text"
         else CountingAudioRenderer(trigger, realtime=s.slow_renderer)
     )
+    if s.block is not None and isinstance(renderer, CountingAudioRenderer):
+        renderer.max_chunk_seconds = s.block
     session = AvatarSession(
         llm=llm,
         tts=tts,

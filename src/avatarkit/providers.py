@@ -243,7 +243,8 @@ class SpeaksText(Protocol):
 
 @runtime_checkable
 class SpeaksAudio(Protocol):
-    """A renderer that plays audio; it may set ``sample_rate`` to the rate it wants."""
+    """A renderer that plays audio; it may set ``sample_rate`` to the rate it wants, and
+    ``max_chunk_seconds`` to take audio already synthesised in blocks of up to that length."""
 
     async def speak(self, audio: AsyncIterator[AudioChunk]) -> None: ...
 

@@ -32,6 +32,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from avatarkit._audio_pipe import AudioPipe
 from avatarkit._cleanup import aclose_stream, maybe_await, name_of
 from avatarkit._lifecycle import Providers
 from avatarkit._secrets import declared_secrets, redact_event
@@ -101,7 +102,7 @@ class _Sentence:
     index: int
     text: str  # as the LLM wrote it
     speech: str  # cleaned for speech
-    audio: MemoryObjectReceiveStream[AudioChunk] | None = None
+    audio: AudioPipe | None = None  # audio route: from its TTS task to the speaker
     synthesized: float = 0.0  # audio route: seconds synthesised so far
     total: float | None = None  # audio route: the full audio, once the TTS finished it
 
@@ -764,14 +765,13 @@ class AvatarSession:
         async with sentences, ready:
             async for sentence in sentences:
                 await turn.slots.acquire()
-                audio_send, sentence.audio = anyio.create_memory_object_stream[AudioChunk](math.inf)
+                sentence.audio = AudioPipe()
                 try:
                     ready.send_nowait(sentence)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    audio_send.close()
                     _discard(sentence)
                     return  # the speaker left: the turn is ending
-                tg.start_soon(self._synthesize, turn, sentence, audio_send)
+                tg.start_soon(self._synthesize, turn, sentence, sentence.audio)
 
     async def _speak_audio_sentences(
         self, turn: _Turn, ready: MemoryObjectReceiveStream[_Sentence]
@@ -792,50 +792,49 @@ class AvatarSession:
                     except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                         break
 
-    async def _synthesize(
-        self, turn: _Turn, sentence: _Sentence, out: MemoryObjectSendStream[AudioChunk]
-    ) -> None:
+    async def _synthesize(self, turn: _Turn, sentence: _Sentence, out: AudioPipe) -> None:
         assert self.tts is not None
         limit = self.timeouts.tts_first_chunk
         deadline = math.inf if limit is None else anyio.current_time() + limit
-        async with out:
-            stream: object = None
+        stream: object = None
+        try:
             try:
+                stream = self.tts.synthesize(sentence.speech)
+                iterator = stream.__aiter__()
+            except Exception as exc:  # the call itself failed, before streaming
+                turn.failed = True
+                raise _Failed("tts", exc) from exc
+            while True:
                 try:
-                    stream = self.tts.synthesize(sentence.speech)
-                    iterator = stream.__aiter__()
-                except Exception as exc:  # the call itself failed, before streaming
+                    if not sentence.synthesized:
+                        chunk = await _next_before(iterator, deadline, limit, self.tts, "audio")
+                    else:
+                        chunk = await iterator.__anext__()
+                    seconds = chunk.duration
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
                     turn.failed = True
                     raise _Failed("tts", exc) from exc
-                while True:
-                    try:
-                        if not sentence.synthesized:
-                            chunk = await _next_before(iterator, deadline, limit, self.tts, "audio")
-                        else:
-                            chunk = await iterator.__anext__()
-                        seconds = chunk.duration
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:
-                        turn.failed = True
-                        raise _Failed("tts", exc) from exc
-                    sentence.synthesized += seconds
-                    try:
-                        out.send_nowait(chunk)
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        return  # the sentence was dropped (interrupt, error): stop the TTS
-                sentence.total = sentence.synthesized
-                self._audio_rate.learn(sentence.speech, sentence.total)
-            finally:
-                if stream is not None:
+                sentence.synthesized += seconds
+                if not out.put(chunk):
+                    return  # the sentence was dropped (interrupt, error): stop the TTS
+            sentence.total = sentence.synthesized
+            self._audio_rate.learn(sentence.speech, sentence.total)
+        finally:
+            try:
+                if stream is not None and not _finished(stream):
                     await aclose_stream(stream, self.timeouts.cleanup, self.tts)
+            finally:
+                out.end()  # after the TTS stream closed, as the end of a stream would
 
     async def _speak_one_audio(self, turn: _Turn, sentence: _Sentence) -> None:
-        assert sentence.audio is not None
+        pipe = sentence.audio
+        assert pipe is not None
         if not await self._begin_sentence(turn, sentence):
-            sentence.audio.close()
+            pipe.drop()
             return
-        from avatarkit.audio import resample_stream  # loaded by start(): a dict lookup here
+        from avatarkit.audio import RateConverter  # loaded by start(): a dict lookup here
 
         meter = Meter(sentence.speech, "audio", expected=self._audio_rate.expected(sentence.speech))
         limit = self.timeouts.speak
@@ -843,27 +842,42 @@ class AvatarSession:
             deadline=math.inf if limit is None else anyio.current_time() + limit
         )
         rate = getattr(self.renderer, "sample_rate", None)
-        resampled = resample_stream(sentence.audio, rate if isinstance(rate, int) else None)
+        converter = RateConverter(rate if isinstance(rate, int) else None)
+        block = _max_chunk_seconds(self.renderer)
+
+        def taken(chunk: AudioChunk) -> AudioChunk:
+            """Count what the renderer takes; the speak timeout follows it."""
+            if turn.first_speech_at is None and chunk.data:
+                turn.first_speech_at = time.perf_counter()
+            meter.delivered += chunk.duration
+            if limit is not None:
+                scope.deadline = anyio.current_time() + limit + meter.delivered
+            return chunk
 
         async def delivered() -> AsyncIterator[AudioChunk]:
-            """What the renderer takes: counted, and the speak timeout follows it."""
+            """What the renderer takes, straight from the pipe: no loop round per chunk
+            already synthesised (the renderer's own awaits are its checkpoints)."""
             while True:
-                if limit is not None:
-                    scope.deadline = math.inf  # waiting for the TTS is not the renderer's time
-                try:
-                    chunk = await resampled.__anext__()
-                except StopAsyncIteration:
-                    meter.exhausted = True
-                    return
-                finally:
+                chunk = pipe.pop()
+                if chunk is None:
+                    if pipe.finished:
+                        for out in converter.finish():
+                            yield taken(out)
+                        meter.exhausted = True
+                        return
                     if limit is not None:
-                        scope.deadline = anyio.current_time() + limit + meter.delivered
-                if turn.first_speech_at is None and chunk.data:
-                    turn.first_speech_at = time.perf_counter()
-                meter.delivered += chunk.duration
-                if limit is not None:
-                    scope.deadline = anyio.current_time() + limit + meter.delivered
-                yield chunk
+                        scope.deadline = math.inf  # waiting for the TTS is not the renderer's
+                    try:
+                        await pipe.wait()
+                    finally:
+                        if limit is not None:
+                            scope.deadline = anyio.current_time() + limit + meter.delivered
+                    continue
+                if converter.passes(chunk):
+                    yield taken(_join(pipe, chunk, block) if block else chunk)
+                    continue
+                for out in converter.convert(_join(pipe, chunk, block or _BATCH_SECONDS)):
+                    yield taken(out)
 
         audio = delivered()
         try:
@@ -872,8 +886,8 @@ class AvatarSession:
             self._check_timeout(scope, meter)
             meter.returned = True
         finally:
-            await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
-            await aclose_stream(resampled, self.timeouts.cleanup, self.renderer)
+            if not _finished(audio):
+                await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
             meter.synthesized, meter.total = sentence.synthesized, sentence.total
             self._end_sentence(turn, sentence, meter)
 
@@ -973,9 +987,46 @@ async def _next_before(
     raise ProviderTimeout(f"no {what} within {limit} s", provider=_name(provider))
 
 
+def _finished(stream: object) -> bool:
+    """An async generator that ran to its end: closing it would do nothing (and costs two
+    cancel scopes per sentence)."""
+    return getattr(stream, "ag_frame", True) is None
+
+
 def _discard(sentence: _Sentence) -> None:
     if sentence.audio is not None:
-        sentence.audio.close()
+        sentence.audio.drop()
+
+
+_BATCH_SECONDS = 0.1  # resampling: what is buffered, up to this, goes through soxr at once
+
+
+def _max_chunk_seconds(renderer: object) -> float | None:
+    """The renderer's ``max_chunk_seconds``, if it declares a usable one."""
+    value = getattr(renderer, "max_chunk_seconds", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _join(pipe: AudioPipe, chunk: AudioChunk, seconds: float) -> AudioChunk:
+    """``chunk`` joined with the chunks already buffered behind it in the same format, up to
+    ``seconds`` in all (never waiting for more): one resampling call, or one chunk for a
+    renderer that takes audio in blocks, instead of several."""
+    total = chunk.duration
+    if total >= seconds or type(chunk) is not AudioChunk:
+        return chunk  # a subclass may carry more than audio: handed on whole
+    per_second = 2 * chunk.channels * chunk.sample_rate
+    parts = [chunk.data]
+    while True:
+        more = pipe.peek_data(chunk.sample_rate, chunk.channels)
+        if more is None or total + len(more) / per_second > seconds:
+            break
+        parts.append(pipe.pop_data())
+        total += len(more) / per_second
+    if len(parts) == 1:
+        return chunk
+    return AudioChunk(b"".join(parts), chunk.sample_rate, chunk.channels)
 
 
 def _since(start: float, at: float | None) -> float | None:
