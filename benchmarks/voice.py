@@ -172,7 +172,7 @@ def _to16k(chunk: AudioChunk) -> bytes:
 
 
 SENTENCES = (
-    "What is the weather like in Paris today?",
+    "What is the weather like in Madrid today?",
     "Can you recommend a good book about history?",
     "Tell me about the moon.",
     "Please stop talking, I have a question about my order from last week.",

@@ -39,7 +39,8 @@ SHORT_REPLY = "All right, I will stop."
 async def _speech(text: str) -> np.ndarray:
     from avatarkit_piper.tts import PiperTTS
 
-    tts = PiperTTS()
+    # no generator noise: the same speech every run (Piper samples noise by default)
+    tts = PiperTTS(noise_scale=0.0, noise_w_scale=0.0)
     pcm = b"".join([c.data async for c in tts.synthesize(text)])
     assert tts.sample_rate == RATE
     return np.frombuffer(pcm, "<i2")
