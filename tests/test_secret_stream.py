@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import traceback
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avatarkit import AvatarSession, Message, ProviderError
+from avatarkit import AudioChunk, AvatarSession, Message, ProviderError
 from avatarkit._secrets import SPOKEN_MASK, StreamRedactor, redact_spoken
 from avatarkit.errors import redact
 from avatarkit.events import (
@@ -34,8 +37,11 @@ from avatarkit.events import (
 from avatarkit.testing import (
     FakeAudioRenderer,
     FakeIncrementalTTS,
+    FakeSTT,
     FakeTextRenderer,
     FakeTTS,
+    FakeVAD,
+    tone,
     wait_until,
 )
 
@@ -331,3 +337,40 @@ def test_an_interim_transcript_never_shows_the_start_of_a_secret() -> None:
         "my key is sk-light",
         "my key is *** and sk-",  # final: the user's message as said, nothing to follow
     ]
+
+
+@pytest.mark.parametrize("failing", ["stt", "vad"])
+async def test_a_voice_failure_holding_a_key_is_cleaned_in_the_log_the_event_and_the_raise(
+    failing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An STT failure ends one utterance, a VAD failure ends ``listen``: neither says the key."""
+    error = ConnectionError(f"closed: wss://voice.example.test/?key={quote(KEY, safe='')}")
+    stt = FakeSTT(["x"], error=error if failing == "stt" else None, error_at=0.2)
+    vad = FakeVAD(error=error if failing == "vad" else None, error_at=0.2)
+    session = AvatarSession(
+        llm=StepLLM([], []), renderer=FakeTextRenderer(), stt=stt, vad=vad, secrets=[KEY]
+    )
+    events: list[Event] = []
+    session.on_event(events.append)
+    raised: list[BaseException] = []
+    with caplog.at_level(logging.DEBUG, logger="avatarkit"):
+        async with session:
+            try:
+                await session.listen(voice(speech=1.0, silence=1.0))
+            except ProviderError as exc:
+                raised.append(exc)
+    assert [e.stage for e in events if isinstance(e, ErrorEvent)] == [failing]
+    assert len(raised) == (failing == "vad")
+    assert "closed" in caplog.text  # the failure is logged ...
+    assert not leaks(caplog.text, KEY)  # ... without the key
+    assert not leaks(everything(events), KEY)
+    for exc in raised:
+        assert not leaks("".join(traceback.format_exception(exc)), KEY)
+
+
+async def voice(*, speech: float, silence: float) -> AsyncIterator[AudioChunk]:
+    """Loud tone (speech to the fakes), then silence, in 20 ms chunks."""
+    audio = tone(speech, 16000) + bytes(2 * round(silence * 16000))
+    for i in range(0, len(audio), 640):
+        yield AudioChunk(audio[i : i + 640], 16000)
+        await anyio.lowlevel.checkpoint()
