@@ -15,6 +15,7 @@ never delayed. Interim transcripts lose such a tail the same way (:func:`redact_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -128,7 +129,7 @@ class StreamRedactor:
             return ""
         return self._release(self._held, len(self._held), _variants(self._secrets()))
 
-    def _release(self, buffer: str, cut: int, variants: Sequence[str]) -> str:
+    def _release(self, buffer: str, cut: int, variants: tuple[str, ...]) -> str:
         out, self._held = buffer[:cut], buffer[cut:]
         if not out:
             return ""
@@ -141,18 +142,24 @@ class StreamRedactor:
             self._before = released[-1]
 
 
-def _safe_cut(text: str, variants: Sequence[str], before: str) -> int:
+def _safe_cut(text: str, variants: tuple[str, ...], before: str) -> int:
     """How much of ``text`` may be released now: up to the tail that might still become a
     secret, and never into the middle of one."""
     cut = _held_from(text, variants, before)
-    return _outside_matches(text, variants, cut) if cut else 0
+    # nothing held, or all: no secret can straddle the cut
+    return _outside_matches(text, variants, cut) if 0 < cut < len(text) else cut
 
 
-def _held_from(text: str, variants: Sequence[str], before: str) -> int:
+@functools.lru_cache(maxsize=32)
+def _shape(variants: tuple[str, ...]) -> tuple[int, frozenset[str]]:
+    """The longest variant's length, and the characters a variant can start with."""
+    return max(map(len, variants), default=0), frozenset(v[0] for v in variants)
+
+
+def _held_from(text: str, variants: tuple[str, ...], before: str) -> int:
     """Where the tail of ``text`` that might still become a secret starts (``len(text)``:
     none). A short secret counts only where it could stand alone."""
-    longest = len(variants[0]) if variants else 0
-    firsts = {v[0] for v in variants}
+    longest, firsts = _shape(variants)
     for start in range(max(0, len(text) - longest), len(text)):
         if text[start] not in firsts:
             continue

@@ -194,9 +194,10 @@ def _secret_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _variants(secrets: Iterable[object]) -> list[str]:
-    """Each secret as written, and as it appears percent-encoded in a URL."""
-    return list(_variants_of(tuple(_secret_text(s) for s in secrets)))
+def _variants(secrets: Iterable[object]) -> tuple[str, ...]:
+    """Each secret as written, and as it appears percent-encoded in a URL (the same tuple for
+    the same secrets: callers may cache what they derive from it)."""
+    return _variants_of(tuple(_secret_text(s) for s in secrets))
 
 
 @functools.lru_cache(maxsize=32)
@@ -262,7 +263,7 @@ def redact(text: str, secrets: Iterable[object]) -> str:
     return _masked(text, _spans(text, values), "***")
 
 
-def _redact_value(value: Any, secrets: list[str]) -> Any:
+def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, str):
         return redact(value, secrets)
     if isinstance(value, bytes):
@@ -287,7 +288,7 @@ def redact_exception(error: BaseException, secrets: Iterable[object]) -> BaseExc
 
 
 def _clean(
-    error: BaseException, values: list[str], seen: dict[int, BaseException]
+    error: BaseException, values: Sequence[str], seen: dict[int, BaseException]
 ) -> BaseException:
     if id(error) in seen:
         return seen[id(error)]
