@@ -73,7 +73,8 @@ def redact_event(event: Event, secrets: Iterable[object]) -> Event:
         variants = _variants(values)
         cut = _safe_cut(event.text, variants, "")
         if cut < len(event.text):
-            changes["text"] = redact(event.text[:cut].rstrip(), values)
+            shown, after = event.text[:cut], event.text[cut : cut + 1]
+            changes["text"] = _masked(shown, _spans(shown, variants, "", after), "***").rstrip()
     for f in dataclasses.fields(event):
         if not f.init:
             continue

@@ -154,7 +154,8 @@ class AvatarSession:
 
     Use it as an async context manager (``async with session:``), which starts every provider and
     closes each exactly once, even when cancelled. ``secrets`` are values (API keys, tokens) kept
-    out of every error and event the session produces, besides the keys its providers declare;
+    out of every error and event the session produces and out of what the avatar is given to
+    say (``[redacted]`` stands in), besides the keys its providers declare;
     :func:`avatarkit.load_session` passes the ones the configuration resolved.
     """
 
