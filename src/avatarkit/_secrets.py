@@ -99,7 +99,8 @@ def redact_spoken(text: str, secrets: Iterable[object]) -> str:
 class StreamRedactor:
     """Redacts a text that arrives in pieces, so that no secret is in the pieces it releases,
     one by one or joined: ``"".join(feed(p) for p in pieces) + flush()`` equals the whole text
-    redacted at once (with ``mask``).
+    redacted at once (with ``mask``), except that a text ending in 6 or more characters of the
+    start of a secret has that end masked as well (see :meth:`flush`).
 
     It holds back only what might be the start of a secret (any form :func:`~avatarkit.errors.
     redact` knows: as written, URL-encoded): the longest tail of the text so far that is a
@@ -125,10 +126,23 @@ class StreamRedactor:
         return self._release(buffer, _safe_cut(buffer, variants, self._before), variants)
 
     def flush(self) -> str:
-        """The text end: release whatever is held, redacted."""
-        if not self._held:
+        """The text ends (or is cut short): release whatever is held, redacted. A tail that is
+        the start of a secret, 6 characters or more of it, is masked too: the text was cut in
+        the middle of writing the secret (an interrupt, a failure, the LLM's token limit)."""
+        buffer, self._held = self._held, ""
+        if not buffer:
             return ""
-        return self._release(self._held, len(self._held), _variants(self._secrets()))
+        variants = _variants(self._secrets())
+        if not variants:
+            self._remember(buffer)
+            return buffer
+        spans = _spans(buffer, variants, self._before, "")
+        tail = _held_from(buffer, variants, self._before)
+        if len(buffer) - tail >= _SHORT:
+            start = min([tail, *(a for a, b in spans if b > tail)])
+            spans = [(a, b) for a, b in spans if b <= start] + [(start, len(buffer))]
+        self._remember(buffer)
+        return _masked(buffer, spans, self._mask)
 
     def _release(self, buffer: str, cut: int, variants: tuple[str, ...]) -> str:
         out, self._held = buffer[:cut], buffer[cut:]
