@@ -414,7 +414,8 @@ class AvatarSession:
         return await self._run(text, use_llm=True)
 
     async def say(self, text: str) -> str:
-        """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words."""
+        """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words.
+        A secret the session knows is said as ``[redacted]``."""
         return await self._run(text, use_llm=False)
 
     async def listen(self, audio: AsyncIterator[AudioChunk]) -> None:
