@@ -28,7 +28,13 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
-from avatarkit.errors import AvatarKitError, ProviderError, SessionError
+from avatarkit.errors import (
+    AvatarKitError,
+    ProviderError,
+    SessionError,
+    redact,
+    redact_exception,
+)
 from avatarkit.events import (
     ErrorEvent,
     Event,
@@ -525,9 +531,9 @@ class Listener:
                 logger.debug("the session closed: listening stops")
                 return
             elif isinstance(message, _Failure):
-                self._report(message.stage, message.error)
+                error = self._report(message.stage, message.error)
                 if message.fatal:
-                    self._fatal = message.error
+                    self._fatal = error
                     return
             self._check_interruption()
             self._maybe_close_turn()
@@ -741,7 +747,8 @@ class Listener:
         counted = [u for u in utterances if u.qualified]
         for u in utterances:
             if not u.qualified:  # too short or too few words while the avatar spoke
-                logger.debug("ignored speech while the avatar was busy: %r", u.text())
+                heard = redact(u.text(), self.session._all_secrets())
+                logger.debug("ignored speech while the avatar was busy: %r", heard)
         text = " ".join(t for t in (u.text() for u in counted) if t)
         interrupted = next(
             (u.interrupted_reply for u in counted if u.interrupted_reply is not None), None
@@ -776,9 +783,14 @@ class Listener:
         except AvatarKitError as exc:  # the session reported it as an ErrorEvent already
             logger.info("a spoken turn failed: %s", exc)
 
-    def _report(self, stage: str, error: AvatarKitError) -> None:
-        logger.warning("%s failed: %s", stage, error)
-        self.session._emit(ErrorEvent(self._replies.last_turn, stage, str(error), error))
+    def _report(self, stage: str, error: AvatarKitError) -> AvatarKitError:
+        """Log and emit ``error``, cleaned of the session's secrets (a vendor error may hold
+        a key in a URL); returns the cleaned error, which is what ``listen`` raises."""
+        cleaned = redact_exception(error, self.session._all_secrets())
+        assert isinstance(cleaned, AvatarKitError)  # cleaned in place, never replaced
+        logger.warning("%s failed: %s", stage, cleaned)
+        self.session._emit(ErrorEvent(self._replies.last_turn, stage, str(cleaned), cleaned))
+        return cleaned
 
     # -- metrics -------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from avatarkit._audio_pipe import AudioPipe
 from avatarkit._cleanup import aclose_stream, maybe_await, name_of
 from avatarkit._handoff import Handoff
 from avatarkit._lifecycle import Providers
-from avatarkit._secrets import declared_secrets, redact_event
+from avatarkit._secrets import StreamRedactor, declared_secrets, redact_event, redact_spoken
 from avatarkit._spoken import AudioRate, Meter, speech_seconds_bound, spoken_prefix
 from avatarkit.errors import (
     AvatarKitError,
@@ -163,7 +163,8 @@ class AvatarSession:
 
     Use it as an async context manager (``async with session:``), which starts every provider and
     closes each exactly once, even when cancelled. ``secrets`` are values (API keys, tokens) kept
-    out of every error and event the session produces, besides the keys its providers declare;
+    out of every error and event the session produces and out of what the avatar is given to
+    say (``[redacted]`` stands in), besides the keys its providers declare;
     :func:`avatarkit.load_session` passes the ones the configuration resolved.
     """
 
@@ -378,8 +379,11 @@ class AvatarSession:
                 found.extend(declared_secrets(provider))
         return found
 
-    def _emit(self, event: Event) -> None:
-        event = redact_event(event, self._all_secrets())
+    def _emit(self, event: Event, *, redacted: bool = False) -> None:
+        """Send ``event`` to every listener and subscriber, cleaned of the session's secrets
+        (unless ``redacted`` already, as the reply's deltas are: see ``_each_delta``)."""
+        if not redacted:
+            event = redact_event(event, self._all_secrets())
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -419,7 +423,8 @@ class AvatarSession:
         return await self._run(text, use_llm=True)
 
     async def say(self, text: str) -> str:
-        """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words."""
+        """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words.
+        A secret the session knows is said as ``[redacted]``."""
         return await self._run(text, use_llm=False)
 
     async def listen(self, audio: AsyncIterator[AudioChunk]) -> None:
@@ -680,6 +685,9 @@ class AvatarSession:
         limit = self.timeouts.first_token
         deadline = math.inf if limit is None else anyio.current_time() + limit
         stream: object = None
+        # A secret the LLM writes is masked before anyone sees or hears it, also when split
+        # across deltas: only a tail that could start one waits for the next delta.
+        shown = StreamRedactor(self._all_secrets)
         try:
             try:
                 stream = self.llm.stream(list(self.history))
@@ -704,14 +712,25 @@ class AvatarSession:
                     continue  # an empty delta is not a first token
                 if turn.first_token_at is None:
                     turn.first_token_at = time.perf_counter()
-                self._emit(TextDelta(turn.number, delta))
-                await take(delta)
+                text = shown.feed(delta)
+                if text:
+                    self._emit(TextDelta(turn.number, text), redacted=True)
+                    await take(text)
+            text = shown.flush()
+            if text:
+                self._emit(TextDelta(turn.number, text), redacted=True)
+                await take(text)
         finally:
+            # Cut short (interrupt, failure): what was held is shown, never spoken.
+            text = shown.flush()
+            if text:
+                self._emit(TextDelta(turn.number, text), redacted=True)
             if stream is not None:
                 await aclose_stream(stream, self.timeouts.cleanup, self.llm)
 
     async def _produce_from_text(self, turn: _Turn, text: str) -> None:
         splitter = SentenceSplitter()
+        text = redact_spoken(text, self._all_secrets())
         for sentence in [*splitter.feed(text), *splitter.flush()]:
             try:
                 self._queue_sentence(turn, sentence)
