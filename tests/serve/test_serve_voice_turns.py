@@ -459,3 +459,47 @@ async def test_a_refused_spoken_turn_returns_at_once_and_a_failed_one_raises() -
         turn.error = ProviderError("down", provider="fake")
         turn.done.set()
     assert raised == [turn.error]
+
+
+# -- the drain's close: a page whose session is still starting ----------------------------------
+
+
+class SlowStart(FakeTextRenderer):
+    """A renderer whose start never finishes (a cloud avatar that is slow to come up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = threading.Event()
+
+    async def start(self) -> None:
+        self.starting.set()
+        await anyio.sleep_forever()
+
+
+def test_a_drain_while_a_session_starts_closes_it_without_an_error(
+    serve: Callable[..., ServerThread],
+) -> None:
+    renderers: list[SlowStart] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> AvatarSession:
+        loops.append(asyncio.get_running_loop())
+        renderers.append(SlowStart())
+        return AvatarSession(llm=FakeLLM(["Hi."]), renderer=renderers[-1])
+
+    server = serve(factory)
+    with ws_connect(server) as ws:
+        recv_until(ws, lambda m: m["type"] == "hello")
+        ws.send(json.dumps({"type": "start"}))
+        while not renderers or not renderers[0].starting.wait(0.05):
+            pass
+        state = server.app.state.avatarkit
+        asyncio.run_coroutine_threadsafe(state.drain(5), loops[0]).result(timeout=60)
+        code, seen = closed_with(ws)
+        assert code == 1012
+    assert [m for m in seen if m["type"] == "error"] == []  # a drain is not a failed start
+    assert renderers[0].closed == 1
+    assert state.active == 0
+    with httpx.Client(trust_env=False) as client:
+        scrape = client.get(server.url + "/metrics").text
+    assert metric(scrape, "avatarkit_errors_total") == 0

@@ -630,7 +630,7 @@ class _Connection:
         if self.close_code is None:
             self.close_code = CLOSE_GOING_AWAY
         if self.tg is not None and not self.closed.is_set():
-            if self.session is not None:
+            if self.microphone is not None:  # the session has started (not still starting)
                 # Close the session first (a turn still running is cut), then let the page
                 # have the events still queued for it (the end of the last reply, its
                 # metrics, the closed state) before its socket goes: bounded, as the page
