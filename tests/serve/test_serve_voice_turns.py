@@ -98,6 +98,8 @@ class HeldRenderer(FakeTextRenderer):
         super().__init__()
         self._released = 0
         self._lock = threading.Lock()
+        self.speaking = 0
+        self.most_at_once = 0  # utterances spoken at the same time, at most
 
     def release(self, sentences: int = 1000) -> None:
         with self._lock:
@@ -108,14 +110,19 @@ class HeldRenderer(FakeTextRenderer):
         index = len(self.spoken)
         self.spoken.append(text)
         self.fractions.append(0.0)
-        while not interrupted.is_set():
-            with self._lock:
-                if self._released > index:
-                    break
-            await anyio.sleep(0.01)
-        if not interrupted.is_set():
-            self.completed.append(text)
-            self.fractions[-1] = 1.0
+        self.speaking += 1
+        self.most_at_once = max(self.most_at_once, self.speaking)
+        try:
+            while not interrupted.is_set():
+                with self._lock:
+                    if self._released > index:
+                        break
+                await anyio.sleep(0.01)
+            if not interrupted.is_set():
+                self.completed.append(text)
+                self.fractions[-1] = 1.0
+        finally:
+            self.speaking -= 1
 
 
 class Factory:
@@ -129,7 +136,9 @@ class Factory:
         *,
         held: bool = True,
         turn: TurnOptions | None = None,
+        llm_error: BaseException | None = None,
     ) -> None:
+        self.llm_error = llm_error
         self.transcripts = transcripts
         self.replies = replies
         self.held = held
@@ -144,7 +153,11 @@ class Factory:
         renderer = HeldRenderer() if self.held else FakeTextRenderer()
         stt = FakeSTT(self.transcripts)
         session = AvatarSession(
-            llm=FakeLLM(self.replies), renderer=renderer, stt=stt, vad=FakeVAD(), turn=self.turn
+            llm=FakeLLM(self.replies, error=self.llm_error),
+            renderer=renderer,
+            stt=stt,
+            vad=FakeVAD(),
+            turn=self.turn,
         )
         self.sessions.append(session)
         self.renderers.append(renderer)
@@ -307,12 +320,67 @@ def test_typed_and_spoken_turns_share_the_gate(serve: Callable[..., ServerThread
         assert page.gate.taken == 3  # the driver ran all three turns, spoken and typed
         assert not page.gate.in_turn
         assert page.idle.is_set()
+    assert factory.renderer.most_at_once == 1
     assert history(factory.sessions[0]) == [
         ("user", "tell me a story"),
         ("user", "and another"),
         ("user", "typed over it"),
         ("assistant", "Once upon a time. The end."),
     ]
+
+
+def test_speaking_over_a_typed_reply_cuts_it_and_goes_next(
+    serve: Callable[..., ServerThread],
+) -> None:
+    factory = Factory(["stop please"], ["A long typed answer. With more to come."])
+    server = serve(factory)
+    with ws_connect(server) as ws:
+        start_with_mic(ws)
+        ws.send(json.dumps({"type": "send", "text": "typed first"}))
+        recv_until(ws, lambda m: m["type"] == "sentence_start")
+        send_audio(ws, speech(0.8) + silence(1.2))  # longer than the minimum: an interruption
+        cut, seen = recv_until(ws, lambda m: m["type"] == "metrics")
+        assert cut["interrupted"] is True
+        _, more = recv_until(ws, lambda m: m["type"] == "sentence_start")
+        assert [
+            m["text"] for m in seen + more if m["type"] == "user_transcript" and m["final"]
+        ] == ["stop please"]
+        factory.renderer.release()
+        done, _ = recv_until(ws, lambda m: m["type"] == "metrics")
+        assert done["interrupted"] is False
+        page = next(iter(server.app.state.avatarkit.pages))
+        assert page.gate.taken == 2
+    assert factory.renderer.most_at_once == 1
+    assert factory.renderer.interrupts >= 1
+    assert history(factory.sessions[0]) == [
+        ("user", "typed first"),
+        ("user", "stop please"),
+        ("assistant", "A long typed answer. With more to come."),
+    ]
+
+
+def test_a_failed_spoken_turn_is_counted_by_stage(serve: Callable[..., ServerThread]) -> None:
+    quota = ProviderError("quota", provider="fake-llm")
+    factory = Factory(["hello there", "again"], ["unused"], held=False, llm_error=quota)
+    server = serve(factory)
+    with ws_connect(server) as ws:
+        start_with_mic(ws)
+        send_audio(ws, UTTERANCE)
+        error, _ = recv_until(ws, lambda m: m["type"] == "error")
+        assert (error["stage"], error["code"], error["provider"]) == (
+            "llm",
+            "llm_failed",
+            "fake-llm",
+        )
+        recv_until(ws, lambda m: m["type"] == "metrics")
+        send_audio(ws, UTTERANCE)  # the page goes on listening
+        recv_until(ws, lambda m: m["type"] == "error")
+        recv_until(ws, lambda m: m["type"] == "metrics")
+        with httpx.Client(trust_env=False) as client:
+            scrape = client.get(server.url + "/metrics").text
+    assert metric(scrape, "avatarkit_errors_total", stage="llm", provider="fake-llm") == 2
+    assert metric(scrape, "avatarkit_turns_total", input="spoken") == 2
+    assert factory.stts[0].finals == ["hello there", "again"]
 
 
 def test_spoken_turns_spend_the_pages_message_budget(serve: Callable[..., ServerThread]) -> None:
