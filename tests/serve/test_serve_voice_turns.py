@@ -100,6 +100,8 @@ class HeldRenderer(FakeTextRenderer):
         self._lock = threading.Lock()
         self.speaking = 0
         self.most_at_once = 0  # utterances spoken at the same time, at most
+        #: also lets utterance ``index`` end once this says so (read on the server's loop)
+        self.release_when: Callable[[int], bool] | None = None
 
     def release(self, sentences: int = 1000) -> None:
         with self._lock:
@@ -117,6 +119,8 @@ class HeldRenderer(FakeTextRenderer):
                 with self._lock:
                     if self._released > index:
                         break
+                if self.release_when is not None and self.release_when(index):
+                    break
                 await anyio.sleep(0.01)
             if not interrupted.is_set():
                 self.completed.append(text)
@@ -233,11 +237,23 @@ def test_a_spoken_turn_longer_than_the_grace_is_cut_at_the_grace(
     server = serve(factory)
     with ws_connect(server) as ws:
         start_with_mic(ws)
+        state = server.app.state.avatarkit
+        # The first sentence ends 0.3 s into the drain (the old drain had cut it by then);
+        # the second never would.
+        draining_since: list[float] = []
+
+        def release_when(index: int) -> bool:
+            if not state.draining:
+                return False
+            if not draining_since:
+                draining_since.append(anyio.current_time())
+            return index == 0 and anyio.current_time() - draining_since[0] >= 0.3
+
+        factory.renderer.release_when = release_when
         send_audio(ws, UTTERANCE)
         recv_until(ws, lambda m: m["type"] == "sentence_start")
         drained = factory.drain(server, 3)
         recv_until(ws, lambda m: m["type"] == "going_away")
-        factory.renderer.release(1)  # the first sentence may end; the second never would
         end, _ = recv_until(ws, lambda m: m["type"] == "sentence_end")
         assert (end["index"], end["interrupted"]) == (0, False)
         drained.result(timeout=60)  # bounded by the grace, not by the endless sentence
