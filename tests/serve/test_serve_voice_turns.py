@@ -587,3 +587,16 @@ def test_a_drain_while_a_session_starts_closes_it_without_an_error(
     with httpx.Client(trust_env=False) as client:
         scrape = client.get(server.url + "/metrics").text
     assert metric(scrape, "avatarkit_errors_total") == 0
+
+
+def test_both_turn_series_exist_before_any_turn(serve: Callable[..., ServerThread]) -> None:
+    server = serve(Factory([], ["Hi."], held=False))
+    with httpx.Client(trust_env=False) as client:
+        scrape = client.get(server.url + "/metrics").text
+    samples = {
+        sample.labels["input"]: sample.value
+        for family in text_string_to_metric_families(scrape)
+        for sample in family.samples
+        if sample.name == "avatarkit_turns_total"
+    }
+    assert samples == {"typed": 0.0, "spoken": 0.0}

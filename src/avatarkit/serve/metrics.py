@@ -57,6 +57,8 @@ class ServeMetrics:
             ["input"],
             registry=registry,
         )
+        for source in ("typed", "spoken"):
+            self.turns.labels(input=source)  # both series exist (at 0) from the first scrape
         self.turns_interrupted = Counter(
             "avatarkit_turns_interrupted", "Turns cut short by the user", registry=registry
         )
