@@ -68,7 +68,7 @@ from avatarkit.providers import (
 from avatarkit.text import SentenceSplitter, clean_for_speech
 
 if TYPE_CHECKING:
-    from avatarkit.listening import TurnOptions
+    from avatarkit.listening import TurnOptions, Turns
 
 __all__ = ["AvatarSession", "Route", "Timeouts"]
 
@@ -427,12 +427,14 @@ class AvatarSession:
         A secret the session knows is said as ``[redacted]``."""
         return await self._run(text, use_llm=False)
 
-    async def listen(self, audio: AsyncIterator[AudioChunk]) -> None:
+    async def listen(self, audio: AsyncIterator[AudioChunk], *, turns: Turns | None = None) -> None:
         """Take the user's turns from their voice: ``audio`` (any rate, mono or stereo).
 
         Each finished user turn becomes a turn exactly as ``send(text)``; speech while the
         avatar replies interrupts it. Returns when ``audio`` ends and the last reply is over.
         Needs an STT (and a VAD unless the STT streams); see :mod:`avatarkit.listening`.
+        ``turns`` (``send``/``say``/``interrupt``; default: this session) is where the heard
+        turns and barge-ins go, for an app that queues its turns in front of the session.
         """
         from avatarkit.listening import Listener
 
@@ -444,7 +446,8 @@ class AvatarSession:
             raise SessionError("this session is already listening to another audio stream")
         self._listening = True
         try:
-            await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+            listener = Listener(self, stt=self.stt, vad=self.vad, options=self.turn, turns=turns)
+            await listener.run(audio)
         finally:
             self._listening = False
 
