@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,19 @@ def test_the_guide_shows_the_recipe_verbatim() -> None:
     blocks = re.findall(r"```(?:yaml|dockerfile)\n(.*?)```", guide, re.DOTALL)
     for path in [DEPLOY / "Dockerfile", *MANIFESTS]:
         assert path.read_text() in blocks, f"docs/guide/deploy.md does not show {path.name}"
+
+
+def test_the_image_installs_our_distributions() -> None:
+    """PyPI's ``avatarkit`` is an unrelated project whose files overwrite ours
+    (``avatarkit._install``): the image must name ``avatarkit-core`` and our plugins only."""
+    ours = {
+        tomllib.loads(path.read_text())["project"]["name"]
+        for path in [REPO / "pyproject.toml", *REPO.glob("plugins/*/pyproject.toml")]
+    }
+    dockerfile = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    (install,) = re.findall(r"^RUN pip install (.*?)(?:&&|$)", dockerfile, re.MULTILINE)
+    wanted = [word for word in shlex.split(install) if not word.startswith("-")]
+    names = {re.split(r"[\[<>=!~;\s]", word, maxsplit=1)[0].lower() for word in wanted}
+    assert names
+    assert names <= ours, names - ours
+    assert "avatarkit-core[serve]" in wanted  # starlette, uvicorn, prometheus-client
