@@ -615,6 +615,9 @@ def test_start_limits_are_per_forwarded_client_behind_a_trusted_proxy(
             "--trusted-proxy: ",
         ),
         ({"drain_grace": -1}, {}, "--drain-grace must be 0 or more"),
+        ({"drain_grace": float("nan")}, {}, "--drain-grace must be 0 or more"),
+        ({"starts_per_minute": 0}, {}, "--starts-per-minute must be more than 0"),
+        ({"starts_per_minute": float("nan")}, {}, "--starts-per-minute must be more than 0"),
     ],
 )
 def test_bad_serve_options_are_clear_errors(

@@ -141,6 +141,7 @@ def run(
     ``avatarkit.serve.collector``.
     """
     require_serve_extra()
+    import math
     from pathlib import Path
 
     from avatarkit.config import load_config
@@ -159,8 +160,10 @@ def run(
         raise AvatarKitError(f"--auth must be none, token, link or proxy, not {auth!r}")
     if drain_grace is None:
         drain_grace = DEFAULT_DRAIN_GRACE
-    if drain_grace < 0:
+    if not (math.isfinite(drain_grace) and drain_grace >= 0):
         raise AvatarKitError(f"--drain-grace must be 0 or more, not {drain_grace}")
+    if not (math.isfinite(starts_per_minute) and starts_per_minute > 0):
+        raise AvatarKitError(f"--starts-per-minute must be more than 0, not {starts_per_minute}")
     if gc not in ("tuned", "python"):
         raise AvatarKitError(f"--gc must be tuned or python, not {gc!r}")
     source = Path(path).resolve()

@@ -196,6 +196,19 @@ async def serve_page(
     return connection.close_code or CLOSE_NORMAL
 
 
+def _header_map(websocket: WebSocket) -> dict[str, str]:
+    """The socket's headers by lower-case name; a header sent in several lines is one value,
+    the lines joined in order with ", " (RFC 9110 5.3): a proxy that adds its own
+    ``X-Forwarded-For`` line after the client's (HAProxy's ``option forwardfor``) is read, not
+    the client's forged first line."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in websocket.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
 def _going_away_message(grace: float) -> dict[str, Any]:
     return {
         "type": "going_away",
@@ -333,13 +346,16 @@ class _Connection:
             await self._refuse_draining()
             return
         auth = self.state.auth
-        identity = auth.identify(
+        identity = await auth.authenticate(
             auth.credentials(
-                dict(self.websocket.headers),
+                _header_map(self.websocket),
                 self.websocket.client.host if self.websocket.client else None,
                 message.token,
             )
         )
+        if self.state.draining:  # the drain began while an (async) authorize hook answered
+            await self._refuse_draining()
+            return
         if identity is None:
             self.state.metrics.starts_refused.labels(reason="auth").inc()
             logger.warning("refused a session start: no valid credential")
