@@ -64,13 +64,25 @@ def serve_args() -> Any:
     return parser.parse_args(container["args"][1:]), container
 
 
+def slowest_stop() -> float:
+    """Seconds a paid session's stop may take at most, by the installed renderers' defaults."""
+    from avatarkit_heygen.heygen_options import HeyGenRendererOptions
+    from avatarkit_heygen.liveavatar_options import LiveAvatarOptions
+
+    request = LiveAvatarOptions.model_fields["request_timeout"].default
+    liveavatar = min(30.0, 3 * request + 1)  # LiveAvatarRenderer._stop_session's bound
+    heygen = HeyGenRendererOptions.model_fields["close_timeout"].default
+    return float(max(liveavatar, heygen))
+
+
 def test_the_deployment_matches_what_serve_does() -> None:
     args, container = serve_args()  # every option parses, as `avatarkit serve` would
     spec = by_kind("Deployment")["spec"]["template"]["spec"]
     assert args.host == "0.0.0.0"
     assert args.auth != "none"  # reachable by others: a credential before any paid session
-    # SIGKILL must not come before the drain is over and every session is stopped.
-    assert spec["terminationGracePeriodSeconds"] >= args.drain_grace + 15
+    # SIGKILL must not come before the drain is over and every paid session is stopped, even
+    # by a provider slow to answer: the longest a renderer's close gives its stop request.
+    assert spec["terminationGracePeriodSeconds"] >= args.drain_grace + slowest_stop() + 5
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == args.port
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
