@@ -1,12 +1,14 @@
 """Real signals to a real ``avatarkit serve`` process with paid sessions open at the fake HeyGen
 and LiveAvatar services on 127.0.0.1: SIGTERM turns readiness false before any session is
-stopped, then stops every one exactly once; a second signal during the drain (an impatient
-operator, a supervisor that signals again) cuts the turns but still stops every paid session,
-even when the provider is slow to answer the stop."""
+stopped, then stops every one exactly once; a SIGTERM delivered twice (a service manager that
+signals every process, then the supervisor its workers) is one drain whose turns finish; Ctrl-C
+twice cuts the turns but still stops every paid session, even when the provider is slow to
+answer the stop."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from tests.serve.test_serve_deploy import (  # the fixtures and helpers of the d
     recv_until,
     session_yaml,
 )
+from websockets.exceptions import ConnectionClosed
 
 from avatarkit_heygen.heygen_testing import AVATAR, FakeHeyGen
 from avatarkit_heygen.liveavatar_testing import FakeLiveAvatar
@@ -77,12 +80,11 @@ def test_sigterm_turns_readiness_false_first_then_stops_every_heygen_session(
         assert "draining: 3 page(s), 3 session(s)" in served.output()
 
 
-@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_a_second_signal_during_the_drain_still_stops_every_paid_session(
+def test_ctrl_c_twice_cuts_the_drain_but_still_stops_every_paid_session(
     avatarkit_serve: Callable[..., Served],  # noqa: F811
     fake: FakeLiveAvatar,  # noqa: F811
-    second: signal.Signals,
 ) -> None:
+    second = signal.SIGINT
     fake.knobs.playback = 1.0  # turns last seconds
     fake.knobs.delay["/v1/sessions/stop"] = 1.0  # a real provider is not on loopback
     served = avatarkit_serve(session_yaml(fake), "--drain-grace", "20")
@@ -93,8 +95,35 @@ def test_a_second_signal_during_the_drain_still_stops_every_paid_session(
     recv_until(pages[0].ws, lambda m: m["type"] == "sentence_start")
     served.process.send_signal(second)
     recv_until(pages[0].ws, lambda m: m["type"] == "going_away")
-    served.process.send_signal(second)  # the same signal again: stop waiting for turns
+    served.process.send_signal(second)  # Ctrl-C again: stop waiting for turns
+    with pytest.raises(ConnectionClosed) as closed:
+        recv_until(pages[0].ws, lambda m: m["type"] == "metrics")  # the turn is cut
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012
     assert served.process.wait(60) is not None
     states = {s.session_id: s.state for s in fake.sessions.values()}
     assert len(states) == 3
     assert set(states.values()) == {"stopped"}, states
+
+
+def test_a_group_wide_sigterm_drains_each_worker_once(
+    avatarkit_serve: Callable[..., Served],  # noqa: F811
+    fake: FakeLiveAvatar,  # noqa: F811
+) -> None:
+    """A service manager that stops a unit by signalling every process in it (systemd's
+    default ``KillMode=control-group``, ``kill -TERM -PGID``) gives each worker SIGTERM twice:
+    its own, then its supervisor's. That is one request to stop, not two: turns finish."""
+    fake.knobs.playback = 1.0  # the avatar plays audio in real time: a turn lasts a while
+    served = avatarkit_serve(session_yaml(fake), "--workers", "2", "--drain-grace", "20")
+    workers = served.workers(2)
+    page = Page(served.ws_url)
+    assert page.start()["type"] == "ready"
+    page.ws.send(json.dumps({"type": "send", "text": "hi"}))
+    recv_until(page.ws, lambda m: m["type"] == "sentence_start")
+    for pid in [served.process.pid, *workers.values()]:
+        os.kill(pid, signal.SIGTERM)
+    recv_until(page.ws, lambda m: m["type"] == "going_away")
+    done, _ = recv_until(page.ws, lambda m: m["type"] == "metrics")
+    assert not done["interrupted"]  # the turn was let finish
+    assert served.process.wait(60) is not None
+    assert [s.state for s in fake.sessions.values()] == ["stopped"]
