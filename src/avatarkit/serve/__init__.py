@@ -184,7 +184,9 @@ def run(
         import uvicorn
 
         from avatarkit.serve.collector import tune_collector
+        from avatarkit.serve.metrics import forget_dead_processes
 
+        forget_dead_processes(starting=True)  # PROMETHEUS_MULTIPROC_DIR: an earlier run's
         config = uvicorn_config(build_app(settings), host=host, port=port)
         tune_collector(settings.gc)
         log_with_uvicorn()  # after uvicorn.Config: it sets up logging
@@ -222,7 +224,7 @@ def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
 
     from uvicorn.supervisors import Multiprocess
 
-    from avatarkit.serve.metrics import MULTIPROC_ENV
+    from avatarkit.serve.metrics import MULTIPROC_ENV, forget_dead_processes
     from avatarkit.serve.worker import SETTINGS_ENV
 
     os.environ[SETTINGS_ENV] = settings.to_json()
@@ -230,6 +232,7 @@ def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
     if not os.environ.get(MULTIPROC_ENV):  # metrics shared by every worker (prometheus-client)
         made_dir = tempfile.mkdtemp(prefix="avatarkit-metrics-")
         os.environ[MULTIPROC_ENV] = made_dir
+    forget_dead_processes(starting=True)  # a folder of yours may hold an earlier run's
     try:
         config = uvicorn_config(
             "avatarkit.serve.worker:app", host=host, port=port, factory=True, workers=workers
