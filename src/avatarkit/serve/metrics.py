@@ -166,7 +166,7 @@ def forget_dead_processes(*, starting: bool = False) -> None:
 
     _forget_dead_workers(folder, multiprocess.mark_process_dead)
     if starting:
-        multiprocess.mark_process_dead(os.getpid(), folder)
+        multiprocess.mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
 
 
 def _forget_dead_workers(folder: str, mark_process_dead: Callable[[int], None]) -> None:
