@@ -232,3 +232,26 @@ def test_a_forwarded_for_in_several_lines_is_read_whole(serve: Callable[..., Ser
     assert through_proxy("198.51.100.1")["type"] == "ready"
     assert through_proxy("198.51.100.2").get("code") == "start_rate_limited"
     assert through_proxy("198.51.100.3").get("code") == "start_rate_limited"
+
+
+def test_guessing_tokens_is_rate_limited_per_client(
+    serve: Callable[..., ServerThread], heygen: FakeHeyGen
+) -> None:
+    """Refused starts spend a budget per client (twice the start burst): a guesser gets a few
+    tries, then none, not even with the right token, until it refills; others are not held."""
+    server = serve(
+        heygen_factory(heygen),
+        max_sessions=20,
+        auth=Auth(mode="token", token=TOKEN),
+        start_limiter=StartLimiter(per_minute=1, burst=2),
+    )
+    guesser = [("X-Forwarded-For", "198.51.100.66")]  # from the loopback proxy
+    for guess in range(4):
+        answer, code = start(server, f"guess-{guess}", guesser)
+        assert (answer.get("code"), code) == ("unauthorized", 1008), guess
+    for token in ("guess-5", TOKEN):
+        answer, code = start(server, token, guesser)
+        assert (answer.get("code"), code) == ("start_rate_limited", 1013), token
+    assert heygen.sessions == {}
+    answer, _ = start(server, TOKEN, [("X-Forwarded-For", "198.51.100.7")])
+    assert answer["type"] == "ready"  # another client behind the same proxy

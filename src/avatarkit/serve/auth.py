@@ -18,7 +18,8 @@ socket's headers, client address and the page's credential, returning an identit
 string) or ``None``; a hook that raises refuses.
 
 Starts are rate-limited per identity (a token bucket each), so one user, or one address, cannot
-start sessions in a loop.
+start sessions in a loop; starts refused for want of a valid credential are counted per client
+address the same way, so tokens and links cannot be guessed at speed.
 """
 
 from __future__ import annotations
@@ -271,13 +272,29 @@ class StartLimiter:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def allow(self, identity: str) -> bool:
-        bucket = self._buckets.pop(identity, None)
+        """Spend one start of ``identity``'s budget; False when it has none left."""
+        return self._bucket(identity).take()
+
+    def refused(self, client: str) -> None:
+        """Count a start ``client`` made without a valid credential: guessing tokens or links
+        costs from a budget like starting sessions does, at the same rate with twice the burst
+        (a person with a wrong link retries a few times), see :meth:`locked_out`."""
+        self._bucket(f"refused:{client}", burst=2 * self.burst).take()
+
+    def locked_out(self, client: str) -> bool:
+        """Whether ``client`` has spent its budget on refused starts: it gets no further try,
+        with a valid credential or not, until the budget refills."""
+        bucket = self._buckets.get(f"refused:{client}")
+        return bucket is not None and not bucket.has()
+
+    def _bucket(self, key: str, burst: int | None = None) -> TokenBucket:
+        bucket = self._buckets.pop(key, None)
         if bucket is None:
-            bucket = TokenBucket(self.per_minute / 60.0, self.burst)
-        self._buckets[identity] = bucket
+            bucket = TokenBucket(self.per_minute / 60.0, burst or self.burst)
+        self._buckets[key] = bucket
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
-        return bucket.take()
+        return bucket
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -346,17 +346,22 @@ class _Connection:
             await self._refuse_draining()
             return
         auth = self.state.auth
-        identity = await auth.authenticate(
-            auth.credentials(
-                _header_map(self.websocket),
-                self.websocket.client.host if self.websocket.client else None,
-                message.token,
-            )
+        limiter = self.state.start_limiter
+        credentials = auth.credentials(
+            _header_map(self.websocket),
+            self.websocket.client.host if self.websocket.client else None,
+            message.token,
         )
+        client = credentials.client or "unknown"
+        if limiter.locked_out(client):  # too many refused starts: no more guesses for now
+            await self._refuse_start_rate()
+            return
+        identity = await auth.authenticate(credentials)
         if self.state.draining:  # the drain began while an (async) authorize hook answered
             await self._refuse_draining()
             return
         if identity is None:
+            limiter.refused(client)
             self.state.metrics.starts_refused.labels(reason="auth").inc()
             logger.warning("refused a session start: no valid credential")
             await self.page.send_json(
@@ -368,16 +373,8 @@ class _Connection:
             )
             self._end(CLOSE_POLICY)
             return
-        if not self.state.start_limiter.allow(identity):
-            self.state.metrics.starts_refused.labels(reason="rate").inc()
-            await self.page.send_json(
-                error_message(
-                    "rate",
-                    "too many sessions started from here; wait a minute and try again",
-                    code="start_rate_limited",
-                )
-            )
-            self._end(CLOSE_TRY_LATER)
+        if not limiter.allow(identity):
+            await self._refuse_start_rate()
             return
         if not self.state.try_acquire():
             self.state.metrics.starts_refused.labels(reason="full").inc()
@@ -420,6 +417,17 @@ class _Connection:
         self.tg.start_soon(self._forward, events)
         self.tg.start_soon(self.gate.serve, session)
         self.tg.start_soon(self._drive, session)
+
+    async def _refuse_start_rate(self) -> None:
+        self.state.metrics.starts_refused.labels(reason="rate").inc()
+        await self.page.send_json(
+            error_message(
+                "rate",
+                "too many sessions started from here; wait a minute and try again",
+                code="start_rate_limited",
+            )
+        )
+        self._end(CLOSE_TRY_LATER)
 
     async def _refuse_draining(self) -> None:
         await self.page.send_json(
