@@ -64,15 +64,17 @@ def serve_args() -> Any:
     return parser.parse_args(container["args"][1:]), container
 
 
-def slowest_stop() -> float:
-    """Seconds a paid session's stop may take at most, by the installed renderers' defaults."""
+def slowest_close() -> float:
+    """Seconds a paid session's close may take at most, by the renderers' defaults: a start
+    still in flight is waited for (shielded: the session it creates must be stopped), then
+    the stop."""
     from avatarkit_heygen.heygen_options import HeyGenRendererOptions
     from avatarkit_heygen.liveavatar_options import LiveAvatarOptions
 
+    heygen = HeyGenRendererOptions.model_fields
     request = LiveAvatarOptions.model_fields["request_timeout"].default
-    liveavatar = min(30.0, 3 * request + 1)  # LiveAvatarRenderer._stop_session's bound
-    heygen = HeyGenRendererOptions.model_fields["close_timeout"].default
-    return float(max(liveavatar, heygen))
+    liveavatar = request + min(30.0, 3 * request + 1)  # LiveAvatarRenderer._stop_session
+    return float(max(heygen["start_timeout"].default + heygen["close_timeout"].default, liveavatar))
 
 
 def test_the_deployment_matches_what_serve_does() -> None:
@@ -81,8 +83,8 @@ def test_the_deployment_matches_what_serve_does() -> None:
     assert args.host == "0.0.0.0"
     assert args.auth != "none"  # reachable by others: a credential before any paid session
     # SIGKILL must not come before the drain is over and every paid session is stopped, even
-    # by a provider slow to answer: the longest a renderer's close gives its stop request.
-    assert spec["terminationGracePeriodSeconds"] >= args.drain_grace + slowest_stop() + 5
+    # by a provider slow to answer: the longest a renderer's close may take.
+    assert spec["terminationGracePeriodSeconds"] >= args.drain_grace + slowest_close() + 5
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == args.port
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
