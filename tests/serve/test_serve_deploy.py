@@ -709,3 +709,32 @@ def test_a_drain_stops_every_heygen_session(serve: Callable[..., ServerThread]) 
         stopped = [b["session_id"] for b in heygen.bodies("stop")]
         assert sorted(stopped) == sorted(heygen.sessions)  # each stopped exactly once
         assert state.active == 0
+
+
+def test_each_worker_has_its_own_session_limit(
+    avatarkit_serve: Callable[..., Served], fake: FakeLiveAvatar
+) -> None:
+    """``--max-sessions`` is per worker: with two workers and a limit of one, each worker
+    starts one session and refuses a second; the port holds two."""
+    served = avatarkit_serve(session_yaml(fake), "--workers", "2", "--max-sessions", "1")
+    workers = served.workers(2)
+    started: dict[str, Page] = {}
+    refused: dict[str, dict[str, Any]] = {}
+    pages: list[Page] = []
+    for _ in range(80):
+        page = Page(served.ws_url)
+        pages.append(page)
+        answer = page.start()
+        if answer["type"] == "ready":
+            assert page.worker not in started, "a worker started a second session"
+            started[page.worker] = page
+        else:
+            assert answer["code"] == "server_full", answer
+            assert page.worker in started  # refused only by a worker that is full
+            refused[page.worker] = answer
+        if len(started) == 2 and len(refused) == 2:
+            break
+    assert set(started) == set(refused) == set(workers)
+    assert sum(s.state == "started" for s in fake.sessions.values()) == 2
+    for page in pages:
+        page.close()
