@@ -738,3 +738,28 @@ def test_each_worker_has_its_own_session_limit(
     assert sum(s.state == "started" for s in fake.sessions.values()) == 2
     for page in pages:
         page.close()
+
+
+def test_the_page_reconnects_when_its_worker_dies(
+    avatarkit_serve: Callable[..., Served], new_page: Callable[[], Any]
+) -> None:
+    """A worker killed outright (SIGKILL, out of memory) says nothing to its pages: the socket
+    just drops (1006). A page whose avatar was up reconnects as after a restart."""
+    served = avatarkit_serve(BROWSER_YAML, "--workers", "2")
+    workers = served.workers(2)
+    page = new_page()
+    page.goto(served.url + "/")
+    page.click("#start")
+    page.wait_for_function("window.avatarkit.connection === 'connected'")
+    first = page.evaluate("window.avatarkit.worker")
+    os.kill(workers[first], signal.SIGKILL)
+    page.wait_for_function("window.avatarkit.reconnects >= 1", timeout=30000)
+    assert page.evaluate("window.avatarkit.closeCode") == 1006
+    page.wait_for_function(
+        f"window.avatarkit.connection === 'connected' && window.avatarkit.worker !== '{first}'",
+        timeout=30000,
+    )
+    page.fill("#text", "still there?")
+    page.press("#text", "Enter")
+    page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert page.errors == []

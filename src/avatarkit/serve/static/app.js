@@ -331,6 +331,7 @@ function onMessage(event) {
 }
 
 function onClose(event) {
+  const wasReady = ready;
   window.avatarkit.closeCode = event.code;
   ready = false;
   ui.start.disabled = true;
@@ -340,7 +341,10 @@ function onClose(event) {
   setState("closed");
   player.stop();
   room.leave();
-  if ((event.code === 1012 || goingAway) && !framed) reconnectTries = 6;
+  // 1012 or going_away: the server is restarting. 1006 while the avatar was up: the server went
+  // without a word (a crashed or killed worker, a dropped link); try again just the same.
+  const vanished = wasReady && event.code === 1006;
+  if ((event.code === 1012 || goingAway || vanished) && !framed) reconnectTries = 6;
   if (reconnectTries > 0) {
     // The server is restarting (a deploy, a scale-down): another one takes this page. Tries
     // for about 20 s, backing off, while the old server goes and a new one comes.
