@@ -255,3 +255,16 @@ def test_guessing_tokens_is_rate_limited_per_client(
     assert heygen.sessions == {}
     answer, _ = start(server, TOKEN, [("X-Forwarded-For", "198.51.100.7")])
     assert answer["type"] == "ready"  # another client behind the same proxy
+
+
+def test_secrets_from_files_lose_their_line_end() -> None:
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.serve.auth import LINK_SECRET_ENV, TOKEN_ENV
+
+    token = Auth.from_env("token", environ={TOKEN_ENV: f"{TOKEN}\n"})
+    assert token.identify(token.credentials({}, "127.0.0.1", TOKEN)) is not None
+    link = Auth.from_env("link", environ={LINK_SECRET_ENV: " secret-for-links\r\n"})
+    assert link.link_secret == b"secret-for-links"
+    for mode, name in (("token", TOKEN_ENV), ("link", LINK_SECRET_ENV)):
+        with pytest.raises(AvatarKitError, match=name):
+            Auth.from_env(mode, environ={name: " \n"})  # type: ignore[arg-type]

@@ -139,12 +139,15 @@ class Auth:
         environ: Mapping[str, str] | None = None,
     ) -> Auth:
         """The rule for ``avatarkit serve --auth MODE``; secrets come from the environment,
-        never from the command line (other users can read a process's arguments)."""
+        never from the command line (other users can read a process's arguments). Spaces and
+        line ends around them are dropped: a secret made from a file (``kubectl create secret
+        --from-file``, ``$(cat token)``) often ends with a newline no link carries."""
         env = os.environ if environ is None else environ
-        secret = env.get(LINK_SECRET_ENV)
+        token = env.get(TOKEN_ENV, "").strip()
+        secret = env.get(LINK_SECRET_ENV, "").strip()
         return cls(
             mode=mode,
-            token=env.get(TOKEN_ENV) if mode == "token" else None,
+            token=(token or None) if mode == "token" else None,
             link_secret=secret.encode() if mode == "link" and secret else None,
             proxy_header=proxy_header,
             trusted_proxies=tuple(trusted_proxies) or ("127.0.0.1/32", "::1/128"),

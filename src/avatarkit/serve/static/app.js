@@ -32,7 +32,7 @@ const framed = window.top !== window.self;
 
 // A deployment may require a credential: the page's link carries it after "#token=" (the
 // fragment never reaches servers, proxies or their logs); it is sent with "start".
-const credential = new URLSearchParams(location.hash.slice(1)).get("token");
+const credential = fragmentToken(location.hash);
 const socketUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 let socket = null;
 let started = false; // the person clicked Start: after a server restart, start again by itself
@@ -84,6 +84,22 @@ window.avatarkit = {
     return mic.stats;
   },
 };
+
+// The token as written in the link, percent-escapes decoded. Not URLSearchParams: it reads "+"
+// as a space, and tokens made with base64 (openssl rand -base64) often hold one.
+function fragmentToken(hash) {
+  for (const part of hash.replace(/^#/, "").split("&")) {
+    const at = part.indexOf("=");
+    if (at < 0 || part.slice(0, at) !== "token") continue;
+    const raw = part.slice(at + 1);
+    try {
+      return decodeURIComponent(raw) || null;
+    } catch {
+      return raw || null; // a stray "%": the token as typed
+    }
+  }
+  return null;
+}
 
 function send(message) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
