@@ -268,3 +268,43 @@ def test_secrets_from_files_lose_their_line_end() -> None:
     for mode, name in (("token", TOKEN_ENV), ("link", LINK_SECRET_ENV)):
         with pytest.raises(AvatarKitError, match=name):
             Auth.from_env(mode, environ={name: " \n"})  # type: ignore[arg-type]
+
+
+def test_refused_starts_and_turn_figures_are_in_the_metrics(
+    serve: Callable[..., ServerThread],
+) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = serve(
+        lambda: AvatarSession(llm=FakeLLM(["Hello there."]), renderer=FakeTextRenderer()),
+        max_sessions=1,
+        auth=Auth(mode="token", token=TOKEN),
+        start_limiter=StartLimiter(per_minute=1, burst=1),
+    )
+    assert start(server, "wrong")[0]["code"] == "unauthorized"
+    with connect(server.ws_url, proxy=None, open_timeout=10) as ws:  # holds the one slot
+        assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+        ws.send(json.dumps({"type": "start", "token": TOKEN}))
+        while json.loads(ws.recv(timeout=10))["type"] != "ready":
+            pass
+        ws.send(json.dumps({"type": "send", "text": "hi"}))
+        while json.loads(ws.recv(timeout=10))["type"] != "metrics":
+            pass
+        full = [("X-Forwarded-For", "198.51.100.1")]  # another client: its own start budget
+        assert start(server, TOKEN, full)[0]["code"] == "server_full"
+        assert start(server, TOKEN)[0]["code"] == "start_rate_limited"  # this client's 2nd
+        scrape = httpx.get(server.url + "/metrics", trust_env=False).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scrape)
+        for s in family.samples
+    }
+    for reason in ("auth", "full", "rate"):
+        key = ("avatarkit_session_starts_refused_total", (("reason", reason),))
+        assert samples[key] == 1, reason
+    assert samples[("avatarkit_sessions_started_total", ())] == 1
+    assert samples[("avatarkit_turns_total", (("input", "typed"),))] == 1
+    for histogram in ("time_to_first_token", "time_to_first_speech", "turn"):
+        assert samples[(f"avatarkit_{histogram}_seconds_count", ())] == 1, histogram
+    assert samples[("avatarkit_turns_interrupted_total", ())] == 0
