@@ -5,6 +5,7 @@ behind a proxy is the one the proxy names, however the proxy writes it."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -308,3 +311,35 @@ def test_refused_starts_and_turn_figures_are_in_the_metrics(
     for histogram in ("time_to_first_token", "time_to_first_speech", "turn"):
         assert samples[(f"avatarkit_{histogram}_seconds_count", ())] == 1, histogram
     assert samples[("avatarkit_turns_interrupted_total", ())] == 0
+
+
+@given(
+    address=st.ip_addresses(),
+    port=st.integers(min_value=0, max_value=65535),
+)
+def test_an_address_is_one_identity_however_it_is_written(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> None:
+    auth = Auth(trusted_proxies=("127.0.0.0/8",))
+    plain_address = getattr(address, "ipv4_mapped", None) or address
+    assume(plain_address not in ipaddress.ip_network("127.0.0.0/8"))  # a proxy of ours
+    plain = str(plain_address)
+    if address.version == 4:
+        spellings = [str(address), f"{address}:{port}", f"::ffff:{address}"]
+    else:
+        spellings = [str(address), f"[{address}]", f"[{address}]:{port}", address.exploded]
+    for spelling in spellings:
+        hops = {"x-forwarded-for": f"{spelling}, 127.0.0.2"}
+        forwarded = auth.credentials(hops, "::ffff:127.0.0.1", None)
+        assert forwarded.client == plain, spelling
+
+
+@given(peer=st.text(max_size=60), forwarded=st.text(max_size=200))
+def test_any_peer_and_forwarded_header_give_an_answer_not_an_error(
+    peer: str, forwarded: str
+) -> None:
+    auth = Auth(mode="proxy", proxy_header="X-Forwarded-User", trusted_proxies=("0.0.0.0/0",))
+    credentials = auth.credentials(
+        {"x-forwarded-for": forwarded, "x-forwarded-user": "ann"}, peer, None
+    )
+    assert auth.identify(credentials) in (None, "user:ann")
