@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
 
 from avatarkit import AvatarSession
 from avatarkit.serve.auth import Auth
@@ -27,7 +28,7 @@ class MemorySocket:
     def __init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         self.sent: list[dict[str, Any]] = []
-        self.headers: dict[str, str] = {}
+        self.headers = Headers(raw=[])
         self.client = None
         self.ready = anyio.Event()
 

@@ -615,6 +615,9 @@ def test_start_limits_are_per_forwarded_client_behind_a_trusted_proxy(
             "--trusted-proxy: ",
         ),
         ({"drain_grace": -1}, {}, "--drain-grace must be 0 or more"),
+        ({"drain_grace": float("nan")}, {}, "--drain-grace must be 0 or more"),
+        ({"starts_per_minute": 0}, {}, "--starts-per-minute must be more than 0"),
+        ({"starts_per_minute": float("nan")}, {}, "--starts-per-minute must be more than 0"),
     ],
 )
 def test_bad_serve_options_are_clear_errors(
@@ -706,3 +709,57 @@ def test_a_drain_stops_every_heygen_session(serve: Callable[..., ServerThread]) 
         stopped = [b["session_id"] for b in heygen.bodies("stop")]
         assert sorted(stopped) == sorted(heygen.sessions)  # each stopped exactly once
         assert state.active == 0
+
+
+def test_each_worker_has_its_own_session_limit(
+    avatarkit_serve: Callable[..., Served], fake: FakeLiveAvatar
+) -> None:
+    """``--max-sessions`` is per worker: with two workers and a limit of one, each worker
+    starts one session and refuses a second; the port holds two."""
+    served = avatarkit_serve(session_yaml(fake), "--workers", "2", "--max-sessions", "1")
+    workers = served.workers(2)
+    started: dict[str, Page] = {}
+    refused: dict[str, dict[str, Any]] = {}
+    pages: list[Page] = []
+    for _ in range(80):
+        page = Page(served.ws_url)
+        pages.append(page)
+        answer = page.start()
+        if answer["type"] == "ready":
+            assert page.worker not in started, "a worker started a second session"
+            started[page.worker] = page
+        else:
+            assert answer["code"] == "server_full", answer
+            assert page.worker in started  # refused only by a worker that is full
+            refused[page.worker] = answer
+        if len(started) == 2 and len(refused) == 2:
+            break
+    assert set(started) == set(refused) == set(workers)
+    assert sum(s.state == "started" for s in fake.sessions.values()) == 2
+    for page in pages:
+        page.close()
+
+
+def test_the_page_reconnects_when_its_worker_dies(
+    avatarkit_serve: Callable[..., Served], new_page: Callable[[], Any]
+) -> None:
+    """A worker killed outright (SIGKILL, out of memory) says nothing to its pages: the socket
+    just drops (1006). A page whose avatar was up reconnects as after a restart."""
+    served = avatarkit_serve(BROWSER_YAML, "--workers", "2")
+    workers = served.workers(2)
+    page = new_page()
+    page.goto(served.url + "/")
+    page.click("#start")
+    page.wait_for_function("window.avatarkit.connection === 'connected'")
+    first = page.evaluate("window.avatarkit.worker")
+    os.kill(workers[first], signal.SIGKILL)
+    page.wait_for_function("window.avatarkit.reconnects >= 1", timeout=30000)
+    assert page.evaluate("window.avatarkit.closeCode") == 1006
+    page.wait_for_function(
+        f"window.avatarkit.connection === 'connected' && window.avatarkit.worker !== '{first}'",
+        timeout=30000,
+    )
+    page.fill("#text", "still there?")
+    page.press("#text", "Enter")
+    page.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
+    assert page.errors == []

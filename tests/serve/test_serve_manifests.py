@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +64,27 @@ def serve_args() -> Any:
     return parser.parse_args(container["args"][1:]), container
 
 
+def slowest_close() -> float:
+    """Seconds a paid session's close may take at most, by the renderers' defaults: a start
+    still in flight is waited for (shielded: the session it creates must be stopped), then
+    the stop."""
+    from avatarkit_heygen.heygen_options import HeyGenRendererOptions
+    from avatarkit_heygen.liveavatar_options import LiveAvatarOptions
+
+    heygen = HeyGenRendererOptions.model_fields
+    request = LiveAvatarOptions.model_fields["request_timeout"].default
+    liveavatar = request + min(30.0, 3 * request + 1)  # LiveAvatarRenderer._stop_session
+    return float(max(heygen["start_timeout"].default + heygen["close_timeout"].default, liveavatar))
+
+
 def test_the_deployment_matches_what_serve_does() -> None:
     args, container = serve_args()  # every option parses, as `avatarkit serve` would
     spec = by_kind("Deployment")["spec"]["template"]["spec"]
     assert args.host == "0.0.0.0"
     assert args.auth != "none"  # reachable by others: a credential before any paid session
-    # SIGKILL must not come before the drain is over and every session is stopped.
-    assert spec["terminationGracePeriodSeconds"] >= args.drain_grace + 15
+    # SIGKILL must not come before the drain is over and every paid session is stopped, even
+    # by a provider slow to answer: the longest a renderer's close may take.
+    assert spec["terminationGracePeriodSeconds"] >= args.drain_grace + slowest_close() + 5
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == args.port
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -103,3 +119,19 @@ def test_the_guide_shows_the_recipe_verbatim() -> None:
     blocks = re.findall(r"```(?:yaml|dockerfile)\n(.*?)```", guide, re.DOTALL)
     for path in [DEPLOY / "Dockerfile", *MANIFESTS]:
         assert path.read_text() in blocks, f"docs/guide/deploy.md does not show {path.name}"
+
+
+def test_the_image_installs_our_distributions() -> None:
+    """PyPI's ``avatarkit`` is an unrelated project whose files overwrite ours
+    (``avatarkit._install``): the image must name ``avatarkit-core`` and our plugins only."""
+    ours = {
+        tomllib.loads(path.read_text())["project"]["name"]
+        for path in [REPO / "pyproject.toml", *REPO.glob("plugins/*/pyproject.toml")]
+    }
+    dockerfile = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    (install,) = re.findall(r"^RUN pip install (.*?)(?:&&|$)", dockerfile, re.MULTILINE)
+    wanted = [word for word in shlex.split(install) if not word.startswith("-")]
+    names = {re.split(r"[\[<>=!~;\s]", word, maxsplit=1)[0].lower() for word in wanted}
+    assert names
+    assert names <= ours, names - ours
+    assert "avatarkit-core[serve]" in wanted  # starlette, uvicorn, prometheus-client

@@ -628,3 +628,28 @@ def test_a_token_link_starts_the_avatar_and_a_bare_link_does_not(
     say(linked, "hello")
     linked.wait_for_function("window.avatarkit.metrics && window.avatarkit.state === 'idle'")
     assert linked.errors == []
+
+
+@pytest.mark.parametrize(
+    ("fragment", "token"),
+    [
+        ("#token=ab+cd/ef==", "ab+cd/ef=="),  # openssl rand -base64: "+" is not a space
+        ("#token=ab%2Bcd%2Fef%3D%3D", "ab+cd/ef=="),  # the same, percent-escaped
+        ("#lang=en&token=ab+cd/ef==", "ab+cd/ef=="),
+        ("#token=50%+off", "50%+off"),  # a stray "%": taken as written
+    ],
+)
+def test_the_link_token_is_read_as_written(
+    serve: Callable[..., ServerThread], new_page: Callable[[], Page], fragment: str, token: str
+) -> None:
+    from avatarkit.serve.auth import Auth
+
+    server = serve(
+        lambda: AvatarSession(llm=FakeLLM(), renderer=FakeTextRenderer()),
+        auth=Auth(mode="token", token=token),
+    )
+    page = new_page()
+    page.goto(server.url + "/" + fragment)
+    page.click("#start")
+    page.wait_for_function("window.avatarkit.connection === 'connected'")
+    assert page.errors == []

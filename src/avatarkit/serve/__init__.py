@@ -141,6 +141,7 @@ def run(
     ``avatarkit.serve.collector``.
     """
     require_serve_extra()
+    import math
     from pathlib import Path
 
     from avatarkit.config import load_config
@@ -159,8 +160,10 @@ def run(
         raise AvatarKitError(f"--auth must be none, token, link or proxy, not {auth!r}")
     if drain_grace is None:
         drain_grace = DEFAULT_DRAIN_GRACE
-    if drain_grace < 0:
+    if not (math.isfinite(drain_grace) and drain_grace >= 0):
         raise AvatarKitError(f"--drain-grace must be 0 or more, not {drain_grace}")
+    if not (math.isfinite(starts_per_minute) and starts_per_minute > 0):
+        raise AvatarKitError(f"--starts-per-minute must be more than 0, not {starts_per_minute}")
     if gc not in ("tuned", "python"):
         raise AvatarKitError(f"--gc must be tuned or python, not {gc!r}")
     source = Path(path).resolve()
@@ -181,7 +184,9 @@ def run(
         import uvicorn
 
         from avatarkit.serve.collector import tune_collector
+        from avatarkit.serve.metrics import forget_dead_processes
 
+        forget_dead_processes(starting=True)  # PROMETHEUS_MULTIPROC_DIR: an earlier run's
         config = uvicorn_config(build_app(settings), host=host, port=port)
         tune_collector(settings.gc)
         log_with_uvicorn()  # after uvicorn.Config: it sets up logging
@@ -219,7 +224,7 @@ def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
 
     from uvicorn.supervisors import Multiprocess
 
-    from avatarkit.serve.metrics import MULTIPROC_ENV
+    from avatarkit.serve.metrics import MULTIPROC_ENV, forget_dead_processes
     from avatarkit.serve.worker import SETTINGS_ENV
 
     os.environ[SETTINGS_ENV] = settings.to_json()
@@ -227,6 +232,7 @@ def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
     if not os.environ.get(MULTIPROC_ENV):  # metrics shared by every worker (prometheus-client)
         made_dir = tempfile.mkdtemp(prefix="avatarkit-metrics-")
         os.environ[MULTIPROC_ENV] = made_dir
+    forget_dead_processes(starting=True)  # a folder of yours may hold an earlier run's
     try:
         config = uvicorn_config(
             "avatarkit.serve.worker:app", host=host, port=port, factory=True, workers=workers

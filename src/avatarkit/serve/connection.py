@@ -196,6 +196,19 @@ async def serve_page(
     return connection.close_code or CLOSE_NORMAL
 
 
+def _header_map(websocket: WebSocket) -> dict[str, str]:
+    """The socket's headers by lower-case name; a header sent in several lines is one value,
+    the lines joined in order with ", " (RFC 9110 5.3): a proxy that adds its own
+    ``X-Forwarded-For`` line after the client's (HAProxy's ``option forwardfor``) is read, not
+    the client's forged first line."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in websocket.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
 def _going_away_message(grace: float) -> dict[str, Any]:
     return {
         "type": "going_away",
@@ -333,14 +346,22 @@ class _Connection:
             await self._refuse_draining()
             return
         auth = self.state.auth
-        identity = auth.identify(
-            auth.credentials(
-                dict(self.websocket.headers),
-                self.websocket.client.host if self.websocket.client else None,
-                message.token,
-            )
+        limiter = self.state.start_limiter
+        credentials = auth.credentials(
+            _header_map(self.websocket),
+            self.websocket.client.host if self.websocket.client else None,
+            message.token,
         )
+        client = credentials.client or "unknown"
+        if limiter.locked_out(client):  # too many refused starts: no more guesses for now
+            await self._refuse_start_rate()
+            return
+        identity = await auth.authenticate(credentials)
+        if self.state.draining:  # the drain began while an (async) authorize hook answered
+            await self._refuse_draining()
+            return
         if identity is None:
+            limiter.refused(client)
             self.state.metrics.starts_refused.labels(reason="auth").inc()
             logger.warning("refused a session start: no valid credential")
             await self.page.send_json(
@@ -352,16 +373,8 @@ class _Connection:
             )
             self._end(CLOSE_POLICY)
             return
-        if not self.state.start_limiter.allow(identity):
-            self.state.metrics.starts_refused.labels(reason="rate").inc()
-            await self.page.send_json(
-                error_message(
-                    "rate",
-                    "too many sessions started from here; wait a minute and try again",
-                    code="start_rate_limited",
-                )
-            )
-            self._end(CLOSE_TRY_LATER)
+        if not limiter.allow(identity):
+            await self._refuse_start_rate()
             return
         if not self.state.try_acquire():
             self.state.metrics.starts_refused.labels(reason="full").inc()
@@ -404,6 +417,17 @@ class _Connection:
         self.tg.start_soon(self._forward, events)
         self.tg.start_soon(self.gate.serve, session)
         self.tg.start_soon(self._drive, session)
+
+    async def _refuse_start_rate(self) -> None:
+        self.state.metrics.starts_refused.labels(reason="rate").inc()
+        await self.page.send_json(
+            error_message(
+                "rate",
+                "too many sessions started from here; wait a minute and try again",
+                code="start_rate_limited",
+            )
+        )
+        self._end(CLOSE_TRY_LATER)
 
     async def _refuse_draining(self) -> None:
         await self.page.send_json(

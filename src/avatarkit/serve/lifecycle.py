@@ -4,9 +4,15 @@ uvicorn alone answers SIGTERM by closing every WebSocket at once (1012), which c
 turns. Here the first SIGTERM (or SIGINT) starts :meth:`ServeState.drain` instead: readiness
 turns false, this process stops accepting connections (its copy of the listening socket is
 closed; other workers sharing the port keep theirs), pages are told, turns get the grace period,
-every session is closed — then uvicorn's own handler is called and it exits as usual. The same
-signal a second time goes straight to uvicorn (Ctrl-C twice forces the exit); another one (the
-supervisor's SIGTERM after a terminal's Ctrl-C reached every worker) lets the drain go on.
+every session is closed — then uvicorn's own handler is called and it exits as usual.
+
+A second Ctrl-C (SIGINT) goes straight to uvicorn: it stops waiting for turns, closes every
+socket (1012) and the sessions still close (a third one makes uvicorn quit without waiting).
+Any other signal during a drain lets it go on: the supervisor's SIGTERM after a terminal's
+Ctrl-C reached every worker, and a repeated SIGTERM, which is how one stop request arrives when
+a service manager signals every process of the unit (systemd's ``KillMode=control-group``,
+``kill -TERM -PGID``) and the supervisor then signals its workers too. Orchestrators and
+service managers send SIGTERM once and SIGKILL when their grace is over.
 
 Signals are only handled in the main thread: an app served from another thread (tests, an
 embedding app) drains when :meth:`ServeState.drain` is called.
@@ -64,12 +70,15 @@ def drain_on_signals(state: ServeState, grace: float) -> Callable[[Any], Any]:
 
         def begin(sig: int) -> None:
             if state.draining:
-                if sig in received:  # the same signal again (Ctrl-C twice): force the exit
+                if sig == signal.SIGINT and sig in received:  # Ctrl-C twice: stop waiting
                     handler = previous[sig]
                     if callable(handler):
                         handler(sig, None)
-                # Another signal (Ctrl-C in a terminal reaches the workers, then their
-                # supervisor sends SIGTERM) keeps the drain going.
+                else:  # one stop request delivered twice, or a supervisor's SIGTERM after it
+                    logger.info(
+                        "%s: already draining (Ctrl-C twice stops waiting for turns)",
+                        signal.Signals(sig).name,
+                    )
                 received.add(sig)
                 return
             received.add(sig)

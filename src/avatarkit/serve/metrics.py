@@ -17,7 +17,7 @@ from typing import Any
 from avatarkit.errors import ProviderError
 from avatarkit.events import ErrorEvent, Event, TurnMetrics, VoiceMetrics
 
-__all__ = ["MULTIPROC_ENV", "ServeMetrics"]
+__all__ = ["MULTIPROC_ENV", "ServeMetrics", "forget_dead_processes"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -140,7 +140,7 @@ class ServeMetrics:
         if self.multiprocess:
             from prometheus_client import multiprocess
 
-            _forget_dead_workers(multiprocess.mark_process_dead)
+            forget_dead_processes()
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -150,12 +150,26 @@ class ServeMetrics:
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
 
 
-def _forget_dead_workers(mark_process_dead: Callable[[int], None]) -> None:
-    """Drop the live gauges of workers that are gone (a crashed or killed worker would keep
-    counting its sessions otherwise; uvicorn's supervisor does not tell prometheus-client)."""
+def forget_dead_processes(*, starting: bool = False) -> None:
+    """Drop the live gauges of processes that are gone: a crashed or killed worker would keep
+    counting its sessions otherwise (uvicorn's supervisor does not tell prometheus-client).
+    Called on every scrape and when ``avatarkit serve`` starts, before its workers: a folder
+    kept from an earlier run (``PROMETHEUS_MULTIPROC_DIR`` on a volume, a restarted container)
+    holds gauges of pids a new worker may be given, and prometheus-client would start that
+    worker's ``sessions_open`` from the old value. ``starting``: this process has recorded
+    nothing yet, so gauges under its own pid are an earlier run's too (a container's first
+    process has the same pid every time)."""
     folder = os.environ.get(MULTIPROC_ENV)
     if not folder:
         return
+    from prometheus_client import multiprocess
+
+    _forget_dead_workers(folder, multiprocess.mark_process_dead)
+    if starting:
+        multiprocess.mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
+
+
+def _forget_dead_workers(folder: str, mark_process_dead: Callable[[int], None]) -> None:
     pids = set()
     for path in Path(folder).glob("gauge_live*_*.db"):
         found = _LIVE_GAUGE_FILE.fullmatch(path.name)

@@ -55,7 +55,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="CIDR",
         dest="trusted_proxies",
-        help="with --auth proxy: addresses the proxy connects from (repeatable; loopback)",
+        help="addresses a reverse proxy connects from (repeatable; loopback): its "
+        "X-Forwarded-For names the client (per-client start limits) and, with --auth proxy, "
+        "its user header is believed",
     )
     parser.add_argument(
         "--drain-grace",

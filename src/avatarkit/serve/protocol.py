@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from avatarkit._version import __version__
@@ -83,7 +83,7 @@ class Start:
     """
 
     #: The credential from the page's link (``#token=...``) when the server requires one.
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     type: ClassVar[str] = "start"
 
 

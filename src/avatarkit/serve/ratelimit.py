@@ -26,12 +26,20 @@ class TokenBucket:
         self._tokens = float(burst)
         self._at = clock()
 
+    def has(self, cost: float = 1.0) -> bool:
+        """Whether ``cost`` tokens are there now (nothing spent)."""
+        self._refill()
+        return self._tokens >= cost
+
     def take(self, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens if there are that many; False (and nothing spent) if not."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
+        self._refill()
         if self._tokens >= cost:
             self._tokens -= cost
             return True
         return False
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now

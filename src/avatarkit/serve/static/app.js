@@ -32,7 +32,7 @@ const framed = window.top !== window.self;
 
 // A deployment may require a credential: the page's link carries it after "#token=" (the
 // fragment never reaches servers, proxies or their logs); it is sent with "start".
-const credential = new URLSearchParams(location.hash.slice(1)).get("token");
+const credential = fragmentToken(location.hash);
 const socketUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 let socket = null;
 let started = false; // the person clicked Start: after a server restart, start again by itself
@@ -84,6 +84,22 @@ window.avatarkit = {
     return mic.stats;
   },
 };
+
+// The token as written in the link, percent-escapes decoded. Not URLSearchParams: it reads "+"
+// as a space, and tokens made with base64 (openssl rand -base64) often hold one.
+function fragmentToken(hash) {
+  for (const part of hash.replace(/^#/, "").split("&")) {
+    const at = part.indexOf("=");
+    if (at < 0 || part.slice(0, at) !== "token") continue;
+    const raw = part.slice(at + 1);
+    try {
+      return decodeURIComponent(raw) || null;
+    } catch {
+      return raw || null; // a stray "%": the token as typed
+    }
+  }
+  return null;
+}
 
 function send(message) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
@@ -331,6 +347,7 @@ function onMessage(event) {
 }
 
 function onClose(event) {
+  const wasReady = ready;
   window.avatarkit.closeCode = event.code;
   ready = false;
   ui.start.disabled = true;
@@ -340,7 +357,10 @@ function onClose(event) {
   setState("closed");
   player.stop();
   room.leave();
-  if ((event.code === 1012 || goingAway) && !framed) reconnectTries = 6;
+  // 1012 or going_away: the server is restarting. 1006 while the avatar was up: the server went
+  // without a word (a crashed or killed worker, a dropped link); try again just the same.
+  const vanished = wasReady && event.code === 1006;
+  if ((event.code === 1012 || goingAway || vanished) && !framed) reconnectTries = 6;
   if (reconnectTries > 0) {
     // The server is restarting (a deploy, a scale-down): another one takes this page. Tries
     // for about 20 s, backing off, while the old server goes and a new one comes.
