@@ -18,7 +18,7 @@ import threading
 import time
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,12 +52,14 @@ __all__ = [
     "Refusal",
     "Responder",
     "ResponseGate",
+    "audio_feed",
     "check_incremental_tts",
     "check_llm",
     "check_renderer",
     "check_stt",
     "check_tts",
     "check_vad",
+    "collect_transcripts",
     "installed_distribution",
     "loopback_server",
     "registered",
@@ -886,6 +888,34 @@ class FakeSTT:
 
 
 # -- conformance checks for STT and VAD providers --------------------------------------------------
+
+
+async def audio_feed(
+    pcm: bytes,
+    sample_rate: int,
+    *,
+    chunk_ms: float = 20.0,
+    pause_at: float | None = None,
+    resume: anyio.Event | None = None,
+) -> AsyncGenerator[AudioChunk, None]:
+    """Mono PCM16 ``pcm`` as ``chunk_ms`` chunks, as fast as they are taken; at ``pause_at``
+    seconds of audio it waits for ``resume`` (a stretch in which no audio flows)."""
+    step = 2 * round(sample_rate * chunk_ms / 1000)
+    for i in range(0, len(pcm), step):
+        if pause_at is not None and resume is not None and i >= pause_at * sample_rate * 2:
+            await resume.wait()
+            pause_at = None
+        yield AudioChunk(pcm[i : i + step], sample_rate)
+        await anyio.lowlevel.checkpoint()
+
+
+async def collect_transcripts(stt: Any, audio: AsyncIterator[AudioChunk]) -> list[Transcript]:
+    """Every transcript of one ``stt.transcribe(audio)`` call, the call closed however it ends."""
+    out: list[Transcript] = []
+    async with aclosing(stt.transcribe(audio)) as transcripts:
+        async for transcript in transcripts:
+            out.append(transcript)
+    return out
 
 
 class _Feed:
