@@ -79,6 +79,15 @@ def _first_cause(problems: list[BaseException]) -> BaseException:
     return problems[0]
 
 
+async def _read_refusal(response: httpx.Response) -> None:
+    """Read the body of a handshake answered with an error while it is open: httpx-ws raises
+    its WebSocketUpgradeError after closing the response, when the body can no longer be read
+    (and the server's explanation would be lost)."""
+    if response.status_code != 101:
+        with suppress(httpx.HTTPError):
+            await response.aread()
+
+
 class ReconnectingSTTStream(ABC):
     """The state of one ``transcribe`` call; see the module docstring.
 
@@ -190,7 +199,8 @@ class ReconnectingSTTStream(ABC):
         frames_in, frames_out = anyio.create_memory_object_stream[bytes](math.inf)
         results_in, results_out = anyio.create_memory_object_stream[Transcript | BaseException](256)
         failure: BaseException | None = None
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
+        hooks = {"response": [_read_refusal]}
+        async with httpx.AsyncClient(timeout=self._timeout, event_hooks=hooks) as client:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump, audio, frames_in, results_in.clone())
                 tg.start_soon(self._link, client, frames_out, results_in)

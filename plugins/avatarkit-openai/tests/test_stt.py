@@ -216,6 +216,7 @@ async def test_realtime_bad_key_is_a_clear_error_that_never_shows_the_key(
     assert caught.value.status_code == 401
     assert "authentication failed" in str(caught.value)
     assert "OPENAI_API_KEY" in str(caught.value)
+    assert "Incorrect API key provided" in str(caught.value)  # the refusal's body, read
     assert len(realtime.handshakes) == 1
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "websockets.server")
     for text in (str(caught.value), repr(stt), str(caught.value.body), logged):
