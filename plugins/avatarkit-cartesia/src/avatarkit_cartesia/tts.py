@@ -28,9 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from avatarkit.credentials import resolve_api_key
 from avatarkit.errors import ProviderError
-from avatarkit.http import KeyedClient, RequestContext
+from avatarkit.http import KeyedClient, keyed_context
 from avatarkit.providers import AudioChunk, WordTiming
 from avatarkit.websocket import ServiceClosed, ServiceSocket
 from avatarkit_cartesia.options import CartesiaOptions
@@ -52,16 +51,14 @@ class CartesiaTTS(KeyedClient):
         self.options = CartesiaOptions(**options)
         self.sample_rate = self.options.sample_rate
         o = self.options
-        key = resolve_api_key(o.api_key, env_var=KEY_ENV, base_url=o.base_url, provider=PROVIDER)
-        self._ctx = RequestContext(
+        self._ctx = keyed_context(
             provider=PROVIDER,
+            api_key=o.api_key,
+            env_var=KEY_ENV,
+            key_pattern=KEY_PATTERN,
             base_url=o.base_url,
             model=o.model,
-            api_key=key,
-            key_env_var=KEY_ENV,
             timeout=o.timeout,
-            max_retries=0,
-            key_pattern=KEY_PATTERN,
         )
         self._timeout = self.options.timeout
 
