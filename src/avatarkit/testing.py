@@ -138,7 +138,40 @@ class FakeLLM:
                 self.cancelled += 1
 
 
-class FakeTTS:
+class _ToneVoice:
+    """What the fake TTSs share: ``ms_per_char`` of tone per character, an ``error`` raised
+    after ``error_after`` audio chunks, and how often they were started and closed."""
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        ms_per_char: float,
+        error: BaseException | None,
+        error_after: int,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.ms_per_char = ms_per_char
+        self.error = error
+        self.error_after = error_after
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def _duration(self, chars: int) -> float:
+        return chars * self.ms_per_char / 1000
+
+    def _tone(self, chars: int) -> bytes:
+        """The audio of ``chars`` characters."""
+        return tone(self._duration(chars), self.sample_rate)
+
+
+class FakeTTS(_ToneVoice):
     """A TTS that turns each character into ``ms_per_char`` of tone, in ``chunk_ms`` chunks."""
 
     def __init__(
@@ -152,28 +185,19 @@ class FakeTTS:
         error: BaseException | None = None,
         error_after: int = 0,
     ) -> None:
-        self.sample_rate = sample_rate
-        self.ms_per_char = ms_per_char
+        super().__init__(
+            sample_rate=sample_rate, ms_per_char=ms_per_char, error=error, error_after=error_after
+        )
         self.chunk_ms = chunk_ms
         self.first_chunk_delay = first_chunk_delay
         self.chunk_delay = chunk_delay
-        self.error = error
-        self.error_after = error_after
         self.texts: list[str] = []
         self.completed = 0
         self.cancelled = 0
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         self.texts.append(text)
-        audio = tone(len(text) * self.ms_per_char / 1000, self.sample_rate)
+        audio = self._tone(len(text))
         step = max(2, round(self.sample_rate * self.chunk_ms / 1000) * 2)
         finished = False
         try:
@@ -1718,7 +1742,7 @@ class LoopbackWebSocketServer:
 # -- incremental TTS -------------------------------------------------------------------------------
 
 
-class FakeIncrementalTTS:
+class FakeIncrementalTTS(_ToneVoice):
     """An incremental TTS: every pushed word becomes ``ms_per_char`` of tone per character (its
     trailing space included) at once, with a :class:`~avatarkit.providers.WordTiming` per word.
 
@@ -1738,21 +1762,12 @@ class FakeIncrementalTTS:
         error: BaseException | None = None,
         error_after: int = 0,
     ) -> None:
-        self.sample_rate = sample_rate
-        self.ms_per_char = ms_per_char
+        super().__init__(
+            sample_rate=sample_rate, ms_per_char=ms_per_char, error=error, error_after=error_after
+        )
         self.timings = timings
         self.first_audio_delay = first_audio_delay
-        self.error = error
-        self.error_after = error_after
         self.streams: list[FakeSpeechStream] = []
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
 
     def open_stream(self) -> FakeSpeechStream:
         stream = FakeSpeechStream(self)
@@ -1795,12 +1810,12 @@ class FakeSpeechStream:
         tts = self._tts
         for match in re.finditer(r"\S+\s*", text):
             chars = len(match.group())
-            duration = chars * tts.ms_per_char / 1000
+            duration = tts._duration(chars)
             word = match.group().strip()
             if tts.timings:
-                speaking = len(word) * tts.ms_per_char / 1000
+                speaking = tts._duration(len(word))
                 self._send.send_nowait(WordTiming(word, self._seconds, self._seconds + speaking))
-            self._send.send_nowait(AudioChunk(tone(duration, tts.sample_rate), tts.sample_rate))
+            self._send.send_nowait(AudioChunk(tts._tone(chars), tts.sample_rate))
             self._seconds += round(duration * tts.sample_rate) / tts.sample_rate
 
     async def flush(self) -> None:
