@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -121,8 +120,7 @@ async def test_both_fake_tts_speak_ms_per_char_of_the_same_tone(
     """FakeTTS (a sentence) and FakeIncrementalTTS (word by word) share one voice: the audio of
     a word is the same tone, ms_per_char per character (its trailing space included)."""
     sentence = FakeTTS(sample_rate=rate, ms_per_char=ms_per_char)
-    async with aclosing(sentence.synthesize(text)) as chunks:
-        whole = b"".join([c.data async for c in chunks])
+    whole = b"".join([c.data async for c in sentence.synthesize(text)])  # read to the end
     assert whole == tone(len(text) * ms_per_char / 1000, rate)
 
     incremental = FakeIncrementalTTS(sample_rate=rate, ms_per_char=ms_per_char)
