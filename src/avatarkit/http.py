@@ -298,7 +298,11 @@ class KeyedClient:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            from avatarkit.websocket import read_refused_handshake  # (it imports this module)
+
+            # a refused WebSocket handshake keeps its body, for the error to quote
+            hooks = {"response": [read_refused_handshake]}
+            self._client = httpx.AsyncClient(timeout=self._timeout, event_hooks=hooks)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -38,6 +38,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from avatarkit.errors import ProviderConnectionError, ProviderError
 from avatarkit.http import RequestContext, status_error
 from avatarkit.providers import AudioChunk, Transcript
+from avatarkit.websocket import read_refused_handshake
 
 if TYPE_CHECKING:
     from httpx_ws import AsyncWebSocketSession
@@ -77,15 +78,6 @@ def _first_cause(problems: list[BaseException]) -> BaseException:
             if isinstance(problem, wanted) and getattr(problem, "from_server", True):
                 return problem
     return problems[0]
-
-
-async def _read_refusal(response: httpx.Response) -> None:
-    """Read the body of a handshake answered with an error while it is open: httpx-ws raises
-    its WebSocketUpgradeError after closing the response, when the body can no longer be read
-    (and the server's explanation would be lost)."""
-    if response.status_code != 101:
-        with suppress(httpx.HTTPError):
-            await response.aread()
 
 
 class ReconnectingSTTStream(ABC):
@@ -199,7 +191,7 @@ class ReconnectingSTTStream(ABC):
         frames_in, frames_out = anyio.create_memory_object_stream[bytes](math.inf)
         results_in, results_out = anyio.create_memory_object_stream[Transcript | BaseException](256)
         failure: BaseException | None = None
-        hooks = {"response": [_read_refusal]}
+        hooks = {"response": [read_refused_handshake]}
         async with httpx.AsyncClient(timeout=self._timeout, event_hooks=hooks) as client:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump, audio, frames_in, results_in.clone())

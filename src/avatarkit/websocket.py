@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from types import TracebackType
 from typing import Any
 
@@ -22,12 +22,26 @@ import httpx
 from avatarkit.errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from avatarkit.http import RequestContext, connection_error, status_error
 
-__all__ = ["ServiceClosed", "ServiceSocket"]
+__all__ = ["ServiceClosed", "ServiceSocket", "read_refused_handshake"]
 
 logger = logging.getLogger(__name__)
 
 #: Audio arrives base64-encoded in JSON: far above httpx-ws's 64 KiB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+async def read_refused_handshake(response: httpx.Response) -> None:
+    """An httpx response hook that reads the body of a WebSocket handshake answered with an
+    error, while it can still be read.
+
+    httpx-ws raises its ``WebSocketUpgradeError`` after closing the response, so without this
+    the server's explanation (``{"message": "Invalid API key"}``) never reaches the error. Give
+    it to the client a socket is opened with: ``httpx.AsyncClient(event_hooks={"response":
+    [read_refused_handshake]})``. Other requests are left alone.
+    """
+    if response.status_code != 101 and response.request.headers.get("upgrade") == "websocket":
+        with suppress(httpx.HTTPError):
+            await response.aread()
 
 
 class ServiceClosed(ProviderConnectionError):
@@ -75,7 +89,10 @@ class ServiceSocket:
         client = self._client
         if client is None:
             client = await self._stack.enter_async_context(
-                httpx.AsyncClient(timeout=self._connect_timeout)
+                httpx.AsyncClient(
+                    timeout=self._connect_timeout,
+                    event_hooks={"response": [read_refused_handshake]},
+                )
             )
         try:
             # No anyio timeout around this: httpx-ws opens a task group that outlives the call,
