@@ -1,4 +1,5 @@
-"""Cost of one audio-route turn in counts, not times: event-loop callbacks and Python calls.
+"""Cost of one audio-route turn in counts, not times: event-loop callbacks, Python calls and
+the garbage collector's young collections (which the allocation of tracked objects drives).
 
 On a shared machine CPU milliseconds move with the load; these counts do not. 50 sessions hold
 two turns each with scale.py's fakes (LLM token every 20 ms, TTS 40 ms chunks at 10x real time,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio.events
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ SESSIONS, TURNS = 50, 2
 SENTENCES = ("Sure, I can help with that.", "Tell me a little more about what you need.")
 
 
-async def main(block: float, engine: bool, json_path: str | None) -> None:
+async def main(block: float, engine: bool, json_path: str | None, calls_too: bool = True) -> None:
     callbacks = 0
     calls = 0
     run = asyncio.events.Handle._run
@@ -39,6 +41,12 @@ async def main(block: float, engine: bool, json_path: str | None) -> None:
         nonlocal callbacks
         callbacks += 1
         run(self)
+
+    collections = [0, 0, 0]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections[info["generation"]] += 1
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         nonlocal calls
@@ -63,25 +71,37 @@ async def main(block: float, engine: bool, json_path: str | None) -> None:
                 await session.send("hello")
 
     asyncio.events.Handle._run = counted  # type: ignore[method-assign]
-    sys.setprofile(profile)
+    gc.collect()
+    gc.callbacks.append(collected)
+    if calls_too:
+        sys.setprofile(profile)
     try:
         async with anyio.create_task_group() as tg:
             for i in range(SESSIONS):
                 tg.start_soon(converse, i)
     finally:
         sys.setprofile(None)
+        gc.callbacks.remove(collected)
         asyncio.events.Handle._run = run  # type: ignore[method-assign]
     turns = SESSIONS * TURNS
     label = "fakes alone, no engine" if not engine else "engine"
     if block:
         label += f", renderer taking {block:g} s blocks"
+    young = (collections[0] + collections[1]) / turns
     print(
         f"  audio turn ({label}): {callbacks / turns:6.1f} loop callbacks, "
-        f"{calls / turns:8.0f} Python calls per turn"
+        f"{calls / turns:8.0f} Python calls, {young:5.2f} young GC collections "
+        f"({collections[1] / turns:4.2f} of them gen1) per turn"
     )
     write_json(
         json_path,
-        {"callbacks_per_turn": callbacks / turns, "calls_per_turn": calls / turns, "label": label},
+        {
+            "callbacks_per_turn": callbacks / turns,
+            "calls_per_turn": calls / turns,
+            "gc_young_per_turn": young,
+            "gc_gen1_per_turn": collections[1] / turns,
+            "label": label,
+        },
     )
 
 
@@ -89,6 +109,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renderer-block", type=float, default=0.0)
     parser.add_argument("--no-engine", action="store_true")
+    parser.add_argument("--no-calls", action="store_true", help="skip the (slow) call count")
     parser.add_argument("--json")
     args = parser.parse_args()
-    anyio.run(main, args.renderer_block, not args.no_engine, args.json, backend="asyncio")
+    anyio.run(
+        main,
+        args.renderer_block,
+        not args.no_engine,
+        args.json,
+        not args.no_calls,
+        backend="asyncio",
+    )

@@ -7,11 +7,19 @@ each sentence for its spoken length (a cloud avatar such as HeyGen); on the audi
 the audio in real time (in the chunks the TTS made, or with ``--renderer-block S`` in blocks of
 up to S seconds, which the renderer declares as ``max_chunk_seconds``). Sessions start
 staggered over a second; then for ``--seconds`` we record
-CPU time per completed turn, resident memory per session, and event-loop lag (a ticker that
-sleeps 10 ms and records how late it wakes).
+CPU time per completed turn, resident memory per session, event-loop lag (a ticker that
+sleeps 10 ms and records how late it wakes) and the garbage collector's pauses.
+
+``--gc tuned`` first applies the garbage-collector policy of an ``avatarkit serve`` process
+(:mod:`avatarkit.serve.collector`: what exists is frozen, full collections 10x rarer);
+``--gc python`` (the default) keeps Python's settings.
+
+``--no-engine`` runs the same conversations without a session (the LLM stream read, then each
+sentence's TTS straight into the renderer, no look-ahead): the floor that the fakes and the
+event loop cost, which any engine adds to.
 
     uv run python benchmarks/scale.py --sessions 1000 [--route text|audio] [--seconds 8]
-        [--renderer-block 0.2]
+        [--renderer-block 0.2] [--gc tuned] [--no-engine]
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import conditions, pct, write_json
 
 REPLY = "Sure, I can help with that. Tell me a little more about what you need."
+SENTENCES = ("Sure, I can help with that.", "Tell me a little more about what you need.")
 SPEECH_SECONDS_PER_CHAR = 0.06 / 6  # ~160 words a minute
 
 
@@ -72,14 +81,57 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class GCPauses:
+    """The collector's pauses by generation, while ``measuring``."""
+
+    def __init__(self) -> None:
+        self.measuring = False
+        self.pauses: list[tuple[int, float]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self.measuring:
+            self.pauses.append((info["generation"], time.perf_counter() - self._start))
+
+    def summary(self) -> dict[str, float]:
+        result: dict[str, float] = {}
+        for gen in (0, 1, 2):
+            ms = [p * 1000 for g, p in self.pauses if g == gen]
+            result[f"gc{gen}_count"] = len(ms)
+            result[f"gc{gen}_max_ms"] = max(ms, default=0.0)
+        result["gc_total_ms"] = sum(p for _, p in self.pauses) * 1000
+        return result
+
+
+async def converse_without_engine(llm: FakeLLM, tts: CannedTTS, renderer: PlayingRenderer) -> None:
+    """One turn of the fakes alone: what any engine adds to."""
+    async for _token in llm.stream([]):
+        pass
+    for sentence in SENTENCES:
+        await renderer.speak(tts.synthesize(sentence))
+
+
 async def main(
-    sessions: int, route: str, seconds: float, json_path: str | None, block: float = 0.0
+    sessions: int,
+    route: str,
+    seconds: float,
+    json_path: str | None,
+    block: float = 0.0,
+    engine: bool = True,
+    gc_policy: str = "python",
 ) -> None:
+    if gc_policy != "python":
+        from avatarkit.serve.collector import tune_collector
+
+        tune_collector(gc_policy)  # type: ignore[arg-type]
     rng = random.Random(1)
     turns = 0
     measuring = False
     lags: list[float] = []
     stop = anyio.Event()
+    gc_pauses = GCPauses()
 
     async def converse(i: int) -> None:
         nonlocal turns
@@ -92,6 +144,14 @@ async def main(
                 renderer.max_chunk_seconds = block  # type: ignore[attr-defined]
             session = AvatarSession(llm=llm, tts=CannedTTS(), renderer=renderer, max_history=20)
         await anyio.sleep(i / sessions)  # staggered start
+        if not engine:
+            assert route == "audio", "--no-engine is for the audio route"
+            while not stop.is_set():
+                await anyio.sleep(rng.uniform(0.5, 1.5))
+                await converse_without_engine(llm, CannedTTS(), renderer)
+                if measuring:
+                    turns += 1
+            return
         async with session:
             while not stop.is_set():
                 await anyio.sleep(rng.uniform(0.5, 1.5))
@@ -107,6 +167,7 @@ async def main(
                 lags.append(time.perf_counter() - t - 0.01)
 
     gc.collect()
+    gc.callbacks.append(gc_pauses)
     rss0 = rss_bytes()
     async with anyio.create_task_group() as tg:
         for i in range(sessions):
@@ -114,17 +175,20 @@ async def main(
         tg.start_soon(ticker)
         await anyio.sleep(2.0)  # everyone started and in conversation
         rss1 = rss_bytes()
-        measuring = True
+        measuring = gc_pauses.measuring = True
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await anyio.sleep(seconds)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        measuring = False
+        measuring = gc_pauses.measuring = False
         stop.set()
+    gc.callbacks.remove(gc_pauses)
     lag_ms = [x * 1000 for x in lags]
     result = {
         "sessions": sessions,
         "route": route,
         "renderer_block": block,
+        "engine": engine,
+        "gc_policy": gc_policy,
         "turns": turns,
         "turns_per_s": turns / wall,
         "cpu_ms_per_turn": cpu * 1000 / max(turns, 1),
@@ -133,14 +197,20 @@ async def main(
         "lag_p50_ms": pct(lag_ms, 50),
         "lag_p99_ms": pct(lag_ms, 99),
         "lag_max_ms": max(lag_ms),
+        **gc_pauses.summary(),
     }
     label = f"{route}, blocks {block:g} s" if block else route
+    if not engine:
+        label += ", fakes alone"
+    if gc_policy != "python":
+        label += f", GC {gc_policy}"
     print(
         f"  {label:5} route {sessions:5} sessions: {turns / wall:7.1f} turns/s, "
         f"CPU {result['cpu_ms_per_turn']:6.2f} ms/turn (loop busy {cpu / wall:4.0%}), "
         f"RSS {result['rss_kib_per_session']:6.1f} KiB/session, event-loop lag "
         f"p50 {result['lag_p50_ms']:6.2f} ms p99 {result['lag_p99_ms']:7.2f} ms "
-        f"max {result['lag_max_ms']:7.2f} ms"
+        f"max {result['lag_max_ms']:7.2f} ms; GC pauses {result['gc_total_ms']:5.0f} ms in all, "
+        f"gen2 {result['gc2_count']:.0f}x max {result['gc2_max_ms']:.0f} ms"
     )
     write_json(json_path, {"conditions": conditions(), **result})
 
@@ -152,6 +222,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--renderer-block", type=float, default=0.0)
+    parser.add_argument("--no-engine", action="store_true")
+    parser.add_argument("--gc", choices=["python", "tuned"], default="python")
     parser.add_argument("--json")
     args = parser.parse_args()
     anyio.run(
@@ -161,5 +233,7 @@ if __name__ == "__main__":
         args.seconds,
         args.json,
         args.renderer_block,
+        not args.no_engine,
+        args.gc,
         backend=args.backend,
     )

@@ -688,3 +688,91 @@ async def test_a_vad_that_stops_early_is_an_error_not_a_silent_deafness() -> Non
     async with session:
         with pytest.raises(ProviderError, match="stopped detecting before the audio ended"):
             await session.listen(feed(speech(0.5), pause(1.0)))
+
+
+class Turns:
+    """A ``turns`` target in front of the session (as serve's page queue is): records every
+    call, then passes it on."""
+
+    def __init__(self, session: AvatarSession) -> None:
+        self.session = session
+        self.calls: list[tuple[str, str]] = []
+
+    async def send(self, text: str) -> str:
+        self.calls.append(("send", text))
+        return await self.session.send(text)
+
+    async def say(self, text: str) -> str:
+        self.calls.append(("say", text))
+        return await self.session.say(text)
+
+    async def interrupt(self) -> None:
+        self.calls.append(("interrupt", ""))
+        await self.session.interrupt()
+
+
+async def test_turns_go_to_the_turns_target_when_one_is_given() -> None:
+    """listen(turns=...) hands every heard turn, barge-in and resumed reply to ``turns``,
+    none straight to the session (serve's gate and drain depend on that)."""
+    session, _, renderer, llm = make(
+        ["tell me a story", "", "thanks"],
+        replies=(LONG_REPLY, "You are welcome."),
+        seconds_per_char=0.02,
+    )
+    async with session:
+        turns = Turns(session)
+        direct: list[str] = []
+        for name in ("send", "say", "interrupt"):
+            original = getattr(session, name)
+
+            def spy(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                direct.append(_name)
+                return _original(*args)
+
+            setattr(session, name, spy)
+        await session.listen(
+            feed(
+                speech(0.6),
+                pause(1.0),
+                _said(renderer, 1),
+                speech(0.8),  # noise over the reply: interrupts, then resumes it
+                pause(1.0),
+                _idle(session, llm, 1),
+                speech(0.6),
+                pause(1.0),
+            ),
+            turns=turns,
+        )
+    kinds = [kind for kind, _ in turns.calls]
+    assert kinds == ["send", "interrupt", "say", "send"]
+    assert [text for kind, text in turns.calls if kind == "send"] == ["tell me a story", "thanks"]
+    assert turns.calls[2][1] == "And here is a second one. And a third."
+    assert direct == ["send", "interrupt", "say", "send"]  # only through the target
+    assert user_messages(session) == ["tell me a story", "thanks"]
+
+
+async def test_a_turns_target_that_refuses_a_turn_keeps_listening() -> None:
+    class Refusing:
+        def __init__(self) -> None:
+            self.refused: list[str] = []
+
+        async def send(self, text: str) -> str:
+            self.refused.append(text)
+            return ""
+
+        async def say(self, text: str) -> str:
+            raise AssertionError("nothing to resume")
+
+        async def interrupt(self) -> None:
+            raise AssertionError("nothing to interrupt")
+
+    session, _, renderer, llm = make(["hello there", "goodbye"])
+    refusing = Refusing()
+    async with session:
+        rec = Recorder(session)
+        await session.listen(feed(speech(0.6), pause(1.0), speech(0.6), pause(1.0)), turns=refusing)
+    assert refusing.refused == ["hello there", "goodbye"]
+    assert rec.finals() == ["hello there", "goodbye"]
+    assert llm.calls == []
+    assert renderer.spoken == []
+    assert rec.of(VoiceMetrics) == []  # a turn that never ran has no voice figures

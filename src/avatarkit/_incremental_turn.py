@@ -30,6 +30,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from avatarkit._cleanup import aclose_stream
+from avatarkit._secrets import redact_spoken
 from avatarkit.errors import ProviderTimeout
 from avatarkit.incremental import Piece, TextFeeder, heard_chars
 from avatarkit.providers import AudioChunk, WordTiming
@@ -172,7 +173,7 @@ async def _produce(
         if use_llm:
             await session._each_delta(turn, take)
         else:
-            await take(text)
+            await take(redact_spoken(text, session._all_secrets()))
         for piece in said.feeder.finish():
             await push(piece)
         turn.produced = True

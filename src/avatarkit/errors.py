@@ -21,9 +21,10 @@ error carries (in a request URL, in its ``__cause__``) never reaches the caller.
 
 from __future__ import annotations
 
-import re
+import functools
+import string
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote, quote_plus
 
 __all__ = [
@@ -181,6 +182,8 @@ class RedactedError(Exception):
 #: short value cannot mangle every message; longer ones are redacted wherever they appear.
 _SHORT = 6
 
+Span: TypeAlias = tuple[int, int]  # start, end of a secret in a text
+
 
 def _secret_text(value: object) -> str:
     getter = getattr(value, "get_secret_value", None)  # pydantic SecretStr / SecretBytes
@@ -191,14 +194,60 @@ def _secret_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _variants(secrets: Iterable[object]) -> list[str]:
-    """Each secret as written, and as it appears percent-encoded in a URL."""
+def _variants(secrets: Iterable[object]) -> tuple[str, ...]:
+    """Each secret as written, and as it appears percent-encoded in a URL (the same tuple for
+    the same secrets: callers may cache what they derive from it)."""
+    return _variants_of(tuple(_secret_text(s) for s in secrets))
+
+
+@functools.lru_cache(maxsize=32)
+def _variants_of(texts: tuple[str, ...]) -> tuple[str, ...]:
     found: set[str] = set()
-    for secret in secrets:
-        text = _secret_text(secret)
+    for text in texts:
         if text.strip():
             found.update({text, quote(text, safe=""), quote_plus(text), quote(text)})
-    return sorted(found, key=len, reverse=True)  # a longer secret before one it contains
+    return tuple(sorted(found, key=len, reverse=True))  # a longer secret before one it contains
+
+
+_WORD_CHARS = frozenset(string.ascii_letters + string.digits)
+
+
+def _spans(text: str, variants: Sequence[str], before: str = "", after: str = "") -> list[Span]:
+    """Where ``variants`` (longest first) stand in ``text``: leftmost, non-overlapping, a short
+    one only as a whole token. ``before``/``after`` are the characters around ``text`` when it
+    is a piece of a longer text (empty: its start or end)."""
+    taken: list[Span] = []
+    for secret in variants:
+        start = text.find(secret)
+        short = len(secret) < _SHORT
+        while start >= 0:
+            end = start + len(secret)
+            fits = not any(a < end and start < b for a, b in taken)
+            if fits and short:
+                prev = text[start - 1] if start else before[-1:]
+                after_it = text[end] if end < len(text) else after[:1]
+                fits = prev not in _WORD_CHARS and after_it not in _WORD_CHARS
+            if fits:
+                taken.append((start, end))
+                start = text.find(secret, end)
+            else:
+                start = text.find(secret, start + 1)
+    taken.sort()
+    return taken
+
+
+def _masked(text: str, spans: Sequence[Span], mask: str) -> str:
+    """``text`` with each of ``spans`` replaced by ``mask``."""
+    if not spans:
+        return text
+    out: list[str] = []
+    last = 0
+    for start, end in spans:
+        out.append(text[last:start])
+        out.append(mask)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def redact(text: str, secrets: Iterable[object]) -> str:
@@ -208,17 +257,13 @@ def redact(text: str, secrets: Iterable[object]) -> str:
     ``SecretStr``; empty ones are ignored. Its URL-encoded forms are redacted too. A secret of
     fewer than 6 characters is redacted only where it stands alone (not inside a longer word).
     """
-    for secret in _variants(secrets):
-        if secret not in text:
-            continue
-        if len(secret) >= _SHORT:
-            text = text.replace(secret, "***")
-        else:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
-    return text
+    values = _variants(secrets)
+    if not values:
+        return text
+    return _masked(text, _spans(text, values), "***")
 
 
-def _redact_value(value: Any, secrets: list[str]) -> Any:
+def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, str):
         return redact(value, secrets)
     if isinstance(value, bytes):
@@ -243,7 +288,7 @@ def redact_exception(error: BaseException, secrets: Iterable[object]) -> BaseExc
 
 
 def _clean(
-    error: BaseException, values: list[str], seen: dict[int, BaseException]
+    error: BaseException, values: Sequence[str], seen: dict[int, BaseException]
 ) -> BaseException:
     if id(error) in seen:
         return seen[id(error)]

@@ -21,14 +21,20 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
-from avatarkit.errors import AvatarKitError, ProviderError, SessionError
+from avatarkit.errors import (
+    AvatarKitError,
+    ProviderError,
+    SessionError,
+    redact,
+    redact_exception,
+)
 from avatarkit.events import (
     ErrorEvent,
     Event,
@@ -54,7 +60,7 @@ if TYPE_CHECKING:
     from avatarkit.audio import Resampler
     from avatarkit.session import AvatarSession
 
-__all__ = ["Listener", "TurnOptions"]
+__all__ = ["Listener", "TurnOptions", "Turns"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,11 +282,24 @@ def _provider_error(exc: BaseException, provider: object, stage: str) -> AvatarK
     )
 
 
+class Turns(Protocol):
+    """Where a listener's turns go: the session itself (the default), or something in front of
+    it that runs them in its own order, such as ``avatarkit serve``'s per-page turn queue."""
+
+    async def send(self, text: str) -> str: ...
+
+    async def say(self, text: str) -> str: ...
+
+    async def interrupt(self) -> None: ...
+
+
 class Listener:
     """Turns one stream of the user's audio into turns of ``session``.
 
     Built by :meth:`AvatarSession.listen`; one per call. ``stt`` is required; ``vad`` is
-    required unless the STT streams (it may then report speech itself).
+    required unless the STT streams (it may then report speech itself). ``turns`` (default:
+    the session) takes the turns heard, the resumed replies and the barge-ins; the listener
+    still reads the session's state and events and emits its events on the session.
     """
 
     def __init__(
@@ -290,8 +309,11 @@ class Listener:
         stt: Any,
         vad: Any | None,
         options: TurnOptions | None = None,
+        turns: Turns | None = None,
     ) -> None:
         self.session = session
+        #: what the heard turns, resumed replies and barge-ins are handed to
+        self.turns: Turns = turns if turns is not None else session
         self.stt = stt
         self.vad = vad
         self.options = options or TurnOptions()
@@ -525,9 +547,9 @@ class Listener:
                 logger.debug("the session closed: listening stops")
                 return
             elif isinstance(message, _Failure):
-                self._report(message.stage, message.error)
+                error = self._report(message.stage, message.error)
                 if message.fatal:
-                    self._fatal = message.error
+                    self._fatal = error
                     return
             self._check_interruption()
             self._maybe_close_turn()
@@ -713,7 +735,7 @@ class Listener:
             return  # that reply is being stopped already
         self._last_interrupted = self._replies.last_turn
         assert self._sends is not None
-        self._sends.start_soon(self._guarded, self.session.interrupt())
+        self._sends.start_soon(self._guarded, self.turns.interrupt())
 
     # -- ending a turn -------------------------------------------------------------------------
 
@@ -741,7 +763,8 @@ class Listener:
         counted = [u for u in utterances if u.qualified]
         for u in utterances:
             if not u.qualified:  # too short or too few words while the avatar spoke
-                logger.debug("ignored speech while the avatar was busy: %r", u.text())
+                heard = redact(u.text(), self.session._all_secrets())
+                logger.debug("ignored speech while the avatar was busy: %r", heard)
         text = " ".join(t for t in (u.text() for u in counted) if t)
         interrupted = next(
             (u.interrupted_reply for u in counted if u.interrupted_reply is not None), None
@@ -752,7 +775,7 @@ class Listener:
                 rest = self._replies.unsaid(interrupted)
                 if rest:
                     logger.info("false interruption (no words): resuming the reply")
-                    self._sends.start_soon(self._guarded, self.session.say(rest))
+                    self._sends.start_soon(self._guarded, self.turns.say(rest))
             return
         self.session._emit(UserTranscript(text, final=True))
         ended = max((u.ended_wall for u in counted if u.ended_wall is not None), default=None)
@@ -763,7 +786,7 @@ class Listener:
     async def _send(self, text: str, voice: _VoiceTurn) -> None:
         voice.send_called = time.perf_counter()
         try:
-            await self._guarded(self.session.send(text))
+            await self._guarded(self.turns.send(text))
         finally:
             if voice in self._voice_turns:  # the turn never ran (session closed): no metrics
                 self._voice_turns.remove(voice)
@@ -776,9 +799,14 @@ class Listener:
         except AvatarKitError as exc:  # the session reported it as an ErrorEvent already
             logger.info("a spoken turn failed: %s", exc)
 
-    def _report(self, stage: str, error: AvatarKitError) -> None:
-        logger.warning("%s failed: %s", stage, error)
-        self.session._emit(ErrorEvent(self._replies.last_turn, stage, str(error), error))
+    def _report(self, stage: str, error: AvatarKitError) -> AvatarKitError:
+        """Log and emit ``error``, cleaned of the session's secrets (a vendor error may hold
+        a key in a URL); returns the cleaned error, which is what ``listen`` raises."""
+        cleaned = redact_exception(error, self.session._all_secrets())
+        assert isinstance(cleaned, AvatarKitError)  # cleaned in place, never replaced
+        logger.warning("%s failed: %s", stage, cleaned)
+        self.session._emit(ErrorEvent(self._replies.last_turn, stage, str(cleaned), cleaned))
+        return cleaned
 
     # -- metrics -------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,8 +35,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from avatarkit._audio_pipe import AudioPipe
 from avatarkit._cleanup import aclose_stream, maybe_await, name_of
+from avatarkit._handoff import Handoff
 from avatarkit._lifecycle import Providers
-from avatarkit._secrets import declared_secrets, redact_event
+from avatarkit._secrets import StreamRedactor, declared_secrets, redact_event, redact_spoken
 from avatarkit._spoken import AudioRate, Meter, speech_seconds_bound, spoken_prefix
 from avatarkit.errors import (
     AvatarKitError,
@@ -66,7 +68,7 @@ from avatarkit.providers import (
 from avatarkit.text import SentenceSplitter, clean_for_speech
 
 if TYPE_CHECKING:
-    from avatarkit.listening import TurnOptions
+    from avatarkit.listening import TurnOptions, Turns
 
 __all__ = ["AvatarSession", "Route", "Timeouts"]
 
@@ -114,7 +116,14 @@ class _Turn:
     scope: anyio.CancelScope  # the whole turn
     producers: anyio.CancelScope  # the LLM stream and TTS requests
     done: anyio.Event
-    slots: anyio.Semaphore  # audio route: one sentence speaking + `lookahead` synthesising
+    # The sentences on their way to the speaker (audio route: once their TTS started).
+    handoff: Handoff[_Sentence] = field(default_factory=Handoff)
+    # Audio route: sentences waiting for a TTS slot (one speaking + `lookahead` synthesising),
+    # the producers' task group their TTS tasks start in, and the producer's wait for room.
+    waiting: deque[_Sentence] = field(default_factory=deque)
+    tts_group: TaskGroup | None = None
+    in_flight: int = 0
+    room: anyio.Event | None = None
     interrupted: bool = False
     failed: bool = False  # a producer failed: nothing more is begun
     first_token_at: float | None = None
@@ -154,7 +163,8 @@ class AvatarSession:
 
     Use it as an async context manager (``async with session:``), which starts every provider and
     closes each exactly once, even when cancelled. ``secrets`` are values (API keys, tokens) kept
-    out of every error and event the session produces, besides the keys its providers declare;
+    out of every error and event the session produces and out of what the avatar is given to
+    say (``[redacted]`` stands in), besides the keys its providers declare;
     :func:`avatarkit.load_session` passes the ones the configuration resolved.
     """
 
@@ -369,8 +379,11 @@ class AvatarSession:
                 found.extend(declared_secrets(provider))
         return found
 
-    def _emit(self, event: Event) -> None:
-        event = redact_event(event, self._all_secrets())
+    def _emit(self, event: Event, *, redacted: bool = False) -> None:
+        """Send ``event`` to every listener and subscriber, cleaned of the session's secrets
+        (unless ``redacted`` already, as the reply's deltas are: see ``_each_delta``)."""
+        if not redacted:
+            event = redact_event(event, self._all_secrets())
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -410,15 +423,18 @@ class AvatarSession:
         return await self._run(text, use_llm=True)
 
     async def say(self, text: str) -> str:
-        """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words."""
+        """Speak ``text`` verbatim, without the LLM; recorded in history as the avatar's words.
+        A secret the session knows is said as ``[redacted]``."""
         return await self._run(text, use_llm=False)
 
-    async def listen(self, audio: AsyncIterator[AudioChunk]) -> None:
+    async def listen(self, audio: AsyncIterator[AudioChunk], *, turns: Turns | None = None) -> None:
         """Take the user's turns from their voice: ``audio`` (any rate, mono or stereo).
 
         Each finished user turn becomes a turn exactly as ``send(text)``; speech while the
         avatar replies interrupts it. Returns when ``audio`` ends and the last reply is over.
         Needs an STT (and a VAD unless the STT streams); see :mod:`avatarkit.listening`.
+        ``turns`` (``send``/``say``/``interrupt``; default: this session) is where the heard
+        turns and barge-ins go, for an app that queues its turns in front of the session.
         """
         from avatarkit.listening import Listener
 
@@ -430,7 +446,8 @@ class AvatarSession:
             raise SessionError("this session is already listening to another audio stream")
         self._listening = True
         try:
-            await Listener(self, stt=self.stt, vad=self.vad, options=self.turn).run(audio)
+            listener = Listener(self, stt=self.stt, vad=self.vad, options=self.turn, turns=turns)
+            await listener.run(audio)
         finally:
             self._listening = False
 
@@ -486,7 +503,6 @@ class AvatarSession:
                 anyio.CancelScope(),
                 anyio.CancelScope(),
                 anyio.Event(),
-                anyio.Semaphore(self.lookahead + 1),
             )
             if use_llm:
                 self._append(Message("user", text))
@@ -607,66 +623,64 @@ class AvatarSession:
 
             await speak_incremental(self, turn, text, use_llm)
             return
-        send, receive = anyio.create_memory_object_stream[_Sentence](math.inf)
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self._producers, turn, text, use_llm)
             if self.route == "text":
-                tg.start_soon(self._producers, turn, text, use_llm, send, None)
-                await self._speak_text_sentences(turn, receive)
+                await self._speak_text_sentences(turn)
             else:
-                ready_send, ready_receive = anyio.create_memory_object_stream[_Sentence](math.inf)
-                tg.start_soon(self._producers, turn, text, use_llm, send, (receive, ready_send))
-                await self._speak_audio_sentences(turn, ready_receive)
+                await self._speak_audio_sentences(turn)
 
-    async def _producers(
-        self,
-        turn: _Turn,
-        text: str,
-        use_llm: bool,
-        sentences: MemoryObjectSendStream[_Sentence],
-        audio: tuple[MemoryObjectReceiveStream[_Sentence], MemoryObjectSendStream[_Sentence]]
-        | None,
-    ) -> None:
+    async def _producers(self, turn: _Turn, text: str, use_llm: bool) -> None:
         """Everything that costs money or CPU ahead of speech: one scope, cancelled by interrupt."""
-        with turn.producers:
-            if audio is None:
-                # The text route has a single producer: run it here, without a task group and
-                # a task of its own (each costs a scheduling round before the LLM is called).
-                await self._produce(turn, text, use_llm, sentences)
-                return
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._schedule_tts, turn, *audio, tg)
-                await self._produce(turn, text, use_llm, sentences)
+        try:
+            with turn.producers:
+                if self.route == "text":
+                    # The text route has a single producer: run it here, without a task group
+                    # (each costs a scheduling round before the LLM is called).
+                    await self._produce(turn, text, use_llm)
+                    return
+                async with anyio.create_task_group() as tg:
+                    turn.tts_group = tg
+                    try:
+                        await self._produce(turn, text, use_llm)
+                        # The rest start their TTS as the speaker frees slots for them.
+                        while turn.waiting and not turn.handoff.gone:
+                            room = turn.room = anyio.Event()
+                            await room.wait()
+                    finally:
+                        turn.tts_group = None  # no TTS starts once the producer is done
+                        turn.waiting.clear()
+                        turn.handoff.close()
+        finally:
+            turn.handoff.close()
 
-    async def _produce(
-        self, turn: _Turn, text: str, use_llm: bool, out: MemoryObjectSendStream[_Sentence]
-    ) -> None:
+    async def _produce(self, turn: _Turn, text: str, use_llm: bool) -> None:
         if use_llm:
-            await self._produce_from_llm(turn, out)
+            await self._produce_from_llm(turn)
         else:
-            await self._produce_from_text(turn, text, out)
+            await self._produce_from_text(turn, text)
 
     # -- producing sentences -------------------------------------------------------------------
 
-    async def _produce_from_llm(self, turn: _Turn, out: MemoryObjectSendStream[_Sentence]) -> None:
+    async def _produce_from_llm(self, turn: _Turn) -> None:
         splitter = SentenceSplitter()
 
         async def take(delta: str) -> None:
             queued = turn.queued
             for sentence in splitter.feed(delta):
-                self._queue_sentence(turn, out, sentence)
+                self._queue_sentence(turn, sentence)
             if turn.queued != queued:
                 # Let the speaker start on it now, even if the LLM has more at hand
                 # (a stream that yields without awaiting would otherwise run to the end).
                 await anyio.lowlevel.checkpoint()
 
-        async with out:
-            try:
-                await self._each_delta(turn, take)
-                for sentence in splitter.flush():
-                    self._queue_sentence(turn, out, sentence)
-                turn.produced = True
-            except _SpeakerGone:
-                return  # the turn is ending (cancelled, interrupted): stop streaming
+        try:
+            await self._each_delta(turn, take)
+            for sentence in splitter.flush():
+                self._queue_sentence(turn, sentence)
+            turn.produced = True
+        except _SpeakerGone:
+            return  # the turn is ending (cancelled, interrupted): stop streaming
 
     async def _each_delta(self, turn: _Turn, take: Callable[[str], Awaitable[None]]) -> None:
         """Stream the LLM's reply into ``take``, one non-empty delta at a time: the first-token
@@ -674,6 +688,9 @@ class AvatarSession:
         limit = self.timeouts.first_token
         deadline = math.inf if limit is None else anyio.current_time() + limit
         stream: object = None
+        # A secret the LLM writes is masked before anyone sees or hears it, also when split
+        # across deltas: only a tail that could start one waits for the next delta.
+        shown = StreamRedactor(self._all_secrets)
         try:
             try:
                 stream = self.llm.stream(list(self.history))
@@ -698,44 +715,55 @@ class AvatarSession:
                     continue  # an empty delta is not a first token
                 if turn.first_token_at is None:
                     turn.first_token_at = time.perf_counter()
-                self._emit(TextDelta(turn.number, delta))
-                await take(delta)
+                text = shown.feed(delta)
+                if text:
+                    self._emit(TextDelta(turn.number, text), redacted=True)
+                    await take(text)
+            text = shown.flush()
+            if text:
+                self._emit(TextDelta(turn.number, text), redacted=True)
+                await take(text)
         finally:
+            # Cut short (interrupt, failure): what was held is shown, never spoken.
+            text = shown.flush()
+            if text:
+                self._emit(TextDelta(turn.number, text), redacted=True)
             if stream is not None:
                 await aclose_stream(stream, self.timeouts.cleanup, self.llm)
 
-    async def _produce_from_text(
-        self, turn: _Turn, text: str, out: MemoryObjectSendStream[_Sentence]
-    ) -> None:
+    async def _produce_from_text(self, turn: _Turn, text: str) -> None:
         splitter = SentenceSplitter()
-        async with out:
-            for sentence in [*splitter.feed(text), *splitter.flush()]:
-                try:
-                    self._queue_sentence(turn, out, sentence)
-                except _SpeakerGone:
-                    return
-            turn.produced = True
+        text = redact_spoken(text, self._all_secrets())
+        for sentence in [*splitter.feed(text), *splitter.flush()]:
+            try:
+                self._queue_sentence(turn, sentence)
+            except _SpeakerGone:
+                return
+        turn.produced = True
 
-    @staticmethod
-    def _queue_sentence(turn: _Turn, out: MemoryObjectSendStream[_Sentence], raw: str) -> None:
+    def _queue_sentence(self, turn: _Turn, raw: str) -> None:
         speech = clean_for_speech(raw)
         if not any(ch.isalnum() for ch in speech):
             return  # nothing to say ("**", a lone "?")
-        try:
-            out.send_nowait(_Sentence(turn.queued, raw, speech))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        sentence = _Sentence(turn.queued, raw, speech)
+        if self.route == "text":
+            queued = turn.handoff.put(sentence)
+        else:
+            queued = not turn.handoff.gone
+            if queued:
+                turn.waiting.append(sentence)
+                self._start_tts(turn)
+        if not queued:
             # The speaker already left (the turn was cancelled before this producer got to
             # a checkpoint, e.g. an LLM that streams without awaiting): nobody will say it.
-            raise _SpeakerGone from None
+            raise _SpeakerGone
         turn.queued += 1
 
     # -- speaking: text route -------------------------------------------------------------------
 
-    async def _speak_text_sentences(
-        self, turn: _Turn, sentences: MemoryObjectReceiveStream[_Sentence]
-    ) -> None:
-        async with sentences:
-            async for sentence in sentences:
+    async def _speak_text_sentences(self, turn: _Turn) -> None:
+        try:
+            while (sentence := await turn.handoff.get()) is not None:
                 if turn.stopping or not await self._begin_sentence(turn, sentence):
                     return
                 if turn.first_speech_at is None:
@@ -752,45 +780,45 @@ class AvatarSession:
                     meter.returned = True
                 finally:
                     self._end_sentence(turn, sentence, meter)
+        finally:
+            turn.handoff.leave()  # the producer stops: nobody will say what it queues
 
     # -- speaking: audio route ------------------------------------------------------------------
 
-    async def _schedule_tts(
-        self,
-        turn: _Turn,
-        sentences: MemoryObjectReceiveStream[_Sentence],
-        ready: MemoryObjectSendStream[_Sentence],
-        tg: TaskGroup,
-    ) -> None:
-        async with sentences, ready:
-            async for sentence in sentences:
-                await turn.slots.acquire()
-                sentence.audio = AudioPipe()
-                try:
-                    ready.send_nowait(sentence)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    _discard(sentence)
-                    return  # the speaker left: the turn is ending
-                tg.start_soon(self._synthesize, turn, sentence, sentence.audio)
+    def _start_tts(self, turn: _Turn) -> None:
+        """Start the TTS of waiting sentences while a slot is free (one sentence speaking and
+        ``lookahead`` synthesising), each in the producers' task group, and hand them to the
+        speaker. Called when a sentence is queued and when the speaker finishes one."""
+        group = turn.tts_group
+        while turn.waiting and group is not None and turn.in_flight <= self.lookahead:
+            if turn.handoff.gone:
+                turn.waiting.clear()  # the speaker left: the turn is ending
+                break
+            sentence = turn.waiting.popleft()
+            sentence.audio = AudioPipe()
+            turn.handoff.put(sentence)
+            turn.in_flight += 1
+            group.start_soon(self._synthesize, turn, sentence, sentence.audio)
+        if turn.room is not None:
+            turn.room.set()
+            turn.room = None
 
-    async def _speak_audio_sentences(
-        self, turn: _Turn, ready: MemoryObjectReceiveStream[_Sentence]
-    ) -> None:
-        async with ready:
-            try:
-                async for sentence in ready:
-                    try:
-                        if not turn.stopping:
-                            await self._speak_one_audio(turn, sentence)
-                    finally:
-                        _discard(sentence)
-                        turn.slots.release()
-            finally:
-                while True:  # sentences synthesised but never spoken (interrupt, error)
-                    try:
-                        _discard(ready.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                        break
+    async def _speak_audio_sentences(self, turn: _Turn) -> None:
+        try:
+            while (sentence := await turn.handoff.get()) is not None:
+                try:
+                    if not turn.stopping:
+                        await self._speak_one_audio(turn, sentence)
+                finally:
+                    _discard(sentence)
+                    turn.in_flight -= 1
+                    if not turn.stopping:
+                        self._start_tts(turn)
+        finally:
+            # Sentences synthesised but never spoken (interrupt, error); the producer stops.
+            for sentence in turn.handoff.leave():
+                _discard(sentence)
+            self._start_tts(turn)  # wakes a producer waiting for room: there is none now
 
     async def _synthesize(self, turn: _Turn, sentence: _Sentence, out: AudioPipe) -> None:
         assert self.tts is not None

@@ -151,3 +151,23 @@ async def test_a_session_that_cannot_listen_gets_a_config_error() -> None:
         await mic.start(16000, tg)
     assert [e["stage"] for e in page.of("error")] == ["config"]
     assert not mic.active
+
+
+async def test_the_turns_target_reaches_listen() -> None:
+    class Listening(Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.targets: list[object] = []
+
+        async def listen(self, audio: AsyncIterator[AudioChunk], **kwargs: Any) -> None:
+            self.targets.append(kwargs.get("turns"))
+            await super().listen(audio)
+
+    target = object()
+    session, page = Listening(), Page()
+    mic = Microphone(session, page.send_json, turns=target)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        await mic.start(16000, tg)
+        session.go.set()
+        await mic.stop()
+    assert session.targets == [target]

@@ -94,6 +94,10 @@ class _Utterance:
 class BrowserRenderer:
     """Plays the avatar's speech in the ``avatarkit serve`` page (which also draws the face)."""
 
+    # Audio already synthesised comes in blocks of up to 0.1 s: a WebSocket message and a
+    # wake-up per block rather than per TTS chunk (often 20-40 ms), never waiting for more.
+    max_chunk_seconds = 0.1
+
     def __init__(
         self,
         sample_rate: int | None = None,
@@ -140,7 +144,8 @@ class BrowserRenderer:
                 continue
             if first_sent is not None:
                 # Pull audio at playback speed: the engine counts what we pulled as spoken.
-                ahead = seconds - (anyio.current_time() - first_sent)
+                # (this chunk included: the page never holds more than `buffer_ahead`)
+                ahead = seconds + chunk.duration - (anyio.current_time() - first_sent)
                 if ahead > self.buffer_ahead:
                     with anyio.move_on_after(ahead - self.buffer_ahead):
                         await utterance.finished.wait()

@@ -128,6 +128,7 @@ def run(
     trusted_proxies: Iterable[str] = (),
     drain_grace: float | None = None,
     starts_per_minute: float = 10.0,
+    gc: str = "tuned",
 ) -> None:
     """Serve the session described by the YAML file ``path`` until stopped.
 
@@ -136,6 +137,8 @@ def run(
     started until a page asks. ``max_sessions`` (per worker) defaults to
     ``DEFAULT_MAX_SESSIONS``. ``workers`` > 1 runs that many processes on one port under
     uvicorn's supervisor. SIGTERM (and the first Ctrl-C) drains: see ``avatarkit.serve.lifecycle``.
+    ``gc`` is the garbage-collector policy of each serving process: see
+    ``avatarkit.serve.collector``.
     """
     require_serve_extra()
     from pathlib import Path
@@ -158,6 +161,8 @@ def run(
         drain_grace = DEFAULT_DRAIN_GRACE
     if drain_grace < 0:
         raise AvatarKitError(f"--drain-grace must be 0 or more, not {drain_grace}")
+    if gc not in ("tuned", "python"):
+        raise AvatarKitError(f"--gc must be tuned or python, not {gc!r}")
     source = Path(path).resolve()
     load_config(source)  # validates everything, builds no provider
     settings = ServeSettings(
@@ -169,12 +174,16 @@ def run(
         trusted_proxies=list(trusted_proxies),
         drain_grace=drain_grace,
         starts_per_minute=starts_per_minute,
+        gc=gc,  # type: ignore[arg-type]
     )
     Auth.from_env(settings.auth, proxy_header=proxy_header, trusted_proxies=trusted_proxies)
     if workers == 1:
         import uvicorn
 
+        from avatarkit.serve.collector import tune_collector
+
         config = uvicorn_config(build_app(settings), host=host, port=port)
+        tune_collector(settings.gc)
         log_with_uvicorn()  # after uvicorn.Config: it sets up logging
         _announce(settings, host=host, workers=1)
         uvicorn.Server(config).run()
@@ -255,4 +264,5 @@ def run_from_args(args: argparse.Namespace) -> None:
         trusted_proxies=args.trusted_proxies,
         drain_grace=args.drain_grace,
         starts_per_minute=args.starts_per_minute,
+        gc=args.gc,
     )

@@ -8,10 +8,13 @@ messages, dispatched from one table; it never waits for a turn), the driver (sta
 then runs queued messages as turns one after another), the forwarder (session events to the
 page) and the interrupter (:class:`~avatarkit.serve.turns.TurnGate`: at most one interrupt in
 flight, never landing on a later turn). While the page's microphone is on, one more runs
-``session.listen`` on its audio frames (:mod:`avatarkit.serve.microphone`). The page's messages are
-rate-limited by a token bucket and queued messages are bounded, so a flooding client costs
-bounded memory and CPU. When the page goes away the task group is cancelled and the session
-closes; its close is shielded, so a paid avatar session is stopped even then.
+``session.listen`` on its audio frames (:mod:`avatarkit.serve.microphone`); the turns it hears
+go through the same queue, admission and driver as typed ones
+(:class:`~avatarkit.serve.turns.SpokenTurns`), so both count the same for the gate, the drain and
+``/metrics``. The page's messages (and spoken turns) are rate-limited by a token bucket and
+queued turns are bounded, so a flooding client costs bounded memory and CPU. When the page goes
+away the task group is cancelled and the session closes; its close is shielded, so a paid
+avatar session is stopped even then.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from avatarkit.serve.protocol import (
 )
 from avatarkit.serve.ratelimit import TokenBucket
 from avatarkit.serve.state import ServeState
-from avatarkit.serve.turns import TurnGate
+from avatarkit.serve.turns import QueuedTurn, SpokenTurns, TurnGate
 from avatarkit.session import AvatarSession
 
 __all__ = [
@@ -85,7 +88,7 @@ class Limits:
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_text_chars: int = MAX_TEXT_CHARS
-    #: User messages that may wait for the current turn; more are refused with an error.
+    #: User turns (typed or spoken) that may wait for the current one; more are refused.
     max_pending: int = 3
     #: Messages a second a page may send on average (token bucket) ...
     messages_per_second: float = 10.0
@@ -203,6 +206,9 @@ def _going_away_message(grace: float) -> dict[str, Any]:
 
 _MessageHandler = Callable[[Any], Awaitable[None]]
 
+#: When a drain closes a page: seconds its last events may take to reach it.
+_FLUSH_SECONDS = 1.0
+
 
 class _Connection:
     def __init__(
@@ -221,6 +227,7 @@ class _Connection:
         self.draining = False
         self.finish_requested = False
         self.closed = anyio.Event()
+        self.forwarded = anyio.Event()  # the session's event stream has ended
         self.idle = anyio.Event()  # set whenever no turn runs and none waits
         self.idle.set()
         self.session: AvatarSession | None = None
@@ -230,9 +237,10 @@ class _Connection:
         self.tg: TaskGroup | None = None
         self.bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
         self.rate_error_at = -math.inf
-        self.pending_send, self.pending_receive = anyio.create_memory_object_stream[str](
+        self.pending_send, self.pending_receive = anyio.create_memory_object_stream[QueuedTurn](
             limits.max_pending
         )
+        self.running: QueuedTurn | None = None  # the turn the driver runs now
         self.gate = TurnGate()  # interrupts: one in flight, never landing on a later turn
         #: ``type`` → handler: one entry per message type of protocol.MESSAGE_PARSERS.
         self.handlers: dict[str, _MessageHandler] = {
@@ -281,6 +289,8 @@ class _Connection:
                 except ProtocolError as exc:
                     await self.page.send_json(error_message("protocol", str(exc), code=exc.code))
                 continue
+            if audio is not None and self.draining:
+                continue  # the drain stopped the microphone; frames in flight are not errors
             if not self.bucket.take():
                 await self._rate_limited()
                 continue
@@ -420,23 +430,36 @@ class _Connection:
         assert isinstance(message, SendText)
         if await self._not_started("send"):
             return
+        await self._admit(QueuedTurn(message.text))
+
+    async def _admit(self, turn: QueuedTurn) -> bool:
+        """Queue a user turn, typed or spoken, for the driver; False (and the page told why)
+        when it is refused: draining, over the rate limit (spoken turns: a typed message has
+        paid on arrival), or the queue is full."""
         if self.draining:
             await self._refuse_draining()
-            return
+            return False
+        if turn.input == "spoken" and not self.bucket.take():
+            await self._rate_limited()
+            return False
         try:
-            self.pending_send.send_nowait(message.text)
+            self.pending_send.send_nowait(turn)
         except anyio.WouldBlock:
+            what = "this one was" if turn.input == "typed" else "what you just said was"
             await self.page.send_json(
                 error_message(
                     "busy",
                     f"{self.limits.max_pending} messages are already waiting for the avatar; "
-                    "this one was dropped",
+                    f"{what} dropped",
                     code="queue_full",
                 )
             )
-            return
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False  # the connection is ending
         self.idle = anyio.Event() if self.idle.is_set() else self.idle
-        self.gate.request()  # barge-in: the new message goes next
+        self.gate.request()  # barge-in: the new turn goes next
+        return True
 
     async def _on_interrupt(self, message: ClientMessage) -> None:
         if await self._not_started("interrupt"):
@@ -455,6 +478,9 @@ class _Connection:
     async def _on_mic_start(self, message: ClientMessage) -> None:
         assert isinstance(message, MicStart)
         if await self._not_started("mic_start"):
+            return
+        if self.draining:
+            await self._refuse_draining()
             return
         if self.microphone is None:
             await self.page.send_json(
@@ -478,9 +504,10 @@ class _Connection:
     def _drop_pending(self) -> None:
         while True:
             try:
-                self.pending_receive.receive_nowait()
+                dropped = self.pending_receive.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
+            dropped.done.set()  # a spoken turn waiting for it returns, unanswered
         if not self.gate.in_turn:
             self.idle.set()
 
@@ -494,15 +521,19 @@ class _Connection:
     # -- the session ------------------------------------------------------------------------------
 
     async def _forward(self, events: MemoryObjectReceiveStream[Event]) -> None:
-        with events:
-            async for event in events:
-                if isinstance(event, ErrorEvent):
-                    await self.page.send_json(page_error_for_event(event))
-                else:
-                    await self.page.send_json(event_to_dict(event))
+        try:
+            with events:
+                async for event in events:
+                    if isinstance(event, ErrorEvent):
+                        await self.page.send_json(page_error_for_event(event))
+                    else:
+                        await self.page.send_json(event_to_dict(event))
+        finally:
+            self.forwarded.set()  # the session has closed and the page has every event
 
     def _on_session_event(self, event: Event) -> None:
-        self.state.metrics.record_event(event)
+        running = self.running
+        self.state.metrics.record_event(event, running.input if running else "typed")
         if isinstance(event, StateChanged):
             self.gate.progressed()
 
@@ -512,15 +543,23 @@ class _Connection:
         try:
             async with session:
                 started = True
-                self.microphone = Microphone(session, self.page.send_json)
+                spoken = SpokenTurns(self._admit, self.gate)
+                self.microphone = Microphone(session, self.page.send_json, turns=spoken)
                 await self._announce(session)
-                async for text in self.pending_receive:
+                async for turn in self.pending_receive:
                     try:
+                        self.running = turn
                         async with self.gate.turn():
-                            await session.send(text)
+                            if turn.use_llm:
+                                turn.reply = await session.send(turn.text)
+                            else:
+                                turn.reply = await session.say(turn.text)
                     except AvatarKitError as exc:  # already sent as an "error" event
                         logger.info("turn failed: %s", exc)
+                        turn.error = exc
                     finally:
+                        self.running = None
+                        turn.done.set()
                         if self.pending_receive.statistics().current_buffer_used == 0:
                             self.idle.set()
                 code = CLOSE_NORMAL
@@ -575,6 +614,11 @@ class _Connection:
         self.draining = True
         if self.tg is not None:
             self.tg.start_soon(self.page.send_json, _going_away_message(grace))
+            if self.microphone is not None and self.microphone.active:
+                # No new spoken turn: the stream ends (a turn still being heard is refused
+                # like a typed message; a spoken reply already running finishes) and the
+                # page is told the microphone is off once the listener is done.
+                self.tg.start_soon(self.microphone.stop)
 
     async def wait_idle(self) -> None:
         while not (self.idle.is_set() and not self.gate.in_turn) and not self.closed.is_set():
@@ -586,5 +630,13 @@ class _Connection:
         if self.close_code is None:
             self.close_code = CLOSE_GOING_AWAY
         if self.tg is not None and not self.closed.is_set():
+            if self.microphone is not None:  # the session has started (not still starting)
+                # Close the session first (a turn still running is cut), then let the page
+                # have the events still queued for it (the end of the last reply, its
+                # metrics, the closed state) before its socket goes: bounded, as the page
+                # may have stopped reading.
+                await self.close_session()
+                with anyio.move_on_after(_FLUSH_SECONDS):
+                    await self.forwarded.wait()
             self.tg.cancel_scope.cancel()
         await self.closed.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from avatarkit.errors import ProviderError
-from avatarkit.events import ErrorEvent, Event, TurnMetrics
+from avatarkit.events import ErrorEvent, Event, TurnMetrics, VoiceMetrics
 
 __all__ = ["MULTIPROC_ENV", "ServeMetrics"]
 
@@ -52,8 +52,13 @@ class ServeMetrics:
             registry=registry,
         )
         self.turns = Counter(
-            "avatarkit_turns", "Turns completed (interrupted or not)", registry=registry
+            "avatarkit_turns",
+            "Turns completed (interrupted or not), by input: typed or spoken (the microphone)",
+            ["input"],
+            registry=registry,
         )
+        for source in ("typed", "spoken"):
+            self.turns.labels(input=source)  # both series exist (at 0) from the first scrape
         self.turns_interrupted = Counter(
             "avatarkit_turns_interrupted", "Turns cut short by the user", registry=registry
         )
@@ -81,11 +86,31 @@ class ServeMetrics:
             buckets=_TURN_SECONDS,
             registry=registry,
         )
+        # Spoken turns, from the end of the user's speech (what the person waits through).
+        self.voice_final = Histogram(
+            "avatarkit_voice_to_final_transcript_seconds",
+            "From the end of the user's speech to the final transcript (the turn's end)",
+            buckets=_SECONDS,
+            registry=registry,
+        )
+        self.voice_first_token = Histogram(
+            "avatarkit_voice_to_first_token_seconds",
+            "From the end of the user's speech to the LLM's first token",
+            buckets=_SECONDS,
+            registry=registry,
+        )
+        self.voice_first_speech = Histogram(
+            "avatarkit_voice_to_first_speech_seconds",
+            "From the end of the user's speech to the avatar starting to answer",
+            buckets=_SECONDS,
+            registry=registry,
+        )
 
-    def record_event(self, event: Event) -> None:
-        """Called for every session event (synchronously; cheap)."""
+    def record_event(self, event: Event, source: str = "typed") -> None:
+        """Called for every session event (synchronously; cheap); ``source`` says where the
+        turn running now came from: ``typed`` or ``spoken`` (the microphone)."""
         if isinstance(event, TurnMetrics):
-            self.turns.inc()
+            self.turns.labels(input=source).inc()
             if event.interrupted:
                 self.turns_interrupted.inc()
             if event.time_to_first_token is not None:
@@ -93,6 +118,14 @@ class ServeMetrics:
             if event.time_to_first_speech is not None:
                 self.first_speech.observe(event.time_to_first_speech)
             self.turn_seconds.observe(event.duration)
+        elif isinstance(event, VoiceMetrics):
+            for histogram, value in (
+                (self.voice_final, event.to_final_transcript),
+                (self.voice_first_token, event.to_first_token),
+                (self.voice_first_speech, event.to_first_speech),
+            ):
+                if value is not None:
+                    histogram.observe(value)
         elif isinstance(event, ErrorEvent):
             self.record_error(event.stage, event.error)
 

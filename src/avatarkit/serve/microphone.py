@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,6 +25,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from avatarkit.errors import AvatarKitError, ProviderError
 from avatarkit.providers import AudioChunk
 from avatarkit.serve.protocol import ProtocolError, error_message
+
+if TYPE_CHECKING:
+    from avatarkit.listening import Turns
 
 __all__ = ["BACKLOG_FRAMES", "MAX_FRAME_BYTES", "Microphone"]
 
@@ -41,9 +44,11 @@ SendJson = Callable[[dict[str, Any]], Awaitable[None]]
 class Microphone:
     """The page's microphone stream into one session; see the module docstring."""
 
-    def __init__(self, session: Any, send_json: SendJson) -> None:
+    def __init__(self, session: Any, send_json: SendJson, *, turns: Turns | None = None) -> None:
         self.session = session
         self._send_json = send_json
+        #: where ``listen`` hands its turns (serve's queue); None: straight to the session
+        self.turns = turns
         self._frames: MemoryObjectSendStream[bytes] | None = None
         self._listening = False
         self.dropped = 0
@@ -138,7 +143,10 @@ class Microphone:
 
         try:
             async with aclosing(audio()) as chunks:  # closed even when listen() fails midway
-                await self.session.listen(chunks)
+                if self.turns is None:
+                    await self.session.listen(chunks)
+                else:
+                    await self.session.listen(chunks, turns=self.turns)
         except Exception as exc:
             # the details (which may name URLs or upstream answers) go to the server log only
             if isinstance(exc, AvatarKitError):

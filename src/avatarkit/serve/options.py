@@ -71,3 +71,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="session starts allowed per client a minute (bursts of 5)",
     )
+    parser.add_argument(
+        "--gc",
+        choices=("tuned", "python"),
+        default="tuned",
+        help="garbage collector of each serving process: tuned (freeze what exists at start, "
+        "full collections 10x rarer: shorter and fewer pauses with many sessions) or python "
+        "(Python's own settings)",
+    )

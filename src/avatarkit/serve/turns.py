@@ -9,18 +9,41 @@ flood of requests pile up, and lets a late one land on the next turn and cut it 
 served by one task (:meth:`TurnGate.serve`); a request names the turn running when it was made
 and is dropped if that turn is over; and the next turn does not begin until the interrupt in
 flight has returned (:meth:`TurnGate.turn`).
+
+Spoken turns take the same road: :class:`SpokenTurns` is what the page's microphone listener
+hands its turns, resumed replies and barge-ins to (``session.listen(turns=...)``), so a turn
+heard from the microphone is queued, admitted (rate limit, queue bound, drain) and run by the
+page's one driver exactly like a typed one, and a voice barge-in is a gate request.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio
 
+from avatarkit.errors import AvatarKitError
 from avatarkit.session import AvatarSession
 
-__all__ = ["TurnGate"]
+__all__ = ["QueuedTurn", "SpokenTurns", "TurnGate", "TurnInput"]
+
+#: Where a turn came from, as ``/metrics`` counts it.
+TurnInput = Literal["typed", "spoken"]
+
+
+@dataclass(eq=False)
+class QueuedTurn:
+    """One turn waiting for (or run by) the page's driver."""
+
+    text: str
+    input: TurnInput = "typed"
+    use_llm: bool = True  # False: ``say`` (a spoken reply resumed after a false interruption)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    reply: str = ""
+    error: AvatarKitError | None = None
 
 
 class TurnGate:
@@ -77,3 +100,34 @@ class TurnGate:
                     await session.interrupt()
             if self._target is None:
                 self._idle.set()
+
+
+#: Puts a turn in the page's queue; False when it was refused (the page was told why).
+Admit = Callable[[QueuedTurn], Awaitable[bool]]
+
+
+class SpokenTurns:
+    """The :class:`~avatarkit.listening.Turns` of a page's microphone: each turn goes through
+    ``admit`` into the page's queue, and waits until the driver has run it, so ``listen``
+    returns after the last spoken reply, as it does on a bare session."""
+
+    def __init__(self, admit: Admit, gate: TurnGate) -> None:
+        self._admit = admit
+        self._gate = gate
+
+    async def send(self, text: str) -> str:
+        return await self._run(QueuedTurn(text, "spoken"))
+
+    async def say(self, text: str) -> str:
+        return await self._run(QueuedTurn(text, "spoken", use_llm=False))
+
+    async def interrupt(self) -> None:
+        self._gate.request()
+
+    async def _run(self, turn: QueuedTurn) -> str:
+        if not await self._admit(turn):
+            return ""  # refused: not heard as a turn
+        await turn.done.wait()
+        if turn.error is not None:
+            raise turn.error
+        return turn.reply

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from avatarkit.serve.auth import Auth, AuthMode, StartLimiter
+from avatarkit.serve.collector import GCPolicy, tune_collector
 from avatarkit.serve.state import DEFAULT_DRAIN_GRACE
 
 __all__ = ["SETTINGS_ENV", "ServeSettings", "app", "build_app", "log_with_uvicorn"]
@@ -34,6 +35,7 @@ class ServeSettings:
     trusted_proxies: list[str] = field(default_factory=list)
     drain_grace: float = DEFAULT_DRAIN_GRACE
     starts_per_minute: float = 10.0
+    gc: GCPolicy = "tuned"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -87,4 +89,7 @@ def app() -> Any:
     text = os.environ.get(SETTINGS_ENV)
     if not text:
         raise RuntimeError(f"{SETTINGS_ENV} is not set: start workers with `avatarkit serve`")
-    return build_app(ServeSettings.from_json(text))
+    settings = ServeSettings.from_json(text)
+    built = build_app(settings)
+    tune_collector(settings.gc)
+    return built

@@ -77,6 +77,9 @@ class LiveAvatarRenderer:
 
     #: The engine resamples TTS audio to this rate before :meth:`speak` (LITE wants 24 kHz).
     sample_rate: int | None = SAMPLE_RATE
+    #: LITE batches audio into messages itself: take what the TTS already made in blocks of up
+    #: to 0.2 s (fewer wake-ups per second of speech; the engine never waits to fill one).
+    max_chunk_seconds = 0.2
 
     def __init__(
         self,

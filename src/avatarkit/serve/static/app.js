@@ -180,6 +180,9 @@ const handlers = {
   },
   going_away() {
     goingAway = true;
+    // the server ends the microphone stream as it drains: stop capturing now
+    if (mic.on || window.avatarkit.mic.state !== "off") stopMic(false);
+    ui.mic.disabled = true;
     note("the server is restarting; the current reply finishes, then this page reconnects");
   },
   ready(message) {
