@@ -375,7 +375,9 @@ async def test_leaving_early_closes_the_connection_and_the_source(fake: FakeCoun
         async for _ in transcripts:
             break
     assert closed.is_set()
-    await fake.wait_for(lambda: fake.connections[0].ended is not None)
+    # the fake may be sending when the client goes: websockets then waits up to its
+    # close_timeout (10 s) for its reader before it says the connection closed
+    await fake.wait_for(lambda: fake.connections[0].ended is not None, seconds=30)
     assert fake.connections[0].ended == "client"
 
 
@@ -387,7 +389,9 @@ async def test_cancelled_midway_closes_the_connection(fake: FakeCounter) -> None
             await fake.wait_for(lambda: bool(fake.connections and fake.connections[0].sent))
             tg.cancel_scope.cancel()
     assert not scope.cancelled_caught
-    await fake.wait_for(lambda: fake.connections[0].ended is not None)
+    # the fake may be sending when the client goes: websockets then waits up to its
+    # close_timeout (10 s) for its reader before it says the connection closed
+    await fake.wait_for(lambda: fake.connections[0].ended is not None, seconds=30)
     assert fake.connections[0].ended == "client"
 
 
