@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from avatarkit.credentials import LOCAL_PLACEHOLDER_KEY, is_local_url, resolve_api_key
+from avatarkit.credentials import (
+    LOCAL_PLACEHOLDER_KEY,
+    is_local_url,
+    resolve_api_key,
+    resolve_endpoint,
+)
 from avatarkit.errors import ConfigError
 
 ENV = "AVATARKIT_TEST_API_KEY"
@@ -55,3 +60,34 @@ def test_missing_key_names_provider_variable_and_field(monkeypatch: pytest.Monke
             SecretStr(""), env_var=ENV, base_url="https://acme.example", provider="acme LLM"
         )
     assert info.value.field == "api_key"
+
+
+URL_ENV = "AVATARKIT_TEST_BASE_URL"
+
+
+def _endpoint(api_key: str | None, base_url: str | None) -> tuple[str, str | None]:
+    return resolve_endpoint(
+        api_key, base_url, env_var=ENV, base_url_env_var=URL_ENV, provider="acme LLM"
+    )
+
+
+def test_endpoint_base_url_option_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "env-key")
+    monkeypatch.delenv(URL_ENV, raising=False)
+    assert _endpoint(None, None) == ("env-key", None)  # the SDK's default URL
+    monkeypatch.setenv(URL_ENV, "https://gateway.example/v1")
+    assert _endpoint("opt-key", None) == ("opt-key", "https://gateway.example/v1")
+    assert _endpoint(None, "https://other.example") == ("env-key", "https://other.example")
+    monkeypatch.setenv(URL_ENV, "")  # set but empty: as if unset
+    assert _endpoint(None, None) == ("env-key", None)
+
+
+def test_endpoint_local_base_url_from_the_environment_needs_no_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv(URL_ENV, "http://localhost:11434/v1")
+    assert _endpoint(None, None) == (LOCAL_PLACEHOLDER_KEY, "http://localhost:11434/v1")
+    monkeypatch.delenv(URL_ENV)
+    with pytest.raises(ConfigError, match=f"acme LLM: no API key: set the {ENV}"):
+        _endpoint(None, None)

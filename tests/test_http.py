@@ -9,7 +9,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from avatarkit.credentials import LOCAL_PLACEHOLDER_KEY
 from avatarkit.errors import (
+    ConfigError,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
@@ -18,6 +20,7 @@ from avatarkit.errors import (
 from avatarkit.http import (
     RequestContext,
     connection_error,
+    keyed_context,
     status_error,
     streamed_response,
     timeout_error,
@@ -214,3 +217,42 @@ async def test_closed_when_the_consumer_stops_early() -> None:
     assert await anext(stream) == "a"
     await stream.aclose()  # what an interrupt does
     assert response.closed == 1
+
+
+def _keyed(api_key: str | None, base_url: str = "https://api.acme.test/v1") -> RequestContext:
+    return keyed_context(
+        provider="acme TTS",
+        api_key=api_key,
+        env_var="ACME_API_KEY",
+        key_pattern=re.compile(r"\bak-[A-Za-z0-9*]{6,}"),
+        base_url=base_url,
+        model="voice-2",
+        timeout=7.0,
+    )
+
+
+def test_keyed_context_takes_the_option_first_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "ak-from-env-0000")
+    ctx = _keyed("ak-from-option-1111")
+    assert ctx == RequestContext(
+        provider="acme TTS",
+        base_url="https://api.acme.test/v1",
+        model="voice-2",
+        api_key="ak-from-option-1111",
+        key_env_var="ACME_API_KEY",
+        timeout=7.0,
+        max_retries=0,
+        key_pattern=ctx.key_pattern,
+    )
+    assert _keyed(None).api_key == "ak-from-env-0000"
+    # the context scrubs its own key and anything shaped like the service's keys
+    assert ctx.clean("sent ak-from-option-1111, echoed ak-ab***cd") == "sent ***, echoed ***"
+
+
+def test_keyed_context_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACME_API_KEY", raising=False)
+    assert _keyed(None, "http://127.0.0.1:9").api_key == LOCAL_PLACEHOLDER_KEY
+    with pytest.raises(ConfigError, match=r"acme TTS: no API key: set the ACME_API_KEY"):
+        _keyed(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -11,9 +12,10 @@ import pytest
 from avatarkit.builtins.console import ConsoleRenderer
 from avatarkit.builtins.scripted import ScriptedLLM
 from avatarkit.plugins import ProviderRegistry
-from avatarkit.providers import AudioChunk, Message
+from avatarkit.providers import AudioChunk, Message, WordTiming
 from avatarkit.testing import (
     FakeAudioRenderer,
+    FakeIncrementalTTS,
     FakeLLM,
     FakeProvidersPlugin,
     FakeTextRenderer,
@@ -21,6 +23,7 @@ from avatarkit.testing import (
     check_llm,
     check_renderer,
     check_tts,
+    tone,
 )
 
 
@@ -107,3 +110,30 @@ def test_provider_registry_fixture(
     assert {"fake-text", "fake-audio", "console"} <= set(provider_registry.names("renderer"))
     llm = provider_registry.get("llm", "fake").create(replies=["Hi."])
     assert fake_providers.of(FakeLLM) == [llm]
+
+
+@pytest.mark.parametrize("text", ["hello there. ", "a  bc\tdef ", "x"])
+@pytest.mark.parametrize(("rate", "ms_per_char"), [(16000, 10.0), (24000, 7.5), (8000, 1.0)])
+async def test_both_fake_tts_speak_ms_per_char_of_the_same_tone(
+    text: str, rate: int, ms_per_char: float
+) -> None:
+    """FakeTTS (a sentence) and FakeIncrementalTTS (word by word) share one voice: the audio of
+    a word is the same tone, ms_per_char per character (its trailing space included)."""
+    sentence = FakeTTS(sample_rate=rate, ms_per_char=ms_per_char)
+    whole = b"".join([c.data async for c in sentence.synthesize(text)])  # read to the end
+    assert whole == tone(len(text) * ms_per_char / 1000, rate)
+
+    incremental = FakeIncrementalTTS(sample_rate=rate, ms_per_char=ms_per_char)
+    async with incremental.open_stream() as stream:
+        await stream.push(text)
+        await stream.end()
+        items = [item async for item in stream]
+    audio = [i.data for i in items if isinstance(i, AudioChunk)]
+    words = text.split()
+    assert [w.word for w in items if isinstance(w, WordTiming)] == words
+    pieces = re.findall(r"\S+\s*", text)
+    assert audio == [tone(len(p) * ms_per_char / 1000, rate) for p in pieces]
+    for fake in (sentence, incremental):
+        await fake.start()
+        await fake.close()
+        assert (fake.started, fake.closed) == (1, 1)

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from avatarkit.errors import ConfigError
 
-__all__ = ["LOCAL_PLACEHOLDER_KEY", "is_local_url", "resolve_api_key"]
+__all__ = ["LOCAL_PLACEHOLDER_KEY", "is_local_url", "resolve_api_key", "resolve_endpoint"]
 
 #: Sent to a server on this machine when no key is configured (Ollama and friends ignore it).
 LOCAL_PLACEHOLDER_KEY = "avatarkit-local"
@@ -66,3 +66,23 @@ def resolve_api_key(
         "keyless server set api_key to any placeholder)",
         field="api_key",
     )
+
+
+def resolve_endpoint(
+    api_key: SecretStr | str | None,
+    base_url: str | None,
+    *,
+    env_var: str,
+    base_url_env_var: str,
+    provider: str,
+) -> tuple[str, str | None]:
+    """The key to send and the base URL to use, for a service whose SDK also reads its base URL
+    from the environment (``$OPENAI_BASE_URL``, ``$ANTHROPIC_BASE_URL``).
+
+    The base URL is ``base_url`` (the option), else ``$base_url_env_var``, else None (the SDK's
+    default); the key then follows :func:`resolve_api_key` with that base URL, so a base URL on
+    this machine from the environment needs no key either.
+    """
+    base_url = base_url or os.environ.get(base_url_env_var) or None
+    key = resolve_api_key(api_key, env_var=env_var, base_url=base_url, provider=provider)
+    return key, base_url

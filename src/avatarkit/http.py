@@ -23,7 +23,9 @@ from typing import Protocol, Self, TypeVar
 
 import anyio
 import httpx
+from pydantic import SecretStr
 
+from avatarkit.credentials import resolve_api_key
 from avatarkit.errors import (
     ProviderConnectionError,
     ProviderError,
@@ -37,6 +39,7 @@ __all__ = [
     "RequestContext",
     "bad_event_data",
     "connection_error",
+    "keyed_context",
     "not_an_event_stream",
     "status_error",
     "streamed_response",
@@ -79,6 +82,38 @@ class RequestContext:
         if self.max_retries:
             return f"after {self.max_retries + 1} attempts"
         return "(max_retries is 0)"
+
+
+def keyed_context(
+    *,
+    provider: str,
+    api_key: SecretStr | str | None,
+    env_var: str,
+    key_pattern: re.Pattern[str] | None,
+    base_url: str,
+    model: str,
+    timeout: float,
+    max_retries: int = 0,
+) -> RequestContext:
+    """Resolve a provider's key and build the context that names it and scrubs it.
+
+    The key follows :func:`avatarkit.credentials.resolve_api_key` (the ``api_key`` option, then
+    ``$env_var``, then none for a server on this machine; else a
+    :class:`~avatarkit.errors.ConfigError`), so call this when the provider is built. The
+    context's ``api_key`` is the key to send. ``key_pattern`` is what the service's keys look
+    like, scrubbed from messages even when not ours; ``max_retries`` is the client's own.
+    """
+    key = resolve_api_key(api_key, env_var=env_var, base_url=base_url, provider=provider)
+    return RequestContext(
+        provider=provider,
+        base_url=base_url,
+        model=model,
+        api_key=key,
+        key_env_var=env_var,
+        timeout=timeout,
+        max_retries=max_retries,
+        key_pattern=key_pattern,
+    )
 
 
 def _advice(status: int, ctx: RequestContext) -> str:
@@ -263,7 +298,11 @@ class KeyedClient:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            from avatarkit.websocket import read_refused_handshake  # (it imports this module)
+
+            # a refused WebSocket handshake keeps its body, for the error to quote
+            hooks = {"response": [read_refused_handshake]}
+            self._client = httpx.AsyncClient(timeout=self._timeout, event_hooks=hooks)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -18,12 +18,13 @@ import threading
 import time
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.lowlevel
@@ -43,16 +44,22 @@ __all__ = [
     "FakeTTS",
     "FakeTextRenderer",
     "FakeVAD",
+    "FakeWebSocketConnection",
+    "LinkFaults",
     "LoopbackServer",
+    "LoopbackWebSocketServer",
     "ReceivedRequest",
+    "Refusal",
     "Responder",
     "ResponseGate",
+    "audio_feed",
     "check_incremental_tts",
     "check_llm",
     "check_renderer",
     "check_stt",
     "check_tts",
     "check_vad",
+    "collect_transcripts",
     "installed_distribution",
     "loopback_server",
     "registered",
@@ -131,7 +138,40 @@ class FakeLLM:
                 self.cancelled += 1
 
 
-class FakeTTS:
+class _ToneVoice:
+    """What the fake TTSs share: ``ms_per_char`` of tone per character, an ``error`` raised
+    after ``error_after`` audio chunks, and how often they were started and closed."""
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        ms_per_char: float,
+        error: BaseException | None,
+        error_after: int,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.ms_per_char = ms_per_char
+        self.error = error
+        self.error_after = error_after
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def _duration(self, chars: int) -> float:
+        return chars * self.ms_per_char / 1000
+
+    def _tone(self, chars: int) -> bytes:
+        """The audio of ``chars`` characters."""
+        return tone(self._duration(chars), self.sample_rate)
+
+
+class FakeTTS(_ToneVoice):
     """A TTS that turns each character into ``ms_per_char`` of tone, in ``chunk_ms`` chunks."""
 
     def __init__(
@@ -145,28 +185,19 @@ class FakeTTS:
         error: BaseException | None = None,
         error_after: int = 0,
     ) -> None:
-        self.sample_rate = sample_rate
-        self.ms_per_char = ms_per_char
+        super().__init__(
+            sample_rate=sample_rate, ms_per_char=ms_per_char, error=error, error_after=error_after
+        )
         self.chunk_ms = chunk_ms
         self.first_chunk_delay = first_chunk_delay
         self.chunk_delay = chunk_delay
-        self.error = error
-        self.error_after = error_after
         self.texts: list[str] = []
         self.completed = 0
         self.cancelled = 0
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         self.texts.append(text)
-        audio = tone(len(text) * self.ms_per_char / 1000, self.sample_rate)
+        audio = self._tone(len(text))
         step = max(2, round(self.sample_rate * self.chunk_ms / 1000) * 2)
         finished = False
         try:
@@ -443,7 +474,7 @@ async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> 
             await anyio.sleep(0.002)
 
 
-# -- conformance checks for plugin authors ------------------------------------------------------
+# -- conformance checks for plugin authors ---------------------------------------------------------
 
 _CHECK_MESSAGES = (
     Message("system", "You are a test."),
@@ -630,7 +661,7 @@ async def _check_interrupt(renderer: Any, speak: Any, patience: float, name: str
         raise AssertionError(f"{name} did not return within {patience}s of interrupt()")
 
 
-# -- voice input fakes ----------------------------------------------------------------------------
+# -- voice input fakes -----------------------------------------------------------------------------
 
 
 def _frame_levels(data: bytes) -> float:
@@ -880,7 +911,35 @@ class FakeSTT:
                 yield transcript
 
 
-# -- conformance checks for STT and VAD providers -------------------------------------------------
+# -- conformance checks for STT and VAD providers --------------------------------------------------
+
+
+async def audio_feed(
+    pcm: bytes,
+    sample_rate: int,
+    *,
+    chunk_ms: float = 20.0,
+    pause_at: float | None = None,
+    resume: anyio.Event | None = None,
+) -> AsyncGenerator[AudioChunk, None]:
+    """Mono PCM16 ``pcm`` as ``chunk_ms`` chunks, as fast as they are taken; at ``pause_at``
+    seconds of audio it waits for ``resume`` (a stretch in which no audio flows)."""
+    step = 2 * round(sample_rate * chunk_ms / 1000)
+    for i in range(0, len(pcm), step):
+        if pause_at is not None and resume is not None and i >= pause_at * sample_rate * 2:
+            await resume.wait()
+            pause_at = None
+        yield AudioChunk(pcm[i : i + step], sample_rate)
+        await anyio.lowlevel.checkpoint()
+
+
+async def collect_transcripts(stt: Any, audio: AsyncIterator[AudioChunk]) -> list[Transcript]:
+    """Every transcript of one ``stt.transcribe(audio)`` call, the call closed however it ends."""
+    out: list[Transcript] = []
+    async with aclosing(stt.transcribe(audio)) as transcripts:
+        async for transcript in transcripts:
+            out.append(transcript)
+    return out
 
 
 class _Feed:
@@ -1122,7 +1181,7 @@ async def check_vad(
     return events
 
 
-# -- a loopback HTTP server for provider tests ------------------------------------------------
+# -- a loopback HTTP server for provider tests -----------------------------------------------------
 
 
 class ClientGone(Exception):
@@ -1439,10 +1498,251 @@ def loopback_server(handler: Handler) -> Iterator[LoopbackServer]:
         raise server.errors[0]
 
 
-# -- incremental TTS -----------------------------------------------------------------------------
+# -- WebSocket services ----------------------------------------------------------------------------
 
 
-class FakeIncrementalTTS:
+@dataclass
+class FakeWebSocketConnection:
+    """One WebSocket a :class:`LoopbackWebSocketServer` accepted, and what crossed it."""
+
+    index: int
+    #: The request path, query included.
+    path: str
+    #: The handshake's headers, names lower-cased.
+    headers: dict[str, str]
+    #: The audio the service took from the client on this connection.
+    audio: bytearray = field(default_factory=bytearray)
+    #: Client messages kept for assertions, in order.
+    received: list[dict[str, Any]] = field(default_factory=list)
+    #: Messages the service sent, in order.
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    #: How it ended: "client" (closed by the client), "dropped" (the TCP connection broke or
+    #: was cut), "frozen" (held without a word), or what the fake sets.
+    ended: str | None = None
+    #: Held half-open: reads nothing and answers no ping.
+    frozen: bool = False
+    #: WebSocket pings received from the client.
+    pings: int = 0
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
+
+    def param(self, name: str) -> str | None:
+        """The last value of query parameter ``name``, or None."""
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+
+@dataclass
+class LinkFaults:
+    """Network faults a :class:`LoopbackWebSocketServer` can stage; change them before (or while)
+    a client connects."""
+
+    #: Cut the TCP connection (no close frame) once a connection received this much audio (s)...
+    drop_after_audio: float | None = None
+    #: ...on this many connections (the first ones).
+    drops: int = 1
+    #: Answer every handshake after the first connection with 503 (a lasting outage).
+    refuse_reconnects: bool = False
+    #: Stop reading and answering pings (a half-open connection) once a connection received
+    #: this much audio (s), on the first ``drops`` connections.
+    freeze_after_audio: float | None = None
+
+    def due(self, conn: FakeWebSocketConnection, sample_rate: int) -> str | None:
+        """``"frozen"`` or ``"dropped"`` when ``conn``'s audio (PCM16 at ``sample_rate``) has
+        reached a staged fault, else None."""
+        if conn.index >= self.drops:
+            return None
+        heard = len(conn.audio)
+        freeze, drop = self.freeze_after_audio, self.drop_after_audio
+        if freeze is not None and heard >= freeze * sample_rate * 2:
+            return "frozen"
+        if drop is not None and heard >= drop * sample_rate * 2:
+            return "dropped"
+        return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A handshake a :class:`LoopbackWebSocketServer` answers with an HTTP error."""
+
+    status: int
+    #: The JSON body.
+    body: Mapping[str, Any]
+    #: Extra response headers (Content-Type and Content-Length are set).
+    headers: Sequence[tuple[str, str]] = ()
+
+
+class LoopbackWebSocketServer:
+    """A WebSocket service fake on 127.0.0.1, for testing a plugin against the real protocol.
+
+    Runs ``websockets``' threaded server (the ``testing`` extra of a plugin that uses it) in the
+    background, so asyncio and trio tests alike can use it: ``with Fake() as fake:``. A subclass
+    speaks the protocol: :meth:`refuse` judges each handshake, :meth:`new_connection` makes the
+    record of an accepted one and :meth:`converse` serves it (returning, or the client leaving,
+    ends it). Every handshake is kept in :attr:`handshakes` (path, headers, status), every
+    connection in :attr:`connections`; :meth:`freeze` and :meth:`cut` stage network failures.
+    """
+
+    def __init__(self) -> None:
+        from websockets.sync.server import ServerConnection, serve
+
+        fake = self
+
+        class _Connection(ServerConnection):
+            """Counts pings, and answers none once its connection is frozen."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                protocol_send = self.protocol.send_frame
+
+                def send_frame(frame: Any) -> None:
+                    from websockets.frames import Opcode
+
+                    conn = getattr(self, "fake_connection", None)
+                    if conn is not None and conn.frozen and frame.opcode is Opcode.PONG:
+                        return
+                    protocol_send(frame)
+
+                self.protocol.send_frame = send_frame  # type: ignore[method-assign]
+
+            def process_event(self, event: Any) -> None:
+                from websockets.frames import Opcode
+
+                conn = getattr(self, "fake_connection", None)
+                if getattr(event, "opcode", None) is Opcode.PING and conn is not None:
+                    with fake._lock:
+                        conn.pings += 1
+                super().process_event(event)
+
+        self.stopping = threading.Event()
+        self.connections: list[Any] = []
+        self.handshakes: list[tuple[str, dict[str, str], int]] = []  # path, headers, status
+        self.violations: list[str] = []
+        self._lock = threading.Lock()
+        self._server = serve(
+            self._accept,
+            "127.0.0.1",
+            0,
+            process_request=self._handshake,
+            compression=None,
+            create_connection=_Connection,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.socket.getsockname()[1])
+
+    def messages(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Client messages kept on every connection (of one ``type``, or all)."""
+        with self._lock:
+            return [m for c in self.connections for m in c.received if kind in (None, m["type"])]
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+        """Poll (bounded) until ``predicate()`` holds: the fake runs in other threads."""
+        with anyio.fail_after(seconds):
+            while not predicate():  # noqa: ASYNC110 - the state changes in another thread
+                await anyio.sleep(0.005)
+
+    # -- the protocol: subclasses ------------------------------------------------------------------
+
+    def refuse(self, path: str, headers: dict[str, str]) -> Refusal | None:
+        """How to answer a handshake (``headers`` lower-cased): None accepts it."""
+        return None
+
+    def new_connection(
+        self, index: int, path: str, headers: dict[str, str]
+    ) -> FakeWebSocketConnection:
+        """The record of an accepted connection."""
+        return FakeWebSocketConnection(index, path, headers)
+
+    def converse(self, ws: Any, conn: Any) -> None:
+        """Serve one connection (``ws``: a websockets ``ServerConnection``)."""
+        raise NotImplementedError
+
+    # -- staged failures ---------------------------------------------------------------------------
+
+    def freeze(self, ws: Any, conn: FakeWebSocketConnection) -> None:
+        """Hold the connection half-open, reading nothing and answering no ping, until the fake
+        stops; then cut it."""
+        conn.frozen = True
+        conn.ended = "frozen"
+        ws.socket.settimeout(None)
+        while not self.stopping.wait(0.05):
+            pass
+        ws.socket.shutdown(socket.SHUT_RDWR)  # no closing handshake to wait on
+
+    def cut(self, ws: Any, conn: FakeWebSocketConnection) -> None:
+        """Drop the TCP connection with no close frame."""
+        conn.ended = "dropped"
+        ws.socket.shutdown(socket.SHUT_RDWR)
+
+    def fail(self, ws: Any, conn: FakeWebSocketConnection, fault: str) -> None:
+        """Stage ``fault`` (what :meth:`LinkFaults.due` said) on ``conn``."""
+        if fault == "frozen":
+            self.freeze(ws, conn)
+        else:
+            self.cut(ws, conn)
+
+    # -- websockets' hooks -------------------------------------------------------------------------
+
+    def _handshake(self, connection: Any, request: Any) -> Any:
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        refusal = self.refuse(request.path, headers)
+        with self._lock:
+            self.handshakes.append((request.path, headers, refusal.status if refusal else 101))
+        if refusal is None:
+            return None
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        body = json.dumps(refusal.body)
+        return Response(
+            refusal.status,
+            "Error",
+            Headers(
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    *refusal.headers,
+                ]
+            ),
+            body.encode(),
+        )
+
+    def _accept(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        request = ws.request
+        assert request is not None
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        with self._lock:
+            conn = self.new_connection(len(self.connections), request.path, headers)
+            self.connections.append(conn)
+        ws.fake_connection = conn
+        try:
+            self.converse(ws, conn)
+        except ConnectionClosed:
+            conn.ended = conn.ended or "client"
+        except OSError:
+            conn.ended = conn.ended or "dropped"
+
+
+# -- incremental TTS -------------------------------------------------------------------------------
+
+
+class FakeIncrementalTTS(_ToneVoice):
     """An incremental TTS: every pushed word becomes ``ms_per_char`` of tone per character (its
     trailing space included) at once, with a :class:`~avatarkit.providers.WordTiming` per word.
 
@@ -1462,21 +1762,12 @@ class FakeIncrementalTTS:
         error: BaseException | None = None,
         error_after: int = 0,
     ) -> None:
-        self.sample_rate = sample_rate
-        self.ms_per_char = ms_per_char
+        super().__init__(
+            sample_rate=sample_rate, ms_per_char=ms_per_char, error=error, error_after=error_after
+        )
         self.timings = timings
         self.first_audio_delay = first_audio_delay
-        self.error = error
-        self.error_after = error_after
         self.streams: list[FakeSpeechStream] = []
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
 
     def open_stream(self) -> FakeSpeechStream:
         stream = FakeSpeechStream(self)
@@ -1519,12 +1810,12 @@ class FakeSpeechStream:
         tts = self._tts
         for match in re.finditer(r"\S+\s*", text):
             chars = len(match.group())
-            duration = chars * tts.ms_per_char / 1000
+            duration = tts._duration(chars)
             word = match.group().strip()
             if tts.timings:
-                speaking = len(word) * tts.ms_per_char / 1000
+                speaking = tts._duration(len(word))
                 self._send.send_nowait(WordTiming(word, self._seconds, self._seconds + speaking))
-            self._send.send_nowait(AudioChunk(tone(duration, tts.sample_rate), tts.sample_rate))
+            self._send.send_nowait(AudioChunk(tts._tone(chars), tts.sample_rate))
             self._seconds += round(duration * tts.sample_rate) / tts.sample_rate
 
     async def flush(self) -> None:

@@ -11,9 +11,12 @@ A plugin that uses this module depends on ``httpx-ws``; the core does not import
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import Iterable
+from contextlib import AsyncExitStack, suppress
 from types import TracebackType
 from typing import Any
 
@@ -22,12 +25,32 @@ import httpx
 from avatarkit.errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from avatarkit.http import RequestContext, connection_error, status_error
 
-__all__ = ["ServiceClosed", "ServiceSocket"]
+__all__ = [
+    "Base64PCM",
+    "ServiceClosed",
+    "ServiceSocket",
+    "read_refused_handshake",
+    "speech_service_error",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Audio arrives base64-encoded in JSON: far above httpx-ws's 64 KiB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+async def read_refused_handshake(response: httpx.Response) -> None:
+    """An httpx response hook that reads the body of a WebSocket handshake answered with an
+    error, while it can still be read.
+
+    httpx-ws raises its ``WebSocketUpgradeError`` after closing the response, so without this
+    the server's explanation (``{"message": "Invalid API key"}``) never reaches the error. Give
+    it to the client a socket is opened with: ``httpx.AsyncClient(event_hooks={"response":
+    [read_refused_handshake]})``. Other requests are left alone.
+    """
+    if response.status_code != 101 and response.request.headers.get("upgrade") == "websocket":
+        with suppress(httpx.HTTPError):
+            await response.aread()
 
 
 class ServiceClosed(ProviderConnectionError):
@@ -75,7 +98,10 @@ class ServiceSocket:
         client = self._client
         if client is None:
             client = await self._stack.enter_async_context(
-                httpx.AsyncClient(timeout=self._connect_timeout)
+                httpx.AsyncClient(
+                    timeout=self._connect_timeout,
+                    event_hooks={"response": [read_refused_handshake]},
+                )
             )
         try:
             # No anyio timeout around this: httpx-ws opens a task group that outlives the call,
@@ -217,3 +243,50 @@ def _unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+class Base64PCM:
+    """Turns base64 PCM16 pieces from a TTS service into whole samples: a piece may end inside
+    a sample, whose odd byte waits for its partner in the next piece."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._pending = b""
+
+    def decode(self, data: str) -> bytes:
+        """The whole samples ``data`` completes (maybe none); raises a
+        :class:`~avatarkit.errors.ProviderError` when it is not base64."""
+        try:
+            pcm = self._pending + base64.b64decode(data)
+        except (binascii.Error, ValueError):
+            raise ProviderError(
+                "the service sent audio that is not base64", provider=self.provider
+            ) from None
+        whole = len(pcm) - len(pcm) % 2
+        self._pending = pcm[whole:]
+        return pcm[:whole]
+
+
+def speech_service_error(
+    ctx: RequestContext,
+    message: str,
+    code: object,
+    *,
+    voice_id: str,
+    model: str,
+    auth_words: Iterable[str],
+) -> ProviderError:
+    """The error for a TTS service's error message (or close reason) mid-stream, with advice:
+    an unknown voice, a refused key (the message or ``code`` holds one of ``auth_words``) or
+    model, quoting the service (key scrubbed)."""
+    text = ctx.clean(message) or "no detail"
+    lowered = f"{code} {message}".lower()
+    if "voice" in lowered and ("not found" in lowered or "not_found" in lowered):
+        advice = f"voice {voice_id!r} was not found: check the voice_id option"
+    elif any(w in lowered for w in auth_words):
+        advice = f"authentication failed: check the api_key option or {ctx.key_env_var}"
+    elif "model" in lowered:
+        advice = f"model {model!r} was refused: check the model option"
+    else:
+        advice = "the service ended the stream with an error"
+    return ProviderError(f"{advice} (server said: {text})", provider=ctx.provider)

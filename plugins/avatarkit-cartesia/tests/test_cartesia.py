@@ -113,6 +113,7 @@ async def test_bad_key_is_refused_without_showing_it(
     with pytest.raises(ProviderError, match="HTTP 401: authentication failed") as info:
         await speak(tts, "Hello.")
     assert "CARTESIA_API_KEY" in str(info.value)
+    assert "server said: Invalid API key" in str(info.value)  # the refusal's body, read
     logs = "\n".join(
         r.getMessage() for r in caplog.records if not r.name.startswith("websockets.server")
     )

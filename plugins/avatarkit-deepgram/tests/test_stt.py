@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from typing import Any
 
 import anyio
 import pytest
@@ -21,7 +22,7 @@ from avatarkit.errors import (
     ProviderHTTPError,
 )
 from avatarkit.providers import AudioChunk, Transcript
-from avatarkit.testing import check_stt
+from avatarkit.testing import audio_feed, check_stt, collect_transcripts
 from avatarkit.tonespeech import GAP_SECONDS, WORD_SECONDS, tone_speech
 from avatarkit_deepgram.stt import DeepgramSTT
 from avatarkit_deepgram.testing import API_KEY, FakeDeepgram
@@ -43,29 +44,12 @@ def stt_for(fake: FakeDeepgram, **options: object) -> DeepgramSTT:
     return DeepgramSTT(api_key=API_KEY, base_url=fake.base_url, **options)
 
 
-async def feed(
-    pcm: bytes,
-    *,
-    chunk_ms: float = 20,
-    pause_at: float | None = None,
-    resume: anyio.Event | None = None,
-) -> AsyncIterator[AudioChunk]:
-    """``pcm`` in chunks, as fast as taken; waits for ``resume`` at ``pause_at`` seconds."""
-    step = 2 * round(RATE * chunk_ms / 1000)
-    for i in range(0, len(pcm), step):
-        if pause_at is not None and resume is not None and i >= pause_at * RATE * 2:
-            await resume.wait()
-            pause_at = None
-        yield AudioChunk(pcm[i : i + step], RATE)
-        await anyio.lowlevel.checkpoint()
+def feed(pcm: bytes, **options: Any) -> AsyncIterator[AudioChunk]:
+    """``pcm`` in chunks, as fast as taken (``pause_at`` / ``resume``: a silent stretch)."""
+    return audio_feed(pcm, RATE, **options)
 
 
-async def collect(stt: DeepgramSTT, audio: AsyncIterator[AudioChunk]) -> list[Transcript]:
-    out: list[Transcript] = []
-    async with aclosing(stt.transcribe(audio)) as transcripts:
-        async for t in transcripts:
-            out.append(t)
-    return out
+collect = collect_transcripts
 
 
 def finals(items: list[Transcript]) -> list[str]:
@@ -290,7 +274,9 @@ async def test_leaving_early_closes_the_connection(fake: FakeDeepgram) -> None:
         async for t in transcripts:
             if t.kind == "interim":
                 break
-    await fake.wait_for(lambda: fake.connections[0].ended is not None)
+    # the fake may be sending when the client goes: websockets then waits up to its
+    # close_timeout (10 s) for its reader before it says the connection closed
+    await fake.wait_for(lambda: fake.connections[0].ended is not None, seconds=30)
     assert fake.connections[0].ended == "client"
 
 

@@ -144,6 +144,8 @@ async def test_bad_key_is_a_clear_error_without_the_key(
     message = str(info.value)
     assert "authentication failed" in message or "HTTP 401" in message
     assert "ELEVENLABS_API_KEY" in message
+    if at_handshake:  # the refusal's body, read
+        assert "server said: Invalid API key" in message
     # the client's logs (the fake server's own websockets logger prints the headers it got)
     logs = "\n".join(
         r.getMessage() for r in caplog.records if not r.name.startswith("websockets.server")

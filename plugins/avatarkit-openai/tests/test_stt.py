@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from typing import Any
 
 import anyio
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError, ProviderHTTPError
 from avatarkit.plugins import default_registry
 from avatarkit.providers import AudioChunk, Transcript, stt_sample_rate, stt_streams
-from avatarkit.testing import ResponseGate, check_stt
+from avatarkit.testing import ResponseGate, audio_feed, check_stt, collect_transcripts
 from avatarkit.tonespeech import GAP_SECONDS, WORD_SECONDS, tone_speech
 from avatarkit_openai.stt import OpenAISTT
 from avatarkit_openai.testing import API_KEY, FakeRealtime
@@ -39,29 +40,11 @@ def live(fake: FakeRealtime, **options: object) -> OpenAISTT:
     return OpenAISTT(api_key=API_KEY, base_url=fake.base_url, **options)  # type: ignore[arg-type]
 
 
-async def feed(
-    pcm: bytes,
-    rate: int = RATE,
-    *,
-    chunk_ms: float = 20,
-    pause_at: float | None = None,
-    resume: anyio.Event | None = None,
-) -> AsyncIterator[AudioChunk]:
-    step = 2 * round(rate * chunk_ms / 1000)
-    for i in range(0, len(pcm), step):
-        if pause_at is not None and resume is not None and i >= pause_at * rate * 2:
-            await resume.wait()
-            pause_at = None
-        yield AudioChunk(pcm[i : i + step], rate)
-        await anyio.lowlevel.checkpoint()
+def feed(pcm: bytes, rate: int = RATE, **options: Any) -> AsyncIterator[AudioChunk]:
+    return audio_feed(pcm, rate, **options)
 
 
-async def collect(stt: OpenAISTT, audio: AsyncIterator[AudioChunk]) -> list[Transcript]:
-    out: list[Transcript] = []
-    async with aclosing(stt.transcribe(audio)) as transcripts:
-        async for t in transcripts:
-            out.append(t)
-    return out
+collect = collect_transcripts
 
 
 def final_texts(items: list[Transcript]) -> list[str]:
@@ -233,6 +216,7 @@ async def test_realtime_bad_key_is_a_clear_error_that_never_shows_the_key(
     assert caught.value.status_code == 401
     assert "authentication failed" in str(caught.value)
     assert "OPENAI_API_KEY" in str(caught.value)
+    assert "Incorrect API key provided" in str(caught.value)  # the refusal's body, read
     assert len(realtime.handshakes) == 1
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "websockets.server")
     for text in (str(caught.value), repr(stt), str(caught.value.body), logged):

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import queue
 import re
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+
+from avatarkit.testing import tone
 
 if TYPE_CHECKING:
     from websockets.sync.server import Server, ServerConnection
@@ -61,9 +61,8 @@ class _Context:
 
 
 def _pcm(chars: int, rate: int, ms_per_char: float) -> bytes:
-    frames = round(chars * ms_per_char / 1000 * rate)
-    step = 2 * math.pi * 220 / rate
-    return struct.pack(f"<{frames}h", *(int(12000 * math.sin(step * i)) for i in range(frames)))
+    """``ms_per_char`` of a 220 Hz tone per character (peak 12000)."""
+    return tone(chars * ms_per_char / 1000, rate, level=12000 / 32767)
 
 
 class FakeCartesia:

@@ -15,8 +15,6 @@ cancel scope; the handshake overlaps the LLM's time to first token. Built on
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 import uuid
@@ -28,11 +26,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from avatarkit.credentials import resolve_api_key
 from avatarkit.errors import ProviderError
-from avatarkit.http import KeyedClient, RequestContext
+from avatarkit.http import KeyedClient, keyed_context
 from avatarkit.providers import AudioChunk, WordTiming
-from avatarkit.websocket import ServiceClosed, ServiceSocket
+from avatarkit.websocket import (
+    Base64PCM,
+    ServiceClosed,
+    ServiceSocket,
+    speech_service_error,
+)
 from avatarkit_cartesia.options import CartesiaOptions
 
 __all__ = ["CartesiaStream", "CartesiaTTS"]
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 PROVIDER = "cartesia TTS"
 KEY_ENV = "CARTESIA_API_KEY"
 KEY_PATTERN = re.compile(r"\bsk_car_[A-Za-z0-9]{12,}")
+#: What in an error message means the key was refused.
+_AUTH = ("api key", "api_key", "unauthor", "401")
 
 
 class CartesiaTTS(KeyedClient):
@@ -52,16 +56,14 @@ class CartesiaTTS(KeyedClient):
         self.options = CartesiaOptions(**options)
         self.sample_rate = self.options.sample_rate
         o = self.options
-        key = resolve_api_key(o.api_key, env_var=KEY_ENV, base_url=o.base_url, provider=PROVIDER)
-        self._ctx = RequestContext(
+        self._ctx = keyed_context(
             provider=PROVIDER,
+            api_key=o.api_key,
+            env_var=KEY_ENV,
+            key_pattern=KEY_PATTERN,
             base_url=o.base_url,
             model=o.model,
-            api_key=key,
-            key_env_var=KEY_ENV,
             timeout=o.timeout,
-            max_retries=0,
-            key_pattern=KEY_PATTERN,
         )
         self._timeout = self.options.timeout
 
@@ -132,7 +134,7 @@ class CartesiaStream:
         self._ended = False
         self._finished = False
         self._ready: deque[AudioChunk | WordTiming] = deque()
-        self._pending = b""
+        self._pcm = Base64PCM(PROVIDER)
 
     async def __aenter__(self) -> CartesiaStream:
         await self._socket.__aenter__()
@@ -221,31 +223,15 @@ class CartesiaStream:
     def _audio(self, data: object) -> None:
         if not isinstance(data, str) or not data:
             return
-        try:
-            pcm = self._pending + base64.b64decode(data)
-        except (binascii.Error, ValueError):
-            raise ProviderError(
-                "the service sent audio that is not base64", provider=PROVIDER
-            ) from None
-        whole = len(pcm) - len(pcm) % 2
-        self._pending = pcm[whole:]
-        if whole:
-            self._ready.append(AudioChunk(pcm[:whole], self._tts.sample_rate))
+        pcm = self._pcm.decode(data)
+        if pcm:
+            self._ready.append(AudioChunk(pcm, self._tts.sample_rate))
 
     def _error(self, message: str, code: object) -> ProviderError:
-        ctx = self._tts._ctx
         o = self._tts.options
-        text = ctx.clean(message) or "no detail"
-        lowered = f"{code} {message}".lower()
-        if "voice" in lowered and ("not found" in lowered or "not_found" in lowered):
-            advice = f"voice {o.voice_id!r} was not found: check the voice_id option"
-        elif any(w in lowered for w in ("api key", "api_key", "unauthor", "401")):
-            advice = f"authentication failed: check the api_key option or {KEY_ENV}"
-        elif "model" in lowered:
-            advice = f"model {o.model!r} was refused: check the model option"
-        else:
-            advice = "the service ended the stream with an error"
-        return ProviderError(f"{advice} (server said: {text})", provider=PROVIDER)
+        return speech_service_error(
+            self._tts._ctx, message, code, voice_id=o.voice_id, model=o.model, auth_words=_AUTH
+        )
 
 
 def _words(timestamps: object) -> list[WordTiming]:

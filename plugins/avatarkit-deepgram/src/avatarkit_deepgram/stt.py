@@ -10,9 +10,8 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from avatarkit.credentials import resolve_api_key
 from avatarkit.errors import ConfigError
-from avatarkit.http import RequestContext
+from avatarkit.http import keyed_context
 from avatarkit.providers import AudioChunk, Transcript
 from avatarkit_deepgram.options import DeepgramSTTOptions
 from avatarkit_deepgram.stream import DeepgramStream
@@ -46,31 +45,27 @@ class DeepgramSTT:
         except ValidationError as exc:
             raise ConfigError(f"{PROVIDER}: invalid options: {exc}") from None
         self.sample_rate = self.options.sample_rate
-        self._api_key = resolve_api_key(
-            self.options.api_key, env_var=ENV_KEY, base_url=self.options.base_url, provider=PROVIDER
+        o = self.options
+        self._ctx = keyed_context(
+            provider=PROVIDER,
+            api_key=o.api_key,
+            env_var=ENV_KEY,
+            key_pattern=_KEY_LIKE,
+            base_url=o.base_url.rstrip("/"),
+            model=o.model,
+            timeout=o.connect_timeout,
         )
+        self._api_key = self._ctx.api_key
         self._streams: set[DeepgramStream] = set()
 
     def __repr__(self) -> str:
         o = self.options
         return f"DeepgramSTT(model={o.model!r}, language={o.language!r}, base_url={o.base_url!r})"
 
-    def _context(self) -> RequestContext:
-        return RequestContext(
-            provider=PROVIDER,
-            base_url=self.options.base_url.rstrip("/"),
-            model=self.options.model,
-            api_key=self._api_key,
-            key_env_var=ENV_KEY,
-            timeout=self.options.connect_timeout,
-            max_retries=0,
-            key_pattern=_KEY_LIKE,
-        )
-
     async def transcribe(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[Transcript]:
         """Yield transcripts of ``audio`` (mono PCM16 at :attr:`sample_rate`) as they come; ends
         once the audio has ended and Deepgram has answered for all of it."""
-        stream = DeepgramStream(self.options, self._api_key, self._context(), PROVIDER)
+        stream = DeepgramStream(self.options, self._api_key, self._ctx, PROVIDER)
         self._streams.add(stream)
         try:
             async with aclosing(stream.run(audio)) as transcripts:

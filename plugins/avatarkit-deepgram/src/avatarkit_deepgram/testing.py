@@ -16,22 +16,22 @@ background threads (asyncio and trio tests alike) and needs the ``websockets`` p
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-import anyio
-
+from avatarkit.testing import (
+    FakeWebSocketConnection,
+    LinkFaults,
+    LoopbackWebSocketServer,
+    Refusal,
+)
 from avatarkit.tonespeech import RecognisedWord, ToneRecogniser
 
 if TYPE_CHECKING:
-    from websockets.http11 import Request, Response
-    from websockets.sync.server import Server, ServerConnection
+    from websockets.sync.server import ServerConnection
 
 __all__ = ["API_KEY", "Connection", "FakeDeepgram", "Knobs"]
 
@@ -44,123 +44,44 @@ NET0001 = (
 
 
 @dataclass
-class Knobs:
+class Knobs(LinkFaults):
     """How the fake behaves; change before (or while) a client connects."""
 
-    #: Cut the TCP connection (no close frame) once a connection received this much audio (s)...
-    drop_after_audio: float | None = None
-    #: ...on this many connections (the first ones).
-    drops: int = 1
     #: Answer the next N handshakes with 503.
     refuse_handshakes: int = 0
-    #: Answer every handshake after the first connection with 503 (a lasting outage).
-    refuse_reconnects: bool = False
     #: Close with 1011 (NET-0001) when nothing arrives for this long (Deepgram: 10 s).
     idle_timeout: float = 10.0
     #: Fix the text (is_final, not speech_final) every N words of a long stretch.
     final_every: int = 4
     #: Do not answer CloseStream (the client must give up by itself).
     ignore_close_stream: bool = False
-    #: Stop reading and answering pings (a half-open connection) once a connection received
-    #: this much audio (s), on the first ``drops`` connections.
-    freeze_after_audio: float | None = None
     #: Close every connection with this (code, reason) once it received ``close_after`` s.
     close_with: tuple[int, str] | None = None
     close_after: float = 0.5
 
 
-@dataclass
-class Connection:
-    """One WebSocket the fake accepted, and everything that crossed it."""
-
-    index: int
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    audio: bytearray = field(default_factory=bytearray)
-    received: list[dict[str, Any]] = field(default_factory=list)  # text messages, in order
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    ended: str | None = None  # "closed", "dropped", "idle", "client", "frozen"
-    frozen: bool = False
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[-1] if values else None
+class Connection(FakeWebSocketConnection):
+    """One WebSocket the fake accepted, and everything that crossed it (``received``: text
+    messages; ``ended``: "closed", "dropped", "idle", "client" or "frozen")."""
 
 
-class FakeDeepgram:
+class FakeDeepgram(LoopbackWebSocketServer):
     """The fake service; use as a context manager. ``base_url`` is what the STT is given."""
 
     def __init__(self, api_key: str = API_KEY) -> None:
-        from websockets.sync.server import ServerConnection, serve
-
-        class _HalfOpenable(ServerConnection):
-            """Answers no ping once its connection is frozen."""
-
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                protocol_send = self.protocol.send_frame
-
-                def send_frame(frame: Any) -> None:
-                    from websockets.frames import Opcode
-
-                    conn = getattr(self, "fake_connection", None)
-                    if conn is not None and conn.frozen and frame.opcode is Opcode.PONG:
-                        return
-                    protocol_send(frame)
-
-                self.protocol.send_frame = send_frame  # type: ignore[method-assign]
-
+        super().__init__()
         self.api_key = api_key
-        self.stopping = threading.Event()
         self.knobs = Knobs()
         self.connections: list[Connection] = []
-        self.handshakes: list[tuple[str, dict[str, str], int]] = []  # path, headers, status
-        self.violations: list[str] = []
-        self._lock = threading.Lock()
-        self._server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            process_request=self._handshake,
-            compression=None,
-            create_connection=_HalfOpenable,
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeDeepgram:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self._server.shutdown()
-        self._thread.join(timeout=5)
 
     @property
     def base_url(self) -> str:
-        return f"ws://127.0.0.1:{self._server.socket.getsockname()[1]}"
+        return f"ws://127.0.0.1:{self.port}"
 
-    # -- views for assertions --------------------------------------------------------------------
-
-    def messages(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Text messages received on every connection (of one ``type``, or all)."""
-        with self._lock:
-            return [m for c in self.connections for m in c.received if kind in (None, m["type"])]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-        """Poll (bounded) until ``predicate()`` holds: the fake runs in other threads."""
-        with anyio.fail_after(seconds):
-            while not predicate():  # noqa: ASYNC110 - the state changes in another thread
-                await anyio.sleep(0.005)
-
-    # -- the handshake -----------------------------------------------------------------------
-
-    def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        headers = {k.lower(): v for k, v in request.headers.raw_items()}
-        path = urlsplit(request.path).path
-        query = parse_qs(urlsplit(request.path).query)
+    def refuse(self, path: str, headers: dict[str, str]) -> Refusal | None:
+        query = Connection(0, path, headers).query
         status, message, code = 101, "", ""
-        if path != "/v1/listen":
+        if urlsplit(path).path != "/v1/listen":
             status, message, code = 404, "Not found.", "NOT_FOUND"
         elif headers.get("authorization") != f"Token {self.api_key}":
             status, message, code = 401, "Invalid credentials.", "INVALID_AUTH"
@@ -173,51 +94,20 @@ class FakeDeepgram:
         ):
             self.knobs.refuse_handshakes = max(0, self.knobs.refuse_handshakes - 1)
             status, message, code = 503, "Service unavailable.", "SERVICE_UNAVAILABLE"
-        with self._lock:
-            self.handshakes.append((request.path, headers, status))
         if status == 101:
             return None
-        from websockets.datastructures import Headers
-        from websockets.http11 import Response
-
         request_id = str(uuid.uuid4())
-        body = json.dumps({"err_code": code, "err_msg": message, "request_id": request_id})
-        return Response(
+        return Refusal(
             status,
-            "Error",
-            Headers(
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body))),
-                    ("dg-error", message),
-                    ("dg-request-id", request_id),
-                ]
-            ),
-            body.encode(),
+            {"err_code": code, "err_msg": message, "request_id": request_id},
+            [("dg-error", message), ("dg-request-id", request_id)],
         )
 
-    # -- one stream ----------------------------------------------------------------------------
+    def new_connection(self, index: int, path: str, headers: dict[str, str]) -> Connection:
+        return Connection(index, path, headers)
 
-    def _handle(self, ws: ServerConnection) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        request = ws.request
-        assert request is not None
-        with self._lock:
-            conn = Connection(
-                len(self.connections),
-                parse_qs(urlsplit(request.path).query),
-                {k.lower(): v for k, v in request.headers.raw_items()},
-            )
-            self.connections.append(conn)
-        ws.fake_connection = conn  # type: ignore[attr-defined]
-        stream = _Stream(self, ws, conn)
-        try:
-            stream.serve()
-        except ConnectionClosed:
-            conn.ended = conn.ended or "client"
-        except OSError:
-            conn.ended = conn.ended or "dropped"
+    def converse(self, ws: ServerConnection, conn: Connection) -> None:
+        _Stream(self, ws, conn).serve()
 
 
 class _Stream:
@@ -262,26 +152,9 @@ class _Stream:
                     self.conn.ended = "closed"
                     self.ws.close(*knobs.close_with)
                     return
-                freeze = knobs.freeze_after_audio
-                if (
-                    freeze is not None
-                    and self.conn.index < knobs.drops
-                    and len(self.conn.audio) >= freeze * self.rate * 2
-                ):
-                    self.conn.frozen = True
-                    self.conn.ended = "frozen"
-                    while not self.fake.stopping.wait(0.05):  # hold the socket, say nothing
-                        pass
-                    self.ws.socket.shutdown(socket.SHUT_RDWR)
-                    return
-                drop = knobs.drop_after_audio
-                if (
-                    drop is not None
-                    and self.conn.index < knobs.drops
-                    and len(self.conn.audio) >= drop * self.rate * 2
-                ):
-                    self.conn.ended = "dropped"
-                    self.ws.socket.shutdown(socket.SHUT_RDWR)
+                fault = knobs.due(self.conn, self.rate)
+                if fault is not None:
+                    self.fake.fail(self.ws, self.conn, fault)
                     return
                 continue
             try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from avatarkit.credentials import resolve_api_key
-from avatarkit.http import RequestContext
+from avatarkit.http import RequestContext, keyed_context
 from avatarkit_elevenlabs.options import ElevenLabsHTTPOptions
 
 KEY_ENV = "ELEVENLABS_API_KEY"
@@ -15,18 +14,14 @@ KEY_PATTERN = re.compile(r"\bsk_[A-Za-z0-9]{16,}")
 
 
 def request_context(options: ElevenLabsHTTPOptions, provider: str) -> RequestContext:
-    key = resolve_api_key(
-        options.api_key, env_var=KEY_ENV, base_url=options.base_url, provider=provider
-    )
-    return RequestContext(
+    return keyed_context(
         provider=provider,
+        api_key=options.api_key,
+        env_var=KEY_ENV,
+        key_pattern=KEY_PATTERN,
         base_url=options.base_url,
         model=options.model,
-        api_key=key,
-        key_env_var=KEY_ENV,
         timeout=options.timeout,
-        max_retries=0,
-        key_pattern=KEY_PATTERN,
     )
 
 

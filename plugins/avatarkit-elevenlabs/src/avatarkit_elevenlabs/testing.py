@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+
+from avatarkit.testing import tone
 
 if TYPE_CHECKING:
     from websockets.sync.server import Server, ServerConnection
@@ -55,9 +55,8 @@ class Knobs:
 
 
 def _pcm(chars: int, rate: int, ms_per_char: float) -> bytes:
-    frames = round(chars * ms_per_char / 1000 * rate)
-    step = 2 * math.pi * 220 / rate
-    return struct.pack(f"<{frames}h", *(int(12000 * math.sin(step * i)) for i in range(frames)))
+    """``ms_per_char`` of a 220 Hz tone per character (peak 12000)."""
+    return tone(chars * ms_per_char / 1000, rate, level=12000 / 32767)
 
 
 class FakeElevenLabs:

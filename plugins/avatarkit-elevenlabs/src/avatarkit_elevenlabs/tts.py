@@ -10,8 +10,6 @@ per-character alignment, timed from the start of the message's own audio; the st
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -22,7 +20,12 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 from avatarkit.errors import ProviderError
 from avatarkit.http import KeyedClient
 from avatarkit.providers import AudioChunk, WordTiming
-from avatarkit.websocket import ServiceClosed, ServiceSocket
+from avatarkit.websocket import (
+    Base64PCM,
+    ServiceClosed,
+    ServiceSocket,
+    speech_service_error,
+)
 from avatarkit_elevenlabs._common import request_context, voice_settings
 from avatarkit_elevenlabs.options import ElevenLabsOptions
 
@@ -30,6 +33,8 @@ __all__ = ["ElevenLabsStream", "ElevenLabsTTS"]
 
 logger = logging.getLogger(__name__)
 PROVIDER = "elevenlabs TTS"
+#: What in an error message means the key was refused.
+_AUTH = ("api key", "api_key", "unauthor", "auth")
 
 
 class ElevenLabsTTS(KeyedClient):
@@ -100,7 +105,7 @@ class ElevenLabsStream:
         self._finished = False
         self._ready: deque[AudioChunk | WordTiming] = deque()
         self._frames = 0  # audio delivered so far
-        self._pending = b""  # an odd trailing byte, until its partner arrives
+        self._pcm = Base64PCM(PROVIDER)
         self._words = _Words()
 
     async def __aenter__(self) -> ElevenLabsStream:
@@ -164,21 +169,14 @@ class ElevenLabsStream:
             raise self._error(str(message.get("message") or ""), message.get("error"))
         audio = message.get("audio")
         if isinstance(audio, str) and audio:
-            try:
-                data = self._pending + base64.b64decode(audio)
-            except (binascii.Error, ValueError):
-                raise ProviderError(
-                    "the service sent audio that is not base64", provider=PROVIDER
-                ) from None
-            whole = len(data) - len(data) % 2
-            self._pending = data[whole:]
+            pcm = self._pcm.decode(audio)
             rate = self._tts.sample_rate
             alignment = message.get("alignment") or message.get("normalizedAlignment")
             # alignment times count from this message's audio: offset them by what came before
             self._ready.extend(self._words.feed(alignment, self._frames / rate))
-            if whole:
-                self._frames += whole // 2
-                self._ready.append(AudioChunk(data[:whole], rate))
+            if pcm:
+                self._frames += len(pcm) // 2
+                self._ready.append(AudioChunk(pcm, rate))
         if message.get("isFinal"):
             self._finish()
 
@@ -187,19 +185,10 @@ class ElevenLabsStream:
         self._ready.extend(self._words.finish())
 
     def _error(self, message: str, code: object) -> ProviderError:
-        ctx = self._tts._ctx
         o = self._tts.options
-        text = ctx.clean(message) or "no detail"
-        lowered = f"{code} {message}".lower()
-        if "voice" in lowered and ("not found" in lowered or "not_found" in lowered):
-            advice = f"voice {o.voice_id!r} was not found: check the voice_id option"
-        elif any(w in lowered for w in ("api key", "api_key", "unauthor", "auth")):
-            advice = f"authentication failed: check the api_key option or {ctx.key_env_var}"
-        elif "model" in lowered:
-            advice = f"model {o.model!r} was refused: check the model option"
-        else:
-            advice = "the service ended the stream with an error"
-        return ProviderError(f"{advice} (server said: {text})", provider=PROVIDER)
+        return speech_service_error(
+            self._tts._ctx, message, code, voice_id=o.voice_id, model=o.model, auth_words=_AUTH
+        )
 
 
 class _Words:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import openai
 from pydantic import SecretStr
 
-from avatarkit.credentials import LOCAL_PLACEHOLDER_KEY, is_local_url
-from avatarkit.credentials import resolve_api_key as _resolve_key
+from avatarkit.credentials import LOCAL_PLACEHOLDER_KEY, is_local_url, resolve_endpoint
 
 __all__ = ["LOCAL_PLACEHOLDER_KEY", "build_client", "is_local_url", "resolve_api_key"]
 
@@ -20,13 +18,11 @@ ENV_BASE_URL = "OPENAI_BASE_URL"
 def resolve_api_key(
     api_key: SecretStr | str | None, base_url: str | None, *, provider: str
 ) -> tuple[str, str | None]:
-    """The key to send and the base URL to use (the option, else ``$OPENAI_BASE_URL``).
-
-    The key follows :func:`avatarkit.credentials.resolve_api_key` with ``$OPENAI_API_KEY``.
-    """
-    base_url = base_url or os.environ.get(ENV_BASE_URL) or None
-    key = _resolve_key(api_key, env_var=ENV_KEY, base_url=base_url, provider=provider)
-    return key, base_url
+    """The key to send and the base URL to use (the option, else ``$OPENAI_BASE_URL``):
+    :func:`avatarkit.credentials.resolve_endpoint` with ``$OPENAI_API_KEY``."""
+    return resolve_endpoint(
+        api_key, base_url, env_var=ENV_KEY, base_url_env_var=ENV_BASE_URL, provider=provider
+    )
 
 
 def build_client(

@@ -17,21 +17,21 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import anyio
-
+from avatarkit.testing import (
+    FakeWebSocketConnection,
+    LinkFaults,
+    LoopbackWebSocketServer,
+    Refusal,
+)
 from avatarkit.tonespeech import RecognisedWord, ToneRecogniser
 
 if TYPE_CHECKING:
-    from websockets.http11 import Request, Response
-    from websockets.sync.server import Server, ServerConnection
+    from websockets.sync.server import ServerConnection
 
 __all__ = ["API_KEY", "FakeRealtime", "Knobs", "RealtimeConnection"]
 
@@ -40,117 +40,40 @@ RATE = 24000
 
 
 @dataclass
-class Knobs:
+class Knobs(LinkFaults):
     """How the fake behaves; change before (or while) a client connects."""
 
-    #: Cut the TCP connection (no close frame) once a connection received this much audio (s)...
-    drop_after_audio: float | None = None
-    #: ...on this many connections (the first ones).
-    drops: int = 1
-    #: Answer every handshake after the first connection with 503 (a lasting outage).
-    refuse_reconnects: bool = False
     #: Hold each item's ``completed`` until the next item's has been sent (out of order).
     complete_out_of_order: bool = False
     #: Fail the transcription of the item with this index (0-based) with ``.failed``.
     fail_item: int | None = None
-    #: Stop reading and answering pings (a half-open connection) once a connection received
-    #: this much audio (s), on the first ``drops`` connections.
-    freeze_after_audio: float | None = None
 
 
 @dataclass
-class RealtimeConnection:
-    """One WebSocket the fake accepted, and everything that crossed it."""
+class RealtimeConnection(FakeWebSocketConnection):
+    """One WebSocket the fake accepted, and everything that crossed it (``received``: all but
+    appends; ``ended``: "dropped", "client" or "frozen")."""
 
-    index: int
-    path: str
-    headers: dict[str, str]
-    audio: bytearray = field(default_factory=bytearray)
-    received: list[dict[str, Any]] = field(default_factory=list)  # all but appends
-    sent: list[dict[str, Any]] = field(default_factory=list)
     appends: int = 0
-    pings: int = 0
-    frozen: bool = False
-    ended: str | None = None  # "dropped", "client", "frozen"
     session: dict[str, Any] | None = None
 
 
-class FakeRealtime:
+class FakeRealtime(LoopbackWebSocketServer):
     """The fake service; use as a context manager. ``base_url`` is what the STT is given."""
 
     def __init__(self, api_key: str = API_KEY) -> None:
-        from websockets.sync.server import ServerConnection, serve
-
+        super().__init__()
         self.api_key = api_key
         self.knobs = Knobs()
         self.connections: list[RealtimeConnection] = []
-        self.handshakes: list[tuple[str, dict[str, str], int]] = []
-        self.violations: list[str] = []
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
-        fake = self
-
-        class _Recording(ServerConnection):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                protocol_send = self.protocol.send_frame
-
-                def send_frame(frame: Any) -> None:
-                    from websockets.frames import Opcode
-
-                    conn = getattr(self, "fake_connection", None)
-                    if conn is not None and conn.frozen and frame.opcode is Opcode.PONG:
-                        return  # a half-open connection answers no ping
-                    protocol_send(frame)
-
-                self.protocol.send_frame = send_frame  # type: ignore[method-assign]
-
-            def process_event(self, event: Any) -> None:
-                from websockets.frames import Opcode
-
-                conn = getattr(self, "fake_connection", None)
-                if getattr(event, "opcode", None) is Opcode.PING and conn is not None:
-                    with fake._lock:
-                        conn.pings += 1
-                super().process_event(event)
-
-        self._server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            process_request=self._handshake,
-            compression=None,
-            create_connection=_Recording,
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeRealtime:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self._server.shutdown()
-        self._thread.join(timeout=5)
 
     @property
     def base_url(self) -> str:
         """What ``base_url`` would be for the OpenAI API (``.../v1``)."""
-        return f"http://127.0.0.1:{self._server.socket.getsockname()[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
-    def messages(self, kind: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [m for c in self.connections for m in c.received if kind in (None, m["type"])]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-        """Poll (bounded) until ``predicate()`` holds: the fake runs in other threads."""
-        with anyio.fail_after(seconds):
-            while not predicate():  # noqa: ASYNC110 - the state changes in another thread
-                await anyio.sleep(0.005)
-
-    def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        headers = {k.lower(): v for k, v in request.headers.raw_items()}
-        parts = urlsplit(request.path)
+    def refuse(self, path: str, headers: dict[str, str]) -> Refusal | None:
+        parts = urlsplit(path)
         status, message, code = 101, "", ""
         if parts.path != "/v1/realtime":
             status, message, code = 404, "Not found.", "not_found"
@@ -161,48 +84,19 @@ class FakeRealtime:
             status, message, code = 400, "intent=transcription is required here.", "bad_intent"
         elif self.knobs.refuse_reconnects and self.connections:
             status, message, code = 503, "The server is overloaded.", "server_error"
-        with self._lock:
-            self.handshakes.append((request.path, headers, status))
         if status == 101:
             return None
-        from websockets.datastructures import Headers
-        from websockets.http11 import Response
-
-        body = json.dumps(
-            {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-        )
-        return Response(
+        return Refusal(
             status,
-            "Error",
-            Headers(
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body))),
-                    ("x-request-id", f"req_{status}"),
-                ]
-            ),
-            body.encode(),
+            {"error": {"message": message, "type": "invalid_request_error", "code": code}},
+            [("x-request-id", f"req_{status}")],
         )
 
-    def _handle(self, ws: ServerConnection) -> None:
-        from websockets.exceptions import ConnectionClosed
+    def new_connection(self, index: int, path: str, headers: dict[str, str]) -> RealtimeConnection:
+        return RealtimeConnection(index, path, headers)
 
-        request = ws.request
-        assert request is not None
-        with self._lock:
-            conn = RealtimeConnection(
-                len(self.connections),
-                request.path,
-                {k.lower(): v for k, v in request.headers.raw_items()},
-            )
-            self.connections.append(conn)
-        ws.fake_connection = conn  # type: ignore[attr-defined]
-        try:
-            _Session(self, ws, conn).serve()
-        except ConnectionClosed:
-            conn.ended = conn.ended or "client"
-        except OSError:
-            conn.ended = conn.ended or "dropped"
+    def converse(self, ws: ServerConnection, conn: RealtimeConnection) -> None:
+        _Session(self, ws, conn).serve()
 
 
 class _Session:
@@ -243,27 +137,9 @@ class _Session:
             if kind == "input_audio_buffer.append":
                 self.conn.appends += 1
                 self.append(message)
-                freeze = self.fake.knobs.freeze_after_audio
-                if (
-                    freeze is not None
-                    and self.conn.index < self.fake.knobs.drops
-                    and len(self.conn.audio) >= freeze * RATE * 2
-                ):
-                    self.conn.frozen = True
-                    self.conn.ended = "frozen"
-                    self.ws.socket.settimeout(None)
-                    while not self.fake.stopping.wait(0.05):  # hold the socket, say nothing
-                        pass
-                    self.ws.socket.shutdown(socket.SHUT_RDWR)  # no closing handshake to wait on
-                    return
-                drop = self.fake.knobs.drop_after_audio
-                if (
-                    drop is not None
-                    and self.conn.index < self.fake.knobs.drops
-                    and len(self.conn.audio) >= drop * RATE * 2
-                ):
-                    self.conn.ended = "dropped"
-                    self.ws.socket.shutdown(socket.SHUT_RDWR)
+                fault = self.fake.knobs.due(self.conn, RATE)
+                if fault is not None:
+                    self.fake.fail(self.ws, self.conn, fault)
                     return
                 continue
             with self.fake._lock:
