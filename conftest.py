@@ -15,6 +15,7 @@ GROUPS = {
     "tests/serve/test_serve_framing.py": "browser",
     "tests/serve/test_serve_mic_browser.py": "browser",
     "tests/serve/test_serve_cli.py": "browser",
+    "tests/serve/test_serve_deploy.py": "browser",
     "tests/test_wheels.py": "wheels",  # builds every wheel once, then one fresh venv
     "tests/test_fresh_clone.py": "fresh-clone",  # a copy of the repository, bootstrap, uv sync
     "plugins/avatarkit-heygen/tests/test_conformance.py": "conformance",  # node, npm, a venv
