@@ -7,7 +7,7 @@ import pytest
 # Test groups for pytest-xdist. `scripts/check` runs `pytest -n N --dist loadgroup`: the tests of
 # one group run one after another on a single worker, so that two of them never run at once and
 # the heavy fixtures they share are made once per run; any other test goes to whichever worker is
-# free. The groups go out first (the largest first), so that none of them is left for the end.
+# free. The groups go out first (most tests first), so that none of them is left for the end.
 # Keys are paths from the repository root: a file, or a folder ending in "/".
 GROUPS = {
     # Chromium, one at a time (tests/serve/conftest.py `chromium`, `mic_chromium`; npm install)
@@ -16,8 +16,10 @@ GROUPS = {
     "tests/serve/test_serve_mic_browser.py": "browser",
     "tests/serve/test_serve_cli.py": "browser",
     "tests/serve/test_serve_deploy.py": "browser",
-    "tests/test_wheels.py": "wheels",  # builds every wheel once, then one fresh venv
-    "tests/test_fresh_clone.py": "fresh-clone",  # a copy of the repository, bootstrap, uv sync
+    # Fresh environments from the package index and uv's shared cache, one at a time: side by
+    # side on a loaded machine each ran 3-6 times slower than alone (near the 120 s timeout).
+    "tests/test_wheels.py": "install",  # builds every wheel once, then one fresh venv
+    "tests/test_fresh_clone.py": "install",  # a copy of the repository, bootstrap, uv sync
     "plugins/avatarkit-heygen/tests/test_conformance.py": "conformance",  # node, npm, a venv
     "plugins/avatarkit-whisper/tests/": "whisper",  # loads the Whisper model once, not per worker
 }
