@@ -336,10 +336,13 @@ async def test_interrupting_a_session_stops_piper_promptly(
         gate = Gate(joe, monkeypatch, hold_from=2)
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.send, "Tell me how.")
-            for _ in range(3000):  # bounded wait for the first audio to reach the renderer
-                if renderer.utterances and renderer.utterances[0].chunks:
+            # Bounded wait for the first audio to reach the renderer AND the second model run to
+            # be held: on a loaded machine the audio can arrive before that run has begun.
+            for _ in range(3000):
+                if renderer.utterances and renderer.utterances[0].chunks and gate.calls >= 2:
                     break
                 await anyio.sleep(0.01)
+            assert gate.calls == 2  # the second run is in flight, held inside the model
             workers = workers_of(tts)
             await session.interrupt()
             # the turn ended while Piper's workers were still held: synthesis never blocks
