@@ -28,11 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import write_json
 from scale import REPLY, CannedTTS, PlayingRenderer
 
-SESSIONS, TURNS = 50, 2
+SESSIONS = 50
 SENTENCES = ("Sure, I can help with that.", "Tell me a little more about what you need.")
 
 
-async def main(block: float, engine: bool, json_path: str | None, calls_too: bool = True) -> None:
+async def main(
+    block: float, engine: bool, json_path: str | None, calls_too: bool = True, turns: int = 2
+) -> None:
     callbacks = 0
     calls = 0
     run = asyncio.events.Handle._run
@@ -60,14 +62,14 @@ async def main(block: float, engine: bool, json_path: str | None, calls_too: boo
         llm, tts = FakeLLM([REPLY], first_token_delay=0.2, token_delay=0.02), CannedTTS()
         await anyio.sleep(i / SESSIONS)
         if not engine:
-            for _ in range(TURNS):
+            for _ in range(turns):
                 async for _token in llm.stream([]):
                     pass
                 for sentence in SENTENCES:
                     await renderer.speak(tts.synthesize(sentence))
             return
         async with AvatarSession(llm=llm, tts=tts, renderer=renderer, max_history=20) as session:
-            for _ in range(TURNS):
+            for _ in range(turns):
                 await session.send("hello")
 
     asyncio.events.Handle._run = counted  # type: ignore[method-assign]
@@ -83,7 +85,7 @@ async def main(block: float, engine: bool, json_path: str | None, calls_too: boo
         sys.setprofile(None)
         gc.callbacks.remove(collected)
         asyncio.events.Handle._run = run  # type: ignore[method-assign]
-    turns = SESSIONS * TURNS
+    turns = SESSIONS * turns
     label = "fakes alone, no engine" if not engine else "engine"
     if block:
         label += f", renderer taking {block:g} s blocks"
@@ -110,6 +112,7 @@ if __name__ == "__main__":
     parser.add_argument("--renderer-block", type=float, default=0.0)
     parser.add_argument("--no-engine", action="store_true")
     parser.add_argument("--no-calls", action="store_true", help="skip the (slow) call count")
+    parser.add_argument("--turns", type=int, default=2, help="turns per session (2)")
     parser.add_argument("--json")
     args = parser.parse_args()
     anyio.run(
@@ -118,5 +121,6 @@ if __name__ == "__main__":
         not args.no_engine,
         args.json,
         not args.no_calls,
+        args.turns,
         backend="asyncio",
     )
