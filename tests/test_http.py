@@ -18,6 +18,7 @@ from avatarkit.errors import (
     ProviderTimeout,
 )
 from avatarkit.http import (
+    KeyedClient,
     RequestContext,
     connection_error,
     keyed_context,
@@ -26,6 +27,7 @@ from avatarkit.http import (
     timeout_error,
     unexpected_error,
 )
+from avatarkit.testing import Responder, loopback_server
 
 KEY = "acme-secret-key-123"
 
@@ -256,3 +258,31 @@ def test_keyed_context_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _keyed(None, "http://127.0.0.1:9").api_key == LOCAL_PLACEHOLDER_KEY
     with pytest.raises(ConfigError, match=r"acme TTS: no API key: set the ACME_API_KEY"):
         _keyed(None)
+
+
+class _Keyed(KeyedClient):
+    def __init__(self) -> None:
+        self._ctx = context()
+        self._timeout = 1.0
+
+
+@pytest.mark.anyio
+async def test_a_keyed_client_closes_its_connections_even_when_cancelled() -> None:
+    def handler(r: Responder) -> None:
+        r.send(200, {})
+
+    provider = _Keyed()
+    await provider.start()
+    client = provider._client
+    assert client is not None
+    assert provider.secrets == (KEY,)
+    with loopback_server(handler) as server:
+        await client.get(server.url)  # a pooled keep-alive connection to close
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        assert pool.connections
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await provider.close()  # from a cancelled scope: still closed
+        assert client.is_closed
+        assert not pool.connections  # not leaked
+    await provider.close()  # idempotent

@@ -305,9 +305,11 @@ class KeyedClient:
             self._client = httpx.AsyncClient(timeout=self._timeout, event_hooks=hooks)
 
     async def close(self) -> None:
+        """Close the client, even from a cancelled scope (its connections must not leak)."""
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start()
