@@ -14,8 +14,10 @@ call order; a newer call supersedes older ones still waiting (barge-in).
 
 Around it, each in its own module: :mod:`avatarkit._spoken` decides how much of a sentence was
 said (history and ``SentenceEnded`` hold exactly that), :mod:`avatarkit._lifecycle` starts and
-closes the providers, :mod:`avatarkit._cleanup` bounds every close, and
-:mod:`avatarkit._secrets` keeps the session's secrets out of its events and errors.
+closes the providers, :mod:`avatarkit._cleanup` bounds every close,
+:mod:`avatarkit._secrets` keeps the session's secrets out of its events and errors, and
+:mod:`avatarkit._handoff` and :mod:`avatarkit._audio_pipe` carry a turn's sentences and audio
+with as few objects and loop rounds as they can (a process may hold a thousand sessions).
 """
 
 from __future__ import annotations
