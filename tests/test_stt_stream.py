@@ -99,7 +99,7 @@ class FakeCounter(LoopbackWebSocketServer):
                 del pending[: 2 * STRETCH]
                 if self.close_with is not None:
                     conn.ended = "closed"
-                    ws.close(*self.close_with)
+                    self.close_draining(ws, *self.close_with)
                     return
             fault = self.faults.due(conn, RATE)
             if fault is not None:

@@ -1688,6 +1688,28 @@ class LoopbackWebSocketServer:
         conn.ended = "dropped"
         ws.socket.shutdown(socket.SHUT_RDWR)
 
+    @staticmethod
+    def close_draining(ws: Any, code: int, reason: str = "") -> None:
+        """Close ``ws`` with ``code`` as a service does while the client may still be sending.
+
+        The close frame goes out at once and what the client sent meanwhile is read and dropped
+        until its close comes back. (websockets' threaded server stops reading once a few
+        unread messages wait, so a plain ``close()`` from the handler that reads them would
+        miss the client's answer and hold on for the whole close timeout, 10 s.)
+        """
+        from websockets.exceptions import ConnectionClosed
+
+        closer = threading.Thread(target=ws.close, args=(code, reason), daemon=True)
+        closer.start()
+        while closer.is_alive():
+            try:
+                ws.recv(timeout=0.05)
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                break
+        closer.join()
+
     def fail(self, ws: Any, conn: FakeWebSocketConnection, fault: str) -> None:
         """Stage ``fault`` (what :meth:`LinkFaults.due` said) on ``conn``."""
         if fault == "frozen":

@@ -715,8 +715,17 @@ def test_each_worker_has_its_own_session_limit(
     avatarkit_serve: Callable[..., Served], fake: FakeLiveAvatar
 ) -> None:
     """``--max-sessions`` is per worker: with two workers and a limit of one, each worker
-    starts one session and refuses a second; the port holds two."""
-    served = avatarkit_serve(session_yaml(fake), "--workers", "2", "--max-sessions", "1")
+    starts one session and refuses a second; the port holds two. (Starts are not rate-limited
+    here: the kernel may send many of these pages from one client to the same worker.)"""
+    served = avatarkit_serve(
+        session_yaml(fake),
+        "--workers",
+        "2",
+        "--max-sessions",
+        "1",
+        "--starts-per-minute",
+        "100000",
+    )
     workers = served.workers(2)
     started: dict[str, Page] = {}
     refused: dict[str, dict[str, Any]] = {}

@@ -142,7 +142,7 @@ class _Stream:
                 data = self.ws.recv(timeout=knobs.idle_timeout)
             except TimeoutError:
                 self.conn.ended = "idle"
-                self.ws.close(1011, NET0001)
+                self.fake.close_draining(self.ws, 1011, NET0001)
                 return
             if isinstance(data, bytes):
                 self.audio(data)
@@ -150,7 +150,7 @@ class _Stream:
                     knobs.close_after * self.rate * 2
                 ):
                     self.conn.ended = "closed"
-                    self.ws.close(*knobs.close_with)
+                    self.fake.close_draining(self.ws, *knobs.close_with)
                     return
                 fault = knobs.due(self.conn, self.rate)
                 if fault is not None:
@@ -162,7 +162,7 @@ class _Stream:
                 kind = message["type"]
             except (ValueError, KeyError, TypeError):
                 self.fake.violations.append(f"not a control message: {data[:200]!r}")
-                self.ws.close(1008, "Invalid control message.")
+                self.fake.close_draining(self.ws, 1008, "Invalid control message.")
                 return
             with self.fake._lock:
                 self.conn.received.append(message)
