@@ -84,7 +84,21 @@ def tone(
     return struct.pack(f"<{frames}h", *(int(amplitude * math.sin(step * i)) for i in range(frames)))
 
 
-class FakeLLM:
+class _Counted:
+    """How often a fake was started and closed: ``started``, ``closed``."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+class FakeLLM(_Counted):
     """An LLM that streams canned replies, one per call, cycling.
 
     ``first_token_delay`` and ``token_delay`` are exact sleeps; ``error`` is raised after
@@ -108,14 +122,7 @@ class FakeLLM:
         self.calls: list[list[Message]] = []
         self.completed = 0
         self.cancelled = 0
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
+        super().__init__()
 
     async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         self.calls.append(list(messages))
@@ -138,7 +145,7 @@ class FakeLLM:
                 self.cancelled += 1
 
 
-class _ToneVoice:
+class _ToneVoice(_Counted):
     """What the fake TTSs share: ``ms_per_char`` of tone per character, an ``error`` raised
     after ``error_after`` audio chunks, and how often they were started and closed."""
 
@@ -154,14 +161,7 @@ class _ToneVoice:
         self.ms_per_char = ms_per_char
         self.error = error
         self.error_after = error_after
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
+        super().__init__()
 
     def _duration(self, chars: int) -> float:
         return chars * self.ms_per_char / 1000
@@ -215,19 +215,12 @@ class FakeTTS(_ToneVoice):
                 self.cancelled += 1
 
 
-class _FakeRenderer:
+class _FakeRenderer(_Counted):
     def __init__(self) -> None:
-        self.started = 0
-        self.closed = 0
+        super().__init__()
         self.interrupts = 0
         self.events: list[tuple[str, float]] = []
         self._interrupted = anyio.Event()
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
 
     async def interrupt(self) -> None:
         self.interrupts += 1
@@ -730,7 +723,7 @@ def _checked_pcm(chunk: AudioChunk, rate: int, who: str) -> bytes:
     return chunk.data
 
 
-class FakeVAD:
+class FakeVAD(_Counted):
     """A VAD that calls loud audio speech: frames above ``threshold`` RMS.
 
     Speech ends after ``min_silence`` seconds below the threshold. Deterministic, so tests can
@@ -754,14 +747,7 @@ class FakeVAD:
         self.error = error
         self.error_at = error_at
         self.streams: list[float] = []  # seconds of audio seen, per detect() call
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
+        super().__init__()
 
     async def detect(self, audio: AsyncIterator[AudioChunk]) -> AsyncIterator[SpeechEvent]:
         gate = _EnergyGate(self.sample_rate, self.threshold, self.min_silence, self.frame_ms)
@@ -778,7 +764,7 @@ class FakeVAD:
             yield event
 
 
-class FakeSTT:
+class FakeSTT(_Counted):
     """An STT that "recognises" the scripted ``transcripts``, one per utterance, in order.
 
     Not streaming (default): each ``transcribe`` call consumes its audio, waits
@@ -817,14 +803,7 @@ class FakeSTT:
         self.finals: list[str] = []
         self.completed = 0
         self.cancelled = 0
-        self.started = 0
-        self.closed = 0
-
-    async def start(self) -> None:
-        self.started += 1
-
-    async def close(self) -> None:
-        self.closed += 1
+        super().__init__()
 
     def _next_text(self) -> str:
         n = len(self.finals)
