@@ -793,12 +793,11 @@ class AvatarSession:
         speaker. Called when a sentence is queued and when the speaker finishes one."""
         group = turn.tts_group
         while turn.waiting and group is not None and turn.in_flight <= self.lookahead:
-            if turn.handoff.gone:
-                turn.waiting.clear()  # the speaker left: the turn is ending
-                break
             sentence = turn.waiting.popleft()
             sentence.audio = AudioPipe()
-            turn.handoff.put(sentence)
+            if not turn.handoff.put(sentence):
+                turn.waiting.clear()  # the speaker left: the turn is ending
+                break
             turn.in_flight += 1
             group.start_soon(self._synthesize, turn, sentence, sentence.audio)
         if turn.room is not None:
