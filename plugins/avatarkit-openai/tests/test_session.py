@@ -68,7 +68,13 @@ async def test_interrupt_closes_the_llm_stream(fake_openai) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(talk)
-            await wait_until(lambda: any(u.chunks for u in renderer.utterances))
+            # Interrupt once the renderer has taken over half of "First sentence." (the fake's
+            # 10 ms of 24 kHz tone a character), so "First" was said whatever size the first
+            # read of the speech response had.
+            half = 2 * 24000 * len("First sentence.") // 100 // 2
+            await wait_until(
+                lambda: any(sum(len(c.data) for c in u.chunks) > half for u in renderer.utterances)
+            )
             await session.interrupt()
         assert await fake_openai.server.wait_for_disconnects(1, within=5)
     [disconnected] = fake_openai.server.disconnects
