@@ -54,7 +54,10 @@ async def test_interrupt_closes_the_llm_stream(fake_openai) -> None:
     words = [" and on" for _ in range(300)]
     fake_openai.script = [
         fake_openai.router(
-            chat=fake_openai.chat(["First sentence.", " Then", *words], delay=0.01),
+            chat=fake_openai.chat(
+                ["First sentence.", " Second sentence takes a while to say.", " Then", *words],
+                delay=0.01,
+            ),
             speech=fake_openai.speech(),
         )
     ]
@@ -68,20 +71,20 @@ async def test_interrupt_closes_the_llm_stream(fake_openai) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(talk)
-            # Interrupt once the renderer has taken over half of "First sentence." (the fake's
-            # 10 ms of 24 kHz tone a character), so "First" was said whatever size the first
-            # read of the speech response had.
-            half = 2 * 24000 * len("First sentence.") // 100 // 2
+            # Interrupt once the second sentence is playing (0.37 s of the fake's tone): the
+            # first was then said in full, whatever sizes the speech responses were read in,
+            # and the LLM is still streaming the endless third.
             await wait_until(
-                lambda: any(sum(len(c.data) for c in u.chunks) > half for u in renderer.utterances)
+                lambda: len(renderer.utterances) > 1 and bool(renderer.utterances[1].chunks)
             )
             await session.interrupt()
         assert await fake_openai.server.wait_for_disconnects(1, within=5)
     [disconnected] = fake_openai.server.disconnects
     assert disconnected.path.endswith("/chat/completions")
-    assert replies[0].startswith("First")
+    assert replies[0].startswith("First sentence.")
     assert "on and on" not in replies[0]
-    assert renderer.utterances[0].interrupted
+    assert len(renderer.utterances) == 2
+    assert renderer.utterances[1].interrupted
 
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
