@@ -148,12 +148,17 @@ def main() -> None:
                         verdict(r["lag_p99_ms"], 20) if n == "1000" else "",
                     )
                 )
-    # The audio route at 1000 again: the fakes alone (the floor any engine adds to), then with
-    # serve's garbage-collector policy, without and with a renderer taking 0.2 s blocks.
+    # The audio route at 1000 again: the fakes alone (the floor any engine adds to), then as a
+    # serve process runs (its garbage-collector policy and uvloop), with 40 ms chunks and with
+    # the browser renderer's 0.1 s blocks, and with the tuned collector on asyncio's own loop.
     for extra, label in (
         (["--no-engine"], "fakes alone, no engine (the floor)"),
-        (["--gc", "tuned"], "serve's GC policy (--gc tuned)"),
-        (["--gc", "tuned", "--renderer-block", "0.2"], "--gc tuned, renderer taking 0.2 s blocks"),
+        (["--gc", "tuned", "--loop", "uvloop"], "as serve runs it (--gc tuned, uvloop)"),
+        (
+            ["--gc", "tuned", "--loop", "uvloop", "--renderer-block", "0.1"],
+            "as serve runs it, renderer taking 0.1 s blocks (browser)",
+        ),
+        (["--gc", "tuned"], "--gc tuned on asyncio's own loop"),
     ):
         text, r = run(
             "scale.py", "--sessions", "1000", "--route", "audio", "--seconds", seconds, *extra

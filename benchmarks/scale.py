@@ -14,12 +14,15 @@ sleeps 10 ms and records how late it wakes) and the garbage collector's pauses.
 (:mod:`avatarkit.serve.collector`: what exists is frozen, full collections 10x rarer);
 ``--gc python`` (the default) keeps Python's settings.
 
+``--loop uvloop`` runs on uvloop, the event loop ``avatarkit serve`` uses when it is installed
+(the ``serve`` extra installs it on Linux and macOS); ``asyncio`` (the default) is Python's own.
+
 ``--no-engine`` runs the same conversations without a session (the LLM stream read, then each
 sentence's TTS straight into the renderer, no look-ahead): the floor that the fakes and the
 event loop cost, which any engine adds to.
 
     uv run python benchmarks/scale.py --sessions 1000 [--route text|audio] [--seconds 8]
-        [--renderer-block 0.2] [--gc tuned] [--no-engine]
+        [--renderer-block 0.2] [--gc tuned] [--loop uvloop] [--no-engine]
 """
 
 from __future__ import annotations
@@ -74,6 +77,17 @@ class PlayingRenderer:
     async def speak(self, audio: AsyncIterator[AudioChunk]) -> None:
         async for chunk in audio:
             await anyio.sleep(chunk.duration)
+
+
+def running_loop() -> str:
+    """The event loop this runs on, as it is (not as asked): asyncio, uvloop or trio."""
+    import asyncio
+
+    try:
+        module = type(asyncio.get_running_loop()).__module__
+    except RuntimeError:
+        return "trio"
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
 def rss_bytes() -> int:
@@ -189,6 +203,7 @@ async def main(
         "renderer_block": block,
         "engine": engine,
         "gc_policy": gc_policy,
+        "loop": running_loop(),
         "turns": turns,
         "turns_per_s": turns / wall,
         "cpu_ms_per_turn": cpu * 1000 / max(turns, 1),
@@ -204,6 +219,8 @@ async def main(
         label += ", fakes alone"
     if gc_policy != "python":
         label += f", GC {gc_policy}"
+    if result["loop"] != "asyncio":
+        label += f", {result['loop']}"
     print(
         f"  {label:5} route {sessions:5} sessions: {turns / wall:7.1f} turns/s, "
         f"CPU {result['cpu_ms_per_turn']:6.2f} ms/turn (loop busy {cpu / wall:4.0%}), "
@@ -224,6 +241,12 @@ if __name__ == "__main__":
     parser.add_argument("--renderer-block", type=float, default=0.0)
     parser.add_argument("--no-engine", action="store_true")
     parser.add_argument("--gc", choices=["python", "tuned"], default="python")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="asyncio's event loop: Python's own or uvloop (what serve runs when installed)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     anyio.run(
@@ -236,4 +259,5 @@ if __name__ == "__main__":
         not args.no_engine,
         args.gc,
         backend=args.backend,
+        backend_options={"use_uvloop": True} if args.loop == "uvloop" else {},
     )

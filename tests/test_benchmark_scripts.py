@@ -37,6 +37,7 @@ def _run(script: str, *args: str, tmp_path: Path) -> dict[str, object]:
         # an audio turn lasts about 5 s: a window that long ends some
         ["--route", "audio", "--seconds", "5", "--no-engine"],
         ["--route", "audio", "--seconds", "5", "--gc", "tuned", "--renderer-block", "0.2"],
+        ["--route", "audio", "--seconds", "5", "--gc", "tuned", "--loop", "uvloop"],
     ],
 )
 def test_scale_runs_and_reports_lag_cpu_and_collector_pauses(
@@ -47,6 +48,7 @@ def test_scale_runs_and_reports_lag_cpu_and_collector_pauses(
         assert key in result
     assert result["engine"] is ("--no-engine" not in extra)
     assert result["gc_policy"] == ("tuned" if "tuned" in extra else "python")
+    assert result["loop"] == ("uvloop" if "uvloop" in extra else "asyncio")
     assert isinstance(result["turns"], int)
     assert result["turns"] > 0
 

@@ -37,6 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from avatarkit._audio_pipe import AudioPipe
 from avatarkit._cleanup import aclose_stream, maybe_await, name_of
+from avatarkit._delivery import Delivery
 from avatarkit._handoff import Handoff
 from avatarkit._lifecycle import Providers
 from avatarkit._secrets import StreamRedactor, declared_secrets, redact_event, redact_spoken
@@ -867,56 +868,27 @@ class AvatarSession:
 
         meter = Meter(sentence.speech, "audio", expected=self._audio_rate.expected(sentence.speech))
         limit = self.timeouts.speak
-        scope = anyio.CancelScope(
-            deadline=math.inf if limit is None else anyio.current_time() + limit
-        )
         rate = getattr(self.renderer, "sample_rate", None)
-        converter = RateConverter(rate if isinstance(rate, int) else None)
-        block = _max_chunk_seconds(self.renderer)
-
-        def taken(chunk: AudioChunk) -> AudioChunk:
-            """Count what the renderer takes; the speak timeout follows it."""
-            if turn.first_speech_at is None and chunk.data:
-                turn.first_speech_at = time.perf_counter()
-            meter.delivered += chunk.duration
-            if limit is not None:
-                scope.deadline = anyio.current_time() + limit + meter.delivered
-            return chunk
-
-        async def delivered() -> AsyncIterator[AudioChunk]:
-            """What the renderer takes, straight from the pipe: no loop round per chunk
-            already synthesised (the renderer's own awaits are its checkpoints)."""
-            while True:
-                chunk = pipe.pop()
-                if chunk is None:
-                    if pipe.finished:
-                        for out in converter.finish():
-                            yield taken(out)
-                        meter.exhausted = True
-                        return
-                    if limit is not None:
-                        scope.deadline = math.inf  # waiting for the TTS is not the renderer's
-                    try:
-                        await pipe.wait()
-                    finally:
-                        if limit is not None:
-                            scope.deadline = anyio.current_time() + limit + meter.delivered
-                    continue
-                if converter.passes(chunk):
-                    yield taken(_join(pipe, chunk, block) if block else chunk)
-                    continue
-                for out in converter.convert(_join(pipe, chunk, block or _BATCH_SECONDS)):
-                    yield taken(out)
-
-        audio = delivered()
+        scope = None if limit is None else anyio.CancelScope(deadline=anyio.current_time() + limit)
+        audio = Delivery(
+            pipe,
+            meter,
+            turn,
+            converter=RateConverter(rate) if isinstance(rate, int) else None,
+            block=_max_chunk_seconds(self.renderer),
+            limit=limit,
+            scope=scope,
+        )
         try:
-            with scope:
+            if scope is None:
                 await self._renderer_call(self.renderer.speak(audio))
-            self._check_timeout(scope, meter)
+            else:
+                with scope:
+                    await self._renderer_call(self.renderer.speak(audio))
+                self._check_timeout(scope, meter)
             meter.returned = True
         finally:
-            if not _finished(audio):
-                await aclose_stream(audio, self.timeouts.cleanup, self.renderer)
+            await audio.aclose()
             meter.synthesized, meter.total = sentence.synthesized, sentence.total
             self._end_sentence(turn, sentence, meter)
 
@@ -1027,35 +999,12 @@ def _discard(sentence: _Sentence) -> None:
         sentence.audio.drop()
 
 
-_BATCH_SECONDS = 0.1  # resampling: what is buffered, up to this, goes through soxr at once
-
-
 def _max_chunk_seconds(renderer: object) -> float | None:
     """The renderer's ``max_chunk_seconds``, if it declares a usable one."""
     value = getattr(renderer, "max_chunk_seconds", None)
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value)
     return None
-
-
-def _join(pipe: AudioPipe, chunk: AudioChunk, seconds: float) -> AudioChunk:
-    """``chunk`` joined with the chunks already buffered behind it in the same format, up to
-    ``seconds`` in all (never waiting for more): one resampling call, or one chunk for a
-    renderer that takes audio in blocks, instead of several."""
-    total = chunk.duration
-    if total >= seconds or type(chunk) is not AudioChunk:
-        return chunk  # a subclass may carry more than audio: handed on whole
-    per_second = 2 * chunk.channels * chunk.sample_rate
-    parts = [chunk.data]
-    while True:
-        more = pipe.peek_data(chunk.sample_rate, chunk.channels)
-        if more is None or total + len(more) / per_second > seconds:
-            break
-        parts.append(pipe.pop_data())
-        total += len(more) / per_second
-    if len(parts) == 1:
-        return chunk
-    return AudioChunk(b"".join(parts), chunk.sample_rate, chunk.channels)
 
 
 def _since(start: float, at: float | None) -> float | None:

@@ -104,6 +104,7 @@ def test_avatarkit_serve_talks_in_the_browser_and_stops_on_ctrl_c(
     served = avatarkit_serve(SESSION_YAML, "--max-sessions", "2")
     url = served.url()
     assert "session.yaml, at most 2 avatar session(s) at once" in served.output()
+    assert "event loop uvloop" in served.output()  # the serve extra installs it here (Linux)
     page = new_page()
     page.goto(url + "/")
     page.click("#start")
@@ -145,3 +146,41 @@ def test_the_example_session_is_valid() -> None:
     if ("tts", "piper") not in default_registry(refresh=True):
         pytest.skip("avatarkit-piper is not installed (examples/browser.yaml uses its voice)")
     load_config(REPO / "examples" / "browser.yaml")
+
+
+def test_serve_runs_the_event_loop_it_is_asked_for(
+    avatarkit_serve: Callable[..., Served],
+) -> None:
+    import httpx
+
+    served = avatarkit_serve(SESSION_YAML, "--loop", "asyncio")
+    url = served.url()
+    assert "event loop asyncio" in served.output()
+    assert httpx.get(url + "/healthz").status_code == 200
+    served.process.send_signal(signal.SIGINT)
+    assert served.process.wait(30) == 130
+
+
+def test_the_loop_option_is_checked_and_auto_prefers_uvloop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    import uvloop
+
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.serve import _event_loop, uvicorn_config
+
+    assert _event_loop("auto") == "uvloop"
+    assert _event_loop("asyncio") == "asyncio"
+    factory = uvicorn_config(object(), host="127.0.0.1", port=0, loop="auto").get_loop_factory()
+    assert factory is uvloop.new_event_loop
+    with pytest.raises(AvatarKitError, match="--loop must be auto, asyncio or uvloop, not 'tokio'"):
+        _event_loop("tokio")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    assert _event_loop("auto") == "asyncio"
+    with pytest.raises(AvatarKitError, match="uvloop is not installed"):
+        _event_loop("uvloop")

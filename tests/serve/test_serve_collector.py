@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 
 from avatarkit.errors import AvatarKitError
-from avatarkit.serve import run
-from avatarkit.serve.collector import FULL_COLLECTION_EVERY, tune_collector
+from avatarkit.serve import collector, run
+from avatarkit.serve.collector import (
+    FULL_COLLECTION_EVERY,
+    YOUNG_COLLECTION_AFTER,
+    collect_periodically,
+    tune_collector,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +46,7 @@ REPORT = (
 )
 
 
-def test_tuned_freezes_what_exists_and_makes_full_collections_rarer() -> None:
+def test_tuned_freezes_what_exists_and_makes_collections_rare() -> None:
     before = _python(REPORT)
     after = _python(
         "import gc; gc.set_threshold(900, 12, 10)\n"
@@ -50,8 +55,94 @@ def test_tuned_freezes_what_exists_and_makes_full_collections_rarer() -> None:
     assert before["frozen"] == 0
     assert isinstance(after["frozen"], int)
     assert after["frozen"] > 1000  # modules, classes...
-    expected = [900, 12, FULL_COLLECTION_EVERY if sys.version_info < (3, 14) else 10]
-    assert after["threshold"] == expected  # the young thresholds someone set are kept
+    if sys.version_info < (3, 14):
+        expected = [YOUNG_COLLECTION_AFTER, 12, FULL_COLLECTION_EVERY]  # the middle one is kept
+    else:
+        expected = [900, 12, 10]  # incremental: only the freeze applies
+    assert after["threshold"] == expected
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.14's collector is incremental")
+def test_tuned_keeps_a_larger_young_threshold_and_a_disabled_collector() -> None:
+    larger = _python(
+        "import gc; gc.set_threshold(500000, 10, 10)\n"
+        "from avatarkit.serve.collector import tune_collector; tune_collector('tuned')\n" + REPORT
+    )
+    assert larger["threshold"] == [500000, 10, FULL_COLLECTION_EVERY]
+    off = _python(
+        "import gc; gc.set_threshold(0, 10, 10)\n"
+        "from avatarkit.serve.collector import tune_collector; tune_collector('tuned')\n" + REPORT
+    )
+    assert off["threshold"] == [0, 10, FULL_COLLECTION_EVERY]
+
+
+def _full_collections() -> tuple[list[int], object]:
+    seen: list[int] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            seen.append(2)
+
+    return seen, callback
+
+
+async def test_collect_periodically_runs_full_collections_until_cancelled() -> None:
+    import gc
+
+    import anyio
+
+    from avatarkit.testing import wait_until
+
+    seen, callback = _full_collections()
+    gc.callbacks.append(callback)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect_periodically, 0.05)
+            await wait_until(lambda: len(seen) >= 3, within=60)
+            tg.cancel_scope.cancel()
+        during = len(seen)
+        await anyio.sleep(0.3)
+    finally:
+        gc.callbacks.remove(callback)
+    assert len(seen) == during  # none once cancelled
+
+
+async def test_collect_periodically_does_nothing_without_the_tuned_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anyio
+
+    monkeypatch.setattr(collector, "_interval", None)
+    with anyio.fail_after(5):
+        await collect_periodically()  # returns at once: Python's own collections go on
+
+
+def test_the_serve_lifespan_runs_the_tuned_full_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+    import time
+
+    from starlette.testclient import TestClient
+
+    from avatarkit.serve import create_app
+
+    monkeypatch.setattr(collector, "_interval", 0.05)
+    app = create_app(lambda: None, max_sessions=1)  # type: ignore[arg-type, return-value]
+    seen, callback = _full_collections()
+    gc.callbacks.append(callback)
+    try:
+        with TestClient(app):
+            deadline = time.monotonic() + 60
+            while len(seen) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            during = len(seen)
+        time.sleep(0.3)
+        after = len(seen)
+    finally:
+        gc.callbacks.remove(callback)
+    assert during >= 3
+    assert after == during  # the lifespan's end stops them
 
 
 def test_python_leaves_the_collector_alone() -> None:

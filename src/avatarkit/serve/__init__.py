@@ -129,6 +129,7 @@ def run(
     drain_grace: float | None = None,
     starts_per_minute: float = 10.0,
     gc: str = "tuned",
+    loop: str = "auto",
 ) -> None:
     """Serve the session described by the YAML file ``path`` until stopped.
 
@@ -138,7 +139,8 @@ def run(
     ``DEFAULT_MAX_SESSIONS``. ``workers`` > 1 runs that many processes on one port under
     uvicorn's supervisor. SIGTERM (and the first Ctrl-C) drains: see ``avatarkit.serve.lifecycle``.
     ``gc`` is the garbage-collector policy of each serving process: see
-    ``avatarkit.serve.collector``.
+    ``avatarkit.serve.collector``. ``loop`` is its event loop: ``auto`` (uvloop when installed,
+    as the ``serve`` extra does on Linux and macOS, else asyncio's own), ``asyncio`` or ``uvloop``.
     """
     require_serve_extra()
     import math
@@ -166,6 +168,7 @@ def run(
         raise AvatarKitError(f"--starts-per-minute must be more than 0, not {starts_per_minute}")
     if gc not in ("tuned", "python"):
         raise AvatarKitError(f"--gc must be tuned or python, not {gc!r}")
+    loop_name = _event_loop(loop)
     source = Path(path).resolve()
     load_config(source)  # validates everything, builds no provider
     settings = ServeSettings(
@@ -187,16 +190,35 @@ def run(
         from avatarkit.serve.metrics import forget_dead_processes
 
         forget_dead_processes(starting=True)  # PROMETHEUS_MULTIPROC_DIR: an earlier run's
-        config = uvicorn_config(build_app(settings), host=host, port=port)
+        config = uvicorn_config(build_app(settings), host=host, port=port, loop=loop)
         tune_collector(settings.gc)
         log_with_uvicorn()  # after uvicorn.Config: it sets up logging
-        _announce(settings, host=host, workers=1)
+        _announce(settings, host=host, workers=1, loop=loop_name)
         uvicorn.Server(config).run()
         return
-    _run_workers(settings, host=host, port=port, workers=workers)
+    _run_workers(settings, host=host, port=port, workers=workers, loop=loop, loop_name=loop_name)
 
 
-def _announce(settings: Any, *, host: str, workers: int) -> None:
+def _event_loop(loop: str) -> str:
+    """The event loop ``--loop`` gives (``auto``: uvloop when it is installed)."""
+    import importlib.util
+
+    from avatarkit.errors import AvatarKitError
+
+    if loop not in ("auto", "asyncio", "uvloop"):
+        raise AvatarKitError(f"--loop must be auto, asyncio or uvloop, not {loop!r}")
+    installed = importlib.util.find_spec("uvloop") is not None
+    if loop == "uvloop" and not installed:
+        raise AvatarKitError(
+            "--loop uvloop: uvloop is not installed (pip install uvloop; the avatarkit-core[serve] "
+            "extra installs it on Linux and macOS)"
+        )
+    if loop == "auto":
+        return "uvloop" if installed else "asyncio"
+    return loop
+
+
+def _announce(settings: Any, *, host: str, workers: int, loop: str) -> None:
     import logging
     from pathlib import Path
 
@@ -209,14 +231,18 @@ def _announce(settings: Any, *, host: str, workers: int) -> None:
         )
     # uvicorn logs the address it listens on ("Uvicorn running on http://...") right after this.
     log.info(
-        "avatarkit serve: %s, at most %d avatar session(s) at once%s; open the address below",
+        "avatarkit serve: %s, at most %d avatar session(s) at once%s, event loop %s; open the "
+        "address below",
         Path(settings.path).name,
         settings.max_sessions,
         f" per worker, {workers} workers" if workers > 1 else "",
+        loop,
     )
 
 
-def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
+def _run_workers(
+    settings: Any, *, host: str, port: int, workers: int, loop: str, loop_name: str
+) -> None:
     """N worker processes on one port under uvicorn's own supervisor."""
     import os
     import shutil
@@ -235,9 +261,14 @@ def _run_workers(settings: Any, *, host: str, port: int, workers: int) -> None:
     forget_dead_processes(starting=True)  # a folder of yours may hold an earlier run's
     try:
         config = uvicorn_config(
-            "avatarkit.serve.worker:app", host=host, port=port, factory=True, workers=workers
+            "avatarkit.serve.worker:app",
+            host=host,
+            port=port,
+            factory=True,
+            workers=workers,
+            loop=loop,
         )
-        _announce(settings, host=host, workers=workers)
+        _announce(settings, host=host, workers=workers, loop=loop_name)
         sock = config.bind_socket()
         Multiprocess(config, sockets=[sock]).run()
     finally:
@@ -271,4 +302,5 @@ def run_from_args(args: argparse.Namespace) -> None:
         drain_grace=args.drain_grace,
         starts_per_minute=args.starts_per_minute,
         gc=args.gc,
+        loop=args.loop,
     )

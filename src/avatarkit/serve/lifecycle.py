@@ -28,6 +28,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from avatarkit.serve.collector import collect_periodically
 from avatarkit.serve.state import ServeState
 
 __all__ = ["drain_on_signals"]
@@ -51,6 +52,18 @@ def drain_on_signals(state: ServeState, grace: float) -> Callable[[Any], Any]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        # The tuned collector's full collections (nothing under --gc python).
+        collecting = asyncio.get_running_loop().create_task(collect_periodically())
+        try:
+            async with signals():
+                yield
+        finally:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
+
+    @contextlib.asynccontextmanager
+    async def signals() -> AsyncIterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield
             return

@@ -78,6 +78,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("tuned", "python"),
         default="tuned",
         help="garbage collector of each serving process: tuned (freeze what exists at start, "
-        "full collections 10x rarer: shorter and fewer pauses with many sessions) or python "
-        "(Python's own settings)",
+        "young collections only as tracked objects grow by 100,000, a full one every 10 "
+        "minutes: no collector pauses under a steady load) or python (Python's own settings)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop of each serving process: auto (uvloop when installed, as the serve "
+        "extra does on Linux and macOS; else asyncio's own), asyncio or uvloop",
     )
