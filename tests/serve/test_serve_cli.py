@@ -184,3 +184,32 @@ def test_the_loop_option_is_checked_and_auto_prefers_uvloop(
     assert _event_loop("auto") == "asyncio"
     with pytest.raises(AvatarKitError, match="uvloop is not installed"):
         _event_loop("uvloop")
+
+
+def test_beyond_loopback_an_authentication_choice_is_required(
+    avatarkit_serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    from avatarkit.errors import AvatarKitError
+    from avatarkit.serve import run
+
+    config = tmp_path / "plain.yaml"
+    config.write_text(SESSION_YAML)
+    for host in ("0.0.0.0", "::", "192.0.2.7"):
+        with pytest.raises(AvatarKitError, match=f"listen on {re.escape(host)} with no auth"):
+            run(config, host=host, port=0)
+    refused = avatarkit_serve(SESSION_YAML, "--host", "0.0.0.0")
+    assert refused.process.wait(30) != 0
+    out = refused.output()
+    assert "no authentication" in out
+    assert "--auth token, link or proxy" in out
+    assert "Uvicorn running" not in out
+    assert "Traceback" not in out
+    # Said plainly, --auth none is accepted, with a warning at start.
+    chosen = avatarkit_serve(SESSION_YAML, "--host", "0.0.0.0", "--auth", "none")
+    deadline = time.monotonic() + 30
+    while "Uvicorn running" not in chosen.output() and time.monotonic() < deadline:
+        assert chosen.process.poll() is None, chosen.output()
+        time.sleep(0.05)
+    assert "listens on 0.0.0.0 with no authentication" in chosen.output()
+    chosen.process.send_signal(signal.SIGINT)
+    assert chosen.process.wait(30) == 130

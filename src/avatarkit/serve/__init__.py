@@ -123,7 +123,7 @@ def run(
     max_sessions: int | None = None,
     allow_hosts: Iterable[str] = (),
     workers: int = 1,
-    auth: str = "none",
+    auth: str | None = None,
     proxy_header: str | None = None,
     trusted_proxies: Iterable[str] = (),
     drain_grace: float | None = None,
@@ -138,9 +138,11 @@ def run(
     started until a page asks. ``max_sessions`` (per worker) defaults to
     ``DEFAULT_MAX_SESSIONS``. ``workers`` > 1 runs that many processes on one port under
     uvicorn's supervisor. SIGTERM (and the first Ctrl-C) drains: see ``avatarkit.serve.lifecycle``.
-    ``gc`` is the garbage-collector policy of each serving process: see
-    ``avatarkit.serve.collector``. ``loop`` is its event loop: ``auto`` (uvloop when installed,
-    as the ``serve`` extra does on Linux and macOS, else asyncio's own), ``asyncio`` or ``uvloop``.
+    ``auth`` (``none``, ``token``, ``link``, ``proxy``) defaults to ``none`` on a loopback
+    ``host`` only: beyond one, starting without a choice is refused. ``gc`` is the
+    garbage-collector policy of each serving process: see ``avatarkit.serve.collector``.
+    ``loop`` is its event loop: ``auto`` (uvloop when installed, as the ``serve`` extra does on
+    Linux and macOS, else asyncio's own), ``asyncio`` or ``uvloop``.
     """
     require_serve_extra()
     import math
@@ -158,6 +160,14 @@ def run(
         raise AvatarKitError(f"--max-sessions must be at least 1, not {max_sessions}")
     if workers < 1:
         raise AvatarKitError(f"--workers must be at least 1, not {workers}")
+    if auth is None:
+        if not _loopback(host):
+            raise AvatarKitError(
+                f"avatarkit serve would listen on {host} with no authentication: anyone who can "
+                "reach it could start paid avatar sessions. Choose --auth token, link or proxy "
+                "(see the deploying guide), or pass --auth none to accept that"
+            )
+        auth = "none"
     if auth not in ("none", "token", "link", "proxy"):
         raise AvatarKitError(f"--auth must be none, token, link or proxy, not {auth!r}")
     if drain_grace is None:

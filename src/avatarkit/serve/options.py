@@ -38,8 +38,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth",
         choices=("none", "token", "link", "proxy"),
-        default="none",
-        help="who may start a session: anyone who can open the page (none), a shared token "
+        default=None,
+        help="who may start a session: anyone who can open the page (none; the default on a "
+        "loopback address, and beyond one only when given), a shared token "
         "($AVATARKIT_SERVE_TOKEN), a signed short-lived link ($AVATARKIT_SERVE_LINK_SECRET), "
         "or a user header from a trusted proxy (proxy)",
     )
