@@ -385,6 +385,8 @@ class AvatarSession:
     def _emit(self, event: Event, *, redacted: bool = False) -> None:
         """Send ``event`` to every listener and subscriber, cleaned of the session's secrets
         (unless ``redacted`` already, as the reply's deltas are: see ``_each_delta``)."""
+        if not self._listeners and not self._subscribers:
+            return  # nobody to tell: not worth cleaning
         if not redacted:
             event = redact_event(event, self._all_secrets())
         for listener in list(self._listeners):
