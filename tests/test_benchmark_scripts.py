@@ -44,7 +44,14 @@ def test_scale_runs_and_reports_lag_cpu_and_collector_pauses(
     extra: list[str], tmp_path: Path
 ) -> None:
     result = _run("scale.py", "--sessions", "20", *extra, tmp_path=tmp_path)
-    for key in ("turns", "cpu_ms_per_turn", "lag_p99_ms", "gc_total_ms", "gc2_count"):
+    for key in (
+        "turns",
+        "cpu_ms_per_turn",
+        "lag_p99_ms",
+        "gc_total_ms",
+        "gc2_count",
+        "full_collection_ms",
+    ):
         assert key in result
     assert result["engine"] is ("--no-engine" not in extra)
     assert result["gc_policy"] == ("tuned" if "tuned" in extra else "python")
