@@ -6,13 +6,16 @@ each sentence for its spoken length (a cloud avatar such as HeyGen); on the audi
 (first chunk after 50 ms, 40 ms chunks, 10x faster than real time) feeds a renderer that plays
 the audio in real time (in the chunks the TTS made, or with ``--renderer-block S`` in blocks of
 up to S seconds, which the renderer declares as ``max_chunk_seconds``). Sessions start
-staggered over a second; then for ``--seconds`` we record
-CPU time per completed turn, resident memory per session, event-loop lag (a ticker that
-sleeps 10 ms and records how late it wakes) and the garbage collector's pauses.
+staggered over a second. Once every session has finished a turn (the steady state: at least
+2 s, at most 60 s; the longest collector pause of this ramp is reported apart), for
+``--seconds`` we record CPU time per completed turn, resident memory per session, event-loop
+lag (a ticker that sleeps 10 ms and records how late it wakes) and the garbage collector's
+pauses; then what one full collection costs with every session open.
 
-``--gc tuned`` first applies the garbage-collector policy of an ``avatarkit serve`` process
-(:mod:`avatarkit.serve.collector`: what exists is frozen, full collections 10x rarer);
-``--gc python`` (the default) keeps Python's settings.
+``--gc tuned`` applies the garbage-collector policy of an ``avatarkit serve`` process and runs
+its ``collect_periodically`` (:mod:`avatarkit.serve.collector`: survivors frozen every second,
+young collections only on a burst of 100,000 objects, full ones every 10 minutes or when the
+frozen objects grew by half); ``--gc python`` (the default) keeps Python's settings.
 
 ``--loop uvloop`` runs on uvloop, the event loop ``avatarkit serve`` uses when it is installed
 (the ``serve`` extra installs it on Linux and macOS); ``asyncio`` (the default) is Python's own.
@@ -96,11 +99,13 @@ def rss_bytes() -> int:
 
 
 class GCPauses:
-    """The collector's pauses by generation, while ``measuring``."""
+    """The collector's pauses by generation while ``measuring``, and the longest one before
+    (while the sessions ramp up)."""
 
     def __init__(self) -> None:
-        self.measuring = False
+        self.measuring: bool | None = False  # None: neither in the window nor in the ramp
         self.pauses: list[tuple[int, float]] = []
+        self.ramp_max = 0.0
         self._start = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
@@ -108,6 +113,8 @@ class GCPauses:
             self._start = time.perf_counter()
         elif self.measuring:
             self.pauses.append((info["generation"], time.perf_counter() - self._start))
+        elif self.measuring is False:
+            self.ramp_max = max(self.ramp_max, time.perf_counter() - self._start)
 
     def summary(self) -> dict[str, float]:
         result: dict[str, float] = {}
@@ -116,6 +123,7 @@ class GCPauses:
             result[f"gc{gen}_count"] = len(ms)
             result[f"gc{gen}_max_ms"] = max(ms, default=0.0)
         result["gc_total_ms"] = sum(p for _, p in self.pauses) * 1000
+        result["gc_ramp_max_ms"] = self.ramp_max * 1000
         return result
 
 
@@ -146,9 +154,19 @@ async def main(
     lags: list[float] = []
     stop = anyio.Event()
     gc_pauses = GCPauses()
+    settled = 0  # sessions that finished a turn: the window opens once all have
+    all_settled = anyio.Event()
+
+    def turn_done() -> None:
+        nonlocal turns, settled
+        if measuring:
+            turns += 1
+        elif settled < sessions:
+            settled += 1
+            if settled == sessions:
+                all_settled.set()
 
     async def converse(i: int) -> None:
-        nonlocal turns
         llm = FakeLLM([REPLY], first_token_delay=0.2, token_delay=0.02)
         if route == "text":
             session = AvatarSession(llm=llm, renderer=CloudTextRenderer(), max_history=20)
@@ -163,15 +181,13 @@ async def main(
             while not stop.is_set():
                 await anyio.sleep(rng.uniform(0.5, 1.5))
                 await converse_without_engine(llm, CannedTTS(), renderer)
-                if measuring:
-                    turns += 1
+                turn_done()
             return
         async with session:
             while not stop.is_set():
                 await anyio.sleep(rng.uniform(0.5, 1.5))
                 await session.send("hello")
-                if measuring:
-                    turns += 1
+                turn_done()
 
     async def ticker() -> None:
         while not stop.is_set():
@@ -187,7 +203,21 @@ async def main(
         for i in range(sessions):
             tg.start_soon(converse, i)
         tg.start_soon(ticker)
-        await anyio.sleep(2.0)  # everyone started and in conversation
+        collecting = anyio.CancelScope()
+        if gc_policy == "tuned":
+            from avatarkit.serve.collector import collect_periodically
+
+            async def collect() -> None:
+                with collecting:
+                    await collect_periodically()  # what serve's lifespan runs
+
+            tg.start_soon(collect)
+        # Steady state: every session started and each has finished a turn (at most 60 s).
+        ramp = time.perf_counter()
+        await anyio.sleep(2.0)
+        with anyio.move_on_after(60):
+            await all_settled.wait()
+        ramp = time.perf_counter() - ramp
         rss1 = rss_bytes()
         measuring = gc_pauses.measuring = True
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -197,9 +227,16 @@ async def main(
         # What one full collection costs with every session still open: the pause serve's
         # tuned policy takes every 10 minutes (collect_periodically), and Python's own takes
         # whenever enough objects reached the oldest generation.
+        gc_pauses.measuring = None  # neither the window nor the ramp
         started = time.perf_counter()
-        gc.collect()
+        if gc_policy == "tuned":
+            from avatarkit.serve.collector import full_collection
+
+            full_collection()  # frozen objects too
+        else:
+            gc.collect()
         full_ms = (time.perf_counter() - started) * 1000
+        collecting.cancel()
         stop.set()
     gc.callbacks.remove(gc_pauses)
     lag_ms = [x * 1000 for x in lags]
@@ -210,6 +247,7 @@ async def main(
         "engine": engine,
         "gc_policy": gc_policy,
         "loop": running_loop(),
+        "ramp_s": ramp,
         "turns": turns,
         "turns_per_s": turns / wall,
         "cpu_ms_per_turn": cpu * 1000 / max(turns, 1),
@@ -235,7 +273,8 @@ async def main(
         f"p50 {result['lag_p50_ms']:6.2f} ms p99 {result['lag_p99_ms']:7.2f} ms "
         f"max {result['lag_max_ms']:7.2f} ms; GC pauses {result['gc_total_ms']:5.0f} ms in all, "
         f"gen2 {result['gc2_count']:.0f}x max {result['gc2_max_ms']:.0f} ms; a full collection "
-        f"{full_ms:.0f} ms"
+        f"{full_ms:.0f} ms; ramp {ramp:.1f} s, its longest GC pause "
+        f"{result['gc_ramp_max_ms']:.0f} ms"
     )
     write_json(json_path, {"conditions": conditions(), **result})
 

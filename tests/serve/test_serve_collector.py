@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,16 @@ def _full_collections() -> tuple[list[int], object]:
     return seen, callback
 
 
+@pytest.fixture
+def thawed() -> Iterator[None]:
+    """These tests freeze the test process itself: give every object back to the collector."""
+    import gc
+
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("thawed")
 async def test_collect_periodically_runs_full_collections_until_cancelled() -> None:
     import gc
 
@@ -107,6 +118,47 @@ async def test_collect_periodically_runs_full_collections_until_cancelled() -> N
     assert len(seen) == during  # none once cancelled
 
 
+class _Node:
+    """An object in a reference cycle (only the collector frees it)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.usefixtures("thawed")
+async def test_survivors_are_frozen_and_garbage_in_cycles_is_still_freed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+    import weakref
+
+    import anyio
+
+    from avatarkit.testing import wait_until
+
+    monkeypatch.setattr(collector, "FREEZE_EVERY", 0.02)
+    monkeypatch.setattr(collector, "CHECK_GROWTH_EVERY", 0.05)
+    monkeypatch.setattr(collector, "MIN_GROWTH", 1000)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect_periodically, 3600.0)  # no full collection by the clock
+        kept = [[n] for n in range(5000)]
+        await wait_until(lambda: gc.get_freeze_count() >= 5000, within=30)  # frozen
+        assert gc.get_count()[0] < YOUNG_COLLECTION_AFTER
+        # Garbage in cycles, frozen before it became garbage: only a full collection frees it,
+        # and it comes once the frozen objects have grown by half.
+        node = _Node()
+        dead = weakref.ref(node)
+        await anyio.sleep(0.1)  # frozen now
+        del node
+        gc.collect()  # a collection that does not unfreeze leaves it
+        assert dead() is not None
+        grown = [_Node() for _ in range(gc.get_freeze_count())]  # half again, and more
+        del grown
+        await wait_until(lambda: dead() is None, within=30)
+        tg.cancel_scope.cancel()
+    assert len(kept) == 5000  # what is used stays, frozen or not
+
+
 async def test_collect_periodically_does_nothing_without_the_tuned_policy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -117,6 +169,7 @@ async def test_collect_periodically_does_nothing_without_the_tuned_policy(
         await collect_periodically()  # returns at once: Python's own collections go on
 
 
+@pytest.mark.usefixtures("thawed")
 def test_the_serve_lifespan_runs_the_tuned_full_collections(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -9,17 +9,22 @@ its collections were most of the event loop's lag (docs/performance.md):
   every tenth one also walked the middle generation (10-40 ms);
 * a full collection walks every object (about 190,000, 100-250 ms) and ran every 1-2 s.
 
-Yet a turn leaves no garbage in reference cycles (tested): everything it makes is freed by
-reference counting as it ends. A serve process therefore, once its app is built, (1) freezes
-what exists by then (modules, classes, the app: never garbage, and no longer walked by any
-collection), (2) runs a young collection only once 100,000 more tracked objects exist than at
-the last one (Python: 700), which a steady load never reaches while garbage in cycles, if some
-code makes it, still triggers it, and (3) runs a full collection itself every 10 minutes
-(:func:`collect_periodically`, from the serve app's lifespan): what reached the oldest
-generation and became garbage in cycles there is freed then. From Python 3.14 the collector is
-incremental (no collection stops the world for long) and only (1) applies.
+Yet a turn leaves no garbage in reference cycles (tested): reference counting frees all it
+makes as it ends. So a serve process, once its app is built, freezes what exists (modules,
+classes, the app: never walked again), and :func:`collect_periodically` (run by the serve app's
+lifespan) then keeps the collector off the loop's back:
 
-``--gc python`` keeps Python's own settings.
+* every second it freezes what survived that long, in constant time: no collection walks it
+  again, and it is still freed by reference counting the moment it is no longer used;
+* a young collection runs only if 100,000 more tracked objects exist than a second before
+  (Python: 700), so only a burst of allocation triggers one, and it walks at most that second;
+* a full collection (unfreeze, collect, freeze) runs every 10 minutes, or sooner once the
+  frozen objects have grown by half since the last one (at least 20,000 more): what became
+  garbage in reference cycles after surviving a second is freed then. It is the one pause left,
+  about 100 ms at a thousand speaking sessions.
+
+From Python 3.14 the collector is incremental (no collection stops the world for long): only
+the freeze at start applies there. ``--gc python`` keeps Python's own settings.
 """
 
 from __future__ import annotations
@@ -38,18 +43,23 @@ __all__ = [
     "YOUNG_COLLECTION_AFTER",
     "GCPolicy",
     "collect_periodically",
+    "full_collection",
     "tune_collector",
 ]
 
 GCPolicy = Literal["tuned", "python"]
 
-YOUNG_COLLECTION_AFTER = 100_000  # more tracked objects than at the last young collection; 700
+YOUNG_COLLECTION_AFTER = 100_000  # more tracked objects than a second before; Python: 700
 FULL_COLLECTION_EVERY = 100  # middle-generation collections between full ones; Python: 10
-FULL_COLLECTION_INTERVAL = 600.0  # seconds between the full collections the process runs
+FULL_COLLECTION_INTERVAL = 600.0  # seconds between full collections at the most
+FREEZE_EVERY = 1.0  # seconds: what survived that long is frozen
+CHECK_GROWTH_EVERY = 15.0  # seconds between counts of the frozen objects (a list walk)
+GROWTH_LIMIT = 0.5  # frozen objects grown by half since the last full collection: one now
+MIN_GROWTH = 20_000
 
 logger = logging.getLogger(__name__)
 
-_interval: float | None = None  # set by the tuned policy where it takes over full collections
+_interval: float | None = None  # set by the tuned policy where it takes over collections
 
 
 def tune_collector(policy: GCPolicy = "tuned") -> None:
@@ -75,17 +85,41 @@ def tune_collector(policy: GCPolicy = "tuned") -> None:
 
 
 async def collect_periodically(interval: float | None = None) -> None:
-    """Run a full collection every ``interval`` seconds (default: the tuned policy's, and
-    nothing when it is not applied); runs until cancelled."""
+    """Freeze survivors every second and run full collections (see the module docstring):
+    at least every ``interval`` seconds (default: the tuned policy's; nothing at all when the
+    policy is not applied), sooner when the frozen objects grew by half. Runs until cancelled.
+    """
     every = _interval if interval is None else interval
     if every is None:
         return
+    clock = time.monotonic
+    last_full = last_check = clock()
+    baseline = gc.get_freeze_count()
     while True:
-        await anyio.sleep(every)
-        started = time.perf_counter()
-        found = gc.collect()
-        logger.debug(
-            "full collection: %d unreachable objects, %.1f ms",
-            found,
-            (time.perf_counter() - started) * 1000,
-        )
+        await anyio.sleep(min(FREEZE_EVERY, every))
+        gc.freeze()
+        now = clock()
+        due = now - last_full >= every
+        if not due and now - last_check >= CHECK_GROWTH_EVERY:
+            last_check = now
+            due = gc.get_freeze_count() > baseline * (1 + GROWTH_LIMIT) + MIN_GROWTH
+        if due:
+            baseline = full_collection()
+            last_full = last_check = clock()
+
+
+def full_collection() -> int:
+    """Collect everything, frozen objects included, and freeze what survives; returns how
+    many objects are frozen after."""
+    started = time.perf_counter()
+    gc.unfreeze()
+    found = gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.debug(
+        "full collection: %d unreachable, %d kept, %.1f ms",
+        found,
+        frozen,
+        (time.perf_counter() - started) * 1000,
+    )
+    return frozen
