@@ -257,3 +257,20 @@ def test_html_tags_around_words_are_removed_and_the_words_kept(
     assert re.findall(r"[a-z]+", clean_for_speech(text)) == re.findall(r"[a-z]+", expected)
     assert "<b>" not in clean_for_speech(text)
     assert "</em>" not in clean_for_speech(text)
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("ab c1.2)-+*_~`!#[]()>|\u2022\n\t\r<>/=\"' xyz")), max_size=16
+    )
+)
+def test_plain_sentences_skip_the_markdown_patterns_with_the_same_result(text: str) -> None:
+    from avatarkit import text as module
+
+    def every_pattern(value: str) -> str:
+        value = module._strip_html(value)
+        for pattern, replacement in module._MD_PATTERNS:
+            value = pattern.sub(replacement, value)
+        return value.strip(" ,")
+
+    assert clean_for_speech(text) == every_pattern(text)

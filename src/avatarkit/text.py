@@ -364,10 +364,18 @@ def _strip_html(text: str) -> str:
     return "".join(out)
 
 
+# Something one of _MD_PATTERNS (but the last) could change: without it, a sentence (most are
+# plain) skips a dozen regular expressions.
+_MARKUP = re.compile(r"[`\[#>*_~|\u2022\n\r]|(?:^|\n)[ \t]*(?:[-+]|\d{1,3}[.)])")
+_SPACES = _MD_PATTERNS[-1][0]
+
+
 def clean_for_speech(text: str) -> str:
     """Remove markdown and HTML tags that should not be spoken; never remove a word outside
     them (a ``<`` or ``>`` that is not part of a real tag is kept)."""
     text = _strip_html(text)
+    if _MARKUP.search(text) is None:
+        return _SPACES.sub(" ", text).strip(" ,")
     for pattern, repl in _MD_PATTERNS:
         text = pattern.sub(repl, text)
     return text.strip(" ,")

@@ -88,10 +88,11 @@ def _full_collections() -> tuple[list[int], object]:
 
 
 @pytest.fixture
-def thawed() -> Iterator[None]:
+def thawed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """These tests freeze the test process itself: give every object back to the collector."""
     import gc
 
+    monkeypatch.setattr(collector, "_baseline", None)
     yield
     gc.unfreeze()
 

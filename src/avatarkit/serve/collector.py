@@ -60,6 +60,8 @@ MIN_GROWTH = 20_000
 logger = logging.getLogger(__name__)
 
 _interval: float | None = None  # set by the tuned policy where it takes over collections
+_baseline: int | None = None  # objects frozen after the last full collection
+_last_full = 0.0  # when it ran (time.monotonic)
 
 
 def tune_collector(policy: GCPolicy = "tuned") -> None:
@@ -89,37 +91,41 @@ async def collect_periodically(interval: float | None = None) -> None:
     at least every ``interval`` seconds (default: the tuned policy's; nothing at all when the
     policy is not applied), sooner when the frozen objects grew by half. Runs until cancelled.
     """
+    global _baseline, _last_full
     every = _interval if interval is None else interval
     if every is None:
         return
     clock = time.monotonic
-    last_full = last_check = clock()
-    baseline = gc.get_freeze_count()
+    if _baseline is None:
+        _baseline, _last_full = gc.get_freeze_count(), clock()
+    last_check = clock()
     while True:
         await anyio.sleep(min(FREEZE_EVERY, every))
         gc.freeze()
         now = clock()
-        due = now - last_full >= every
+        due = now - _last_full >= every
         if not due and now - last_check >= CHECK_GROWTH_EVERY:
             last_check = now
-            due = gc.get_freeze_count() > baseline * (1 + GROWTH_LIMIT) + MIN_GROWTH
+            due = gc.get_freeze_count() > _baseline * (1 + GROWTH_LIMIT) + MIN_GROWTH
         if due:
-            baseline = full_collection()
-            last_full = last_check = clock()
+            full_collection()
+            last_check = clock()
 
 
 def full_collection() -> int:
-    """Collect everything, frozen objects included, and freeze what survives; returns how
-    many objects are frozen after."""
+    """Collect everything, frozen objects included, and freeze what survives (the growth that
+    makes :func:`collect_periodically` run one is counted from here); returns how many objects
+    are frozen after."""
+    global _baseline, _last_full
     started = time.perf_counter()
     gc.unfreeze()
     found = gc.collect()
     gc.freeze()
-    frozen = gc.get_freeze_count()
+    _baseline, _last_full = gc.get_freeze_count(), time.monotonic()
     logger.debug(
         "full collection: %d unreachable, %d kept, %.1f ms",
         found,
-        frozen,
+        _baseline,
         (time.perf_counter() - started) * 1000,
     )
-    return frozen
+    return _baseline
