@@ -15,8 +15,8 @@ pauses; then what one full collection costs with every session open.
 
 ``--gc tuned`` applies the garbage-collector policy of an ``avatarkit serve`` process and runs
 its ``collect_periodically`` (:mod:`avatarkit.serve.collector`: survivors frozen every second,
-young collections only on a burst of 100,000 objects, full ones every 10 minutes or when the
-frozen objects grew by half); ``--gc python`` (the default) keeps Python's settings.
+young collections only on a burst of 100,000 objects, full ones every 10 minutes or when peak
+memory grew by half); ``--gc python`` (the default) keeps Python's settings.
 
 ``--loop uvloop`` runs on uvloop, the event loop ``avatarkit serve`` uses when it is installed
 (the ``serve`` extra installs it on Linux and macOS); ``asyncio`` (the default) is Python's own.

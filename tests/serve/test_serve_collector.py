@@ -137,27 +137,46 @@ async def test_survivors_are_frozen_and_garbage_in_cycles_is_still_freed(
 
     from avatarkit.testing import wait_until
 
+    memory = [1000]  # the process's peak memory as the policy reads it
     monkeypatch.setattr(collector, "FREEZE_EVERY", 0.02)
-    monkeypatch.setattr(collector, "CHECK_GROWTH_EVERY", 0.05)
-    monkeypatch.setattr(collector, "MIN_GROWTH", 1000)
+    monkeypatch.setattr(collector, "peak_memory", lambda: memory[0])
     async with anyio.create_task_group() as tg:
         tg.start_soon(collect_periodically, 3600.0)  # no full collection by the clock
         kept = [[n] for n in range(5000)]
         await wait_until(lambda: gc.get_freeze_count() >= 5000, within=30)  # frozen
         assert gc.get_count()[0] < YOUNG_COLLECTION_AFTER
-        # Garbage in cycles, frozen before it became garbage: only a full collection frees it,
-        # and it comes once the frozen objects have grown by half.
+        # Garbage in cycles, frozen before it became garbage: only a full collection frees it.
         node = _Node()
         dead = weakref.ref(node)
         await anyio.sleep(0.1)  # frozen now
         del node
         gc.collect()  # a collection that does not unfreeze leaves it
+        await anyio.sleep(0.1)
         assert dead() is not None
-        grown = [_Node() for _ in range(gc.get_freeze_count())]  # half again, and more
-        del grown
+        memory[0] = 1400  # grown, but not by half: still there
+        await anyio.sleep(0.1)
+        assert dead() is not None
+        memory[0] = 1600  # by half: a full collection frees it
         await wait_until(lambda: dead() is None, within=30)
         tg.cancel_scope.cancel()
     assert len(kept) == 5000  # what is used stays, frozen or not
+
+
+def test_peak_memory_grows_with_what_the_process_holds() -> None:
+    """In a fresh interpreter (tens of MiB), not this test process."""
+    result = _python(
+        "import json, sys\n"
+        "from avatarkit.serve.collector import peak_memory\n"
+        "before = peak_memory()\n"
+        "unit = 1 if sys.platform == 'darwin' else 1024  # ru_maxrss: bytes on macOS, else KiB\n"
+        "held = b'x' * (2 * before * unit)  # twice the peak, written\n"
+        "print(json.dumps({'before': before, 'after': peak_memory()}))"
+    )
+    before, after = result["before"], result["after"]
+    assert isinstance(before, int)
+    assert isinstance(after, int)
+    assert before > 0  # Linux and macOS say
+    assert after > before * 1.5
 
 
 async def test_collect_periodically_does_nothing_without_the_tuned_policy(

@@ -19,9 +19,10 @@ lifespan) then keeps the collector off the loop's back:
 * a young collection runs only if 100,000 more tracked objects exist than a second before
   (Python: 700), so only a burst of allocation triggers one, and it walks at most that second;
 * a full collection (unfreeze, collect, freeze) runs every 10 minutes, or sooner once the
-  frozen objects have grown by half since the last one (at least 20,000 more): what became
-  garbage in reference cycles after surviving a second is freed then. It is the one pause left,
-  about 100 ms at a thousand speaking sessions.
+  process's peak memory has grown by half since the last one (a system call a second; counting
+  the frozen objects would walk them all, tens of milliseconds): what became garbage in
+  reference cycles after surviving a second is freed then. It is the one pause left, about
+  100 ms at a thousand speaking sessions.
 
 From Python 3.14 the collector is incremental (no collection stops the world for long): only
 the freeze at start applies there. ``--gc python`` keeps Python's own settings.
@@ -44,6 +45,7 @@ __all__ = [
     "GCPolicy",
     "collect_periodically",
     "full_collection",
+    "peak_memory",
     "tune_collector",
 ]
 
@@ -53,14 +55,12 @@ YOUNG_COLLECTION_AFTER = 100_000  # more tracked objects than a second before; P
 FULL_COLLECTION_EVERY = 100  # middle-generation collections between full ones; Python: 10
 FULL_COLLECTION_INTERVAL = 600.0  # seconds between full collections at the most
 FREEZE_EVERY = 1.0  # seconds: what survived that long is frozen
-CHECK_GROWTH_EVERY = 15.0  # seconds between counts of the frozen objects (a list walk)
-GROWTH_LIMIT = 0.5  # frozen objects grown by half since the last full collection: one now
-MIN_GROWTH = 20_000
+GROWTH_LIMIT = 0.5  # peak memory grown by half since the last full collection: one now
 
 logger = logging.getLogger(__name__)
 
 _interval: float | None = None  # set by the tuned policy where it takes over collections
-_baseline: int | None = None  # objects frozen after the last full collection
+_baseline: int | None = None  # peak memory at the last full collection
 _last_full = 0.0  # when it ran (time.monotonic)
 
 
@@ -89,43 +89,42 @@ def tune_collector(policy: GCPolicy = "tuned") -> None:
 async def collect_periodically(interval: float | None = None) -> None:
     """Freeze survivors every second and run full collections (see the module docstring):
     at least every ``interval`` seconds (default: the tuned policy's; nothing at all when the
-    policy is not applied), sooner when the frozen objects grew by half. Runs until cancelled.
+    policy is not applied), sooner when peak memory grew by half. Runs until cancelled.
     """
     global _baseline, _last_full
     every = _interval if interval is None else interval
     if every is None:
         return
-    clock = time.monotonic
     if _baseline is None:
-        _baseline, _last_full = gc.get_freeze_count(), clock()
-    last_check = clock()
+        _baseline, _last_full = peak_memory(), time.monotonic()
     while True:
         await anyio.sleep(min(FREEZE_EVERY, every))
         gc.freeze()
-        now = clock()
-        due = now - _last_full >= every
-        if not due and now - last_check >= CHECK_GROWTH_EVERY:
-            last_check = now
-            due = gc.get_freeze_count() > _baseline * (1 + GROWTH_LIMIT) + MIN_GROWTH
-        if due:
+        if time.monotonic() - _last_full >= every or peak_memory() > _baseline * (1 + GROWTH_LIMIT):
             full_collection()
-            last_check = clock()
 
 
 def full_collection() -> int:
     """Collect everything, frozen objects included, and freeze what survives (the growth that
-    makes :func:`collect_periodically` run one is counted from here); returns how many objects
-    are frozen after."""
+    makes :func:`collect_periodically` run one is counted from here); returns how many
+    unreachable objects were found."""
     global _baseline, _last_full
     started = time.perf_counter()
     gc.unfreeze()
     found = gc.collect()
     gc.freeze()
-    _baseline, _last_full = gc.get_freeze_count(), time.monotonic()
+    _baseline, _last_full = peak_memory(), time.monotonic()
     logger.debug(
-        "full collection: %d unreachable, %d kept, %.1f ms",
-        found,
-        _baseline,
-        (time.perf_counter() - started) * 1000,
+        "full collection: %d unreachable, %.1f ms", found, (time.perf_counter() - started) * 1000
     )
-    return _baseline
+    return found
+
+
+def peak_memory() -> int:
+    """The process's peak resident memory (its own unit: only ratios of it are used); 0 where
+    the platform does not say (Windows: full collections then come by the clock alone)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -80,7 +80,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default="tuned",
         help="garbage collector of each serving process: tuned (freeze what exists at start "
         "and what survives a second, young collections only on a burst of 100,000 objects, "
-        "full ones every 10 minutes or once the frozen objects grew by half: no collector "
+        "full ones every 10 minutes or once peak memory grew by half: no collector "
         "pauses under a steady load) or python (Python's own settings)",
     )
     parser.add_argument(
