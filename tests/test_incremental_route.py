@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from avatarkit import AvatarSession, ProviderError, ProviderTimeout
 from avatarkit.events import Event, SentenceEnded, SentenceStarted, TextDelta
 from avatarkit.session import Timeouts
-from avatarkit.testing import FakeAudioRenderer, FakeIncrementalTTS, FakeLLM, FakeTTS
+from avatarkit.testing import FakeAudioRenderer, FakeIncrementalTTS, FakeLLM, FakeTTS, wait_until
 
 REPLY = "Hello there my good friend, how are you doing today? I am fine. Thanks for asking!"
 MS = 10.0
@@ -39,6 +39,11 @@ def heard_words(pushed: str, taken_seconds: float, ms: float = MS) -> list[str]:
         words.append(word)
         clock += len(match.group()) * ms / 1000
     return words
+
+
+def seconds_taken(renderer: FakeAudioRenderer) -> float:
+    """Seconds of audio the renderer has taken so far."""
+    return sum(u.duration for u in renderer.utterances)
 
 
 def assistant(s: AvatarSession) -> list[str]:
@@ -86,13 +91,15 @@ async def test_first_audio_before_the_first_sentence_is_written() -> None:
 
 
 async def test_interrupt_mid_sentence_records_exactly_the_words_taken() -> None:
-    llm = FakeLLM([REPLY], token_delay=0.05)  # still writing when the interrupt comes
+    llm = FakeLLM([REPLY], token_delay=0.1)  # still writing when the interrupt comes (1.7 s)
     renderer = FakeAudioRenderer(realtime=True)
     tts = FakeIncrementalTTS()
     async with session(llm, tts, renderer) as s:
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.send, "Hi")
-            await anyio.sleep(0.37)
+            # Once some words were heard (a fixed sleep could end before a loaded machine
+            # had played any audio at all).
+            await wait_until(lambda: seconds_taken(renderer) >= 0.15)
             await s.interrupt()
             # the stream is closed (not finished) and the LLM stopped by the time it returns
             assert tts.streams[0].cancelled
@@ -199,12 +206,22 @@ async def test_resampled_for_the_renderer() -> None:
 
 
 async def test_the_callers_cancellation_keeps_what_was_heard() -> None:
-    llm = FakeLLM([REPLY], token_delay=0.01)
+    llm = FakeLLM([REPLY], token_delay=0.1)  # the reply is heard over 1.7 s
     renderer = FakeAudioRenderer(realtime=True)
     tts = FakeIncrementalTTS()
     async with session(llm, tts, renderer) as s:
-        with anyio.move_on_after(0.45):
-            await s.send("Hi")
+        # Cancelled once some words were heard (a fixed 0.45 s could end before a loaded
+        # machine had played any audio at all).
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_once_heard() -> None:
+                    await wait_until(lambda: seconds_taken(renderer) >= 0.15)
+                    scope.cancel()
+
+                tg.start_soon(cancel_once_heard)
+                await s.send("Hi")
+        assert scope.cancelled_caught
         taken = renderer.utterances[0].duration
         expected = heard_words(tts.streams[0].text, taken)
         assert 0 < len(expected) < len(REPLY.split())
