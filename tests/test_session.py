@@ -279,9 +279,18 @@ async def test_close_closes_every_provider_once_even_when_cancelled() -> None:
     llm, tts = FakeLLM([THREE], token_delay=0.01), FakeTTS()
     renderer = FakeAudioRenderer(realtime=True)
     session = AvatarSession(llm=llm, tts=tts, renderer=renderer)
-    with anyio.move_on_after(0.05):
-        async with session:
-            await session.send("hi")  # cancelled mid-turn by move_on_after
+    # Cancelled mid-turn, once the renderer is playing (a fixed 50 ms could end before a
+    # loaded machine had begun the turn, and there was then nothing to silence).
+    with anyio.CancelScope() as scope:
+        async with session, anyio.create_task_group() as tg:
+
+            async def cancel_while_speaking() -> None:
+                await wait_until(lambda: any(u.chunks for u in renderer.utterances))
+                scope.cancel()
+
+            tg.start_soon(cancel_while_speaking)
+            await session.send("hi")
+    assert scope.cancelled_caught
     await session.close()
     assert (llm.started, tts.started, renderer.started) == (1, 1, 1)
     assert (llm.closed, tts.closed, renderer.closed) == (1, 1, 1)
