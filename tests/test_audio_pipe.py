@@ -99,7 +99,9 @@ async def test_a_waiting_speaker_wakes_for_a_chunk_and_for_the_end() -> None:
             await anyio.sleep(0.01)
             assert woke == []
             pipe.put(AudioChunk(bytes(4), 16000))
-            await anyio.sleep(0.01)
+            # woken by the chunk (waited for: a fixed 10 ms could expire first on a loaded
+            # machine, and trio may then run this task before the speaker)
+            await wait_until(lambda: bool(woke))
             assert woke == [True]
             pipe.end()
     assert woke == [True, True]
