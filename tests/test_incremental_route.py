@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from avatarkit import AvatarSession, ProviderError, ProviderTimeout
 from avatarkit.events import Event, SentenceEnded, SentenceStarted, TextDelta
 from avatarkit.session import Timeouts
-from avatarkit.testing import FakeAudioRenderer, FakeIncrementalTTS, FakeLLM, FakeTTS, wait_until
+from avatarkit.testing import (
+    FakeAudioRenderer,
+    FakeIncrementalTTS,
+    FakeLLM,
+    FakeSpeechStream,
+    FakeTTS,
+    wait_until,
+)
 
 REPLY = "Hello there my good friend, how are you doing today? I am fine. Thanks for asking!"
 MS = 10.0
@@ -135,6 +142,48 @@ async def test_history_never_holds_more_than_the_renderer_took(
         if timings:
             assert said == heard  # with word timings: exactly what was heard
         assert " ".join(e.spoken or "" for e in ended).split() == said
+
+
+class FirstWordOnlyStream(FakeSpeechStream):
+    """A service still synthesising: only the first word pushed has audio so far, and the
+    stream does not end (no word timings either)."""
+
+    async def push(self, text: str) -> None:
+        if self.pushed:
+            self.pushed.append(text)
+            return
+        head = re.match(r"\s*\S+\s*", text)
+        first = head.group() if head else text
+        await super().push(first)
+        if text[len(first) :]:
+            self.pushed.append(text[len(first) :])
+
+    async def end(self) -> None:
+        self.ended = True  # the stream stays open: the rest of the audio is still to come
+
+
+class StillSynthesising(FakeIncrementalTTS):
+    def open_stream(self) -> FakeSpeechStream:
+        stream = FirstWordOnlyStream(self)
+        self.streams.append(stream)
+        return stream
+
+
+async def test_without_timings_text_with_no_audio_yet_is_not_heard() -> None:
+    """Regression: with the audio of the first word taken and nothing more made yet, the whole
+    reply pushed was recorded as said (the audio taken over the audio made was 1)."""
+    tts = StillSynthesising(timings=False)
+    renderer = FakeAudioRenderer()
+    async with session(FakeLLM([REPLY]), tts, renderer) as s:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.send, "Hi")
+            await wait_until(lambda: bool(tts.streams) and tts.streams[0].ended)
+            await wait_until(lambda: seconds_taken(renderer) > 0)
+            await s.interrupt()
+        said = " ".join(assistant(s)).split()
+    heard = heard_words(tts.streams[0].text, seconds_taken(renderer))
+    assert heard == ["Hello"]
+    assert said == heard[: len(said)]  # a prefix of what was heard, never more
 
 
 async def test_a_stream_failure_keeps_what_was_heard() -> None:
