@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from avatarkit import load_session
+from avatarkit.events import SentenceEnded
 from avatarkit.plugins import ProviderRegistry, load_registry
 from avatarkit.testing import (
     FakeAudioRenderer,
@@ -127,13 +128,21 @@ async def test_first_sentence_reaches_the_renderer_before_the_llm_finishes(
         """,
     )
     session = load_session(path, registry=registry)
-    async with session, anyio.create_task_group() as tg:
-        tg.start_soon(session.send, "hi")
-        renderer = built(module, FakeTextRenderer)[-1]
-        llm = built(module, FakeLLM)[-1]
-        await wait_until(lambda: bool(renderer.spoken))
-        assert renderer.spoken == ["First sentence here."]
-        assert llm.completed == 0  # the LLM is still streaming
+    renderer = built(module, FakeTextRenderer)[-1]
+    llm = built(module, FakeLLM)[-1]
+    # What stood when the first sentence had been said, seen by the session's own event (a
+    # test polling for it could look only after the LLM's next 30 ms had brought more).
+    at_first_end: list[tuple[list[str], int]] = []
+    session.on_event(
+        lambda e: (
+            at_first_end.append((list(renderer.spoken), llm.completed))
+            if isinstance(e, SentenceEnded) and e.index == 0
+            else None
+        )
+    )
+    async with session:
+        await session.send("hi")
+    assert at_first_end == [(["First sentence here."], 0)]  # the LLM was still streaming
     assert llm.completed == 1
 
 
@@ -144,12 +153,15 @@ async def test_interrupt_stops_llm_and_pending_tts_and_keeps_the_spoken_part(
     long_tail = " and more" * 60
     # The TTS is slower than real time, so while "Short one." plays the next sentence is still
     # being synthesised (look-ahead); the LLM is still streaming its long last sentence.
+    # "Short one." lasts 1 s and takes 1.5 s to synthesise, so the interrupt lands while it
+    # plays however late a loaded machine runs it (at 10 ms a character it ended 90 ms after
+    # the test's trigger, and sentence two then began).
     path = session_yaml(
         tmp_path,
         f"""
         llm: {{provider: fake, replies: ["Short one. Second sentence. Then{long_tail}."],
                token_delay: 0.01}}
-        tts: {{provider: fake, ms_per_char: 10, chunk_delay: 0.03}}
+        tts: {{provider: fake, ms_per_char: 100, chunk_delay: 0.03}}
         renderer: {{provider: fake-audio, realtime: true}}
         """,
     )

@@ -17,7 +17,7 @@ import pytest
 
 from avatarkit import AvatarSession
 from avatarkit.events import Event, TextDelta
-from avatarkit.testing import FakeAudioRenderer, FakeLLM
+from avatarkit.testing import FakeAudioRenderer, FakeLLM, wait_until
 from avatarkit_cartesia.testing import KEY as CARTESIA_KEY
 from avatarkit_cartesia.testing import VOICE as CARTESIA_VOICE
 from avatarkit_cartesia.testing import FakeCartesia
@@ -97,7 +97,11 @@ async def test_interrupt_keeps_exactly_the_words_heard(service: Service) -> None
     async with AvatarSession(llm=llm, tts=service.tts(), renderer=renderer) as s:
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.send, "Hi")
-            await anyio.sleep(0.6)
+            # Once 0.3 s of the 1.08 s reply were heard (after a fixed 0.6 s, a loaded machine
+            # could have played nothing yet). The reply was written in 0.2 s, so the words
+            # heard by then have their timings (a word whose timing has not come yet is
+            # rightly not counted as heard).
+            await wait_until(lambda: sum(u.duration for u in renderer.utterances) >= 0.3)
             await s.interrupt()
         taken = sum(u.duration for u in renderer.utterances)
         said = " ".join(m.content for m in s.history if m.role == "assistant").split()

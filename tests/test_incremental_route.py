@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from avatarkit import AvatarSession, ProviderError, ProviderTimeout
 from avatarkit.events import Event, SentenceEnded, SentenceStarted, TextDelta
 from avatarkit.session import Timeouts
-from avatarkit.testing import FakeAudioRenderer, FakeIncrementalTTS, FakeLLM, FakeTTS
+from avatarkit.testing import (
+    FakeAudioRenderer,
+    FakeIncrementalTTS,
+    FakeLLM,
+    FakeSpeechStream,
+    FakeTTS,
+    wait_until,
+)
 
 REPLY = "Hello there my good friend, how are you doing today? I am fine. Thanks for asking!"
 MS = 10.0
@@ -39,6 +46,11 @@ def heard_words(pushed: str, taken_seconds: float, ms: float = MS) -> list[str]:
         words.append(word)
         clock += len(match.group()) * ms / 1000
     return words
+
+
+def seconds_taken(renderer: FakeAudioRenderer) -> float:
+    """Seconds of audio the renderer has taken so far."""
+    return sum(u.duration for u in renderer.utterances)
 
 
 def assistant(s: AvatarSession) -> list[str]:
@@ -86,13 +98,15 @@ async def test_first_audio_before_the_first_sentence_is_written() -> None:
 
 
 async def test_interrupt_mid_sentence_records_exactly_the_words_taken() -> None:
-    llm = FakeLLM([REPLY], token_delay=0.05)  # still writing when the interrupt comes
+    llm = FakeLLM([REPLY], token_delay=0.1)  # still writing when the interrupt comes (1.7 s)
     renderer = FakeAudioRenderer(realtime=True)
     tts = FakeIncrementalTTS()
     async with session(llm, tts, renderer) as s:
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.send, "Hi")
-            await anyio.sleep(0.37)
+            # Once some words were heard (a fixed sleep could end before a loaded machine
+            # had played any audio at all).
+            await wait_until(lambda: seconds_taken(renderer) >= 0.15)
             await s.interrupt()
             # the stream is closed (not finished) and the LLM stopped by the time it returns
             assert tts.streams[0].cancelled
@@ -128,6 +142,48 @@ async def test_history_never_holds_more_than_the_renderer_took(
         if timings:
             assert said == heard  # with word timings: exactly what was heard
         assert " ".join(e.spoken or "" for e in ended).split() == said
+
+
+class FirstWordOnlyStream(FakeSpeechStream):
+    """A service still synthesising: only the first word pushed has audio so far, and the
+    stream does not end (no word timings either)."""
+
+    async def push(self, text: str) -> None:
+        if self.pushed:
+            self.pushed.append(text)
+            return
+        head = re.match(r"\s*\S+\s*", text)
+        first = head.group() if head else text
+        await super().push(first)
+        if text[len(first) :]:
+            self.pushed.append(text[len(first) :])
+
+    async def end(self) -> None:
+        self.ended = True  # the stream stays open: the rest of the audio is still to come
+
+
+class StillSynthesising(FakeIncrementalTTS):
+    def open_stream(self) -> FakeSpeechStream:
+        stream = FirstWordOnlyStream(self)
+        self.streams.append(stream)
+        return stream
+
+
+async def test_without_timings_text_with_no_audio_yet_is_not_heard() -> None:
+    """Regression: with the audio of the first word taken and nothing more made yet, the whole
+    reply pushed was recorded as said (the audio taken over the audio made was 1)."""
+    tts = StillSynthesising(timings=False)
+    renderer = FakeAudioRenderer()
+    async with session(FakeLLM([REPLY]), tts, renderer) as s:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.send, "Hi")
+            await wait_until(lambda: bool(tts.streams) and tts.streams[0].ended)
+            await wait_until(lambda: seconds_taken(renderer) > 0)
+            await s.interrupt()
+        said = " ".join(assistant(s)).split()
+    heard = heard_words(tts.streams[0].text, seconds_taken(renderer))
+    assert heard == ["Hello"]
+    assert said == heard[: len(said)]  # a prefix of what was heard, never more
 
 
 async def test_a_stream_failure_keeps_what_was_heard() -> None:
@@ -199,12 +255,22 @@ async def test_resampled_for_the_renderer() -> None:
 
 
 async def test_the_callers_cancellation_keeps_what_was_heard() -> None:
-    llm = FakeLLM([REPLY], token_delay=0.01)
+    llm = FakeLLM([REPLY], token_delay=0.1)  # the reply is heard over 1.7 s
     renderer = FakeAudioRenderer(realtime=True)
     tts = FakeIncrementalTTS()
     async with session(llm, tts, renderer) as s:
-        with anyio.move_on_after(0.45):
-            await s.send("Hi")
+        # Cancelled once some words were heard (a fixed 0.45 s could end before a loaded
+        # machine had played any audio at all).
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_once_heard() -> None:
+                    await wait_until(lambda: seconds_taken(renderer) >= 0.15)
+                    scope.cancel()
+
+                tg.start_soon(cancel_once_heard)
+                await s.send("Hi")
+        assert scope.cancelled_caught
         taken = renderer.utterances[0].duration
         expected = heard_words(tts.streams[0].text, taken)
         assert 0 < len(expected) < len(REPLY.split())

@@ -52,7 +52,9 @@ async def test_close_during_start_closes_every_provider_started(stubborn: bool) 
             await wait_until(lambda: renderer.starting)
             if stubborn:
                 tg.start_soon(session.close)
-                await anyio.sleep(0.01)
+                # close() has begun (waited for: after a fixed 10 ms on a loaded machine, trio
+                # could run this before the close task, and the start then simply succeeded)
+                await wait_until(lambda: session._closed)
                 renderer.gate.set()  # it finishes starting after close() began
             else:
                 await session.close()

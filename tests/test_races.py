@@ -145,7 +145,9 @@ class EchoLLM(FakeLLM):
 @pytest.mark.parametrize("second", ["send", "say"])
 async def test_of_two_barge_ins_the_newest_wins(second: str) -> None:
     llm = EchoLLM()
-    renderer = SlowInterruptRenderer(seconds_per_char=0.01)
+    # A's first sentence lasts until it is interrupted (110 s), so B always barges in on it,
+    # however late a loaded machine starts B; C is said at the usual pace.
+    renderer = SlowInterruptRenderer(seconds_per_char=10)
     session = AvatarSession(llm=llm, renderer=renderer, timeouts=Timeouts(interrupt_grace=10))
     replies: dict[str, str] = {}
     events: list[Event] = []
@@ -163,6 +165,7 @@ async def test_of_two_barge_ins_the_newest_wins(second: str) -> None:
             await wait_until(lambda: renderer.interrupt_calls == 1)
             tg.start_soon(run, "C", second)
             await wait_until(lambda: renderer.interrupt_calls == 2)
+            renderer.seconds_per_char = 0.01
             renderer.release.set()
     expected_c = "You said C. And that is a fairly long answer to it." if second == "send" else "C"
     assert replies["B"] == ""  # superseded before it began: not answered

@@ -94,7 +94,10 @@ async def test_tts_of_the_next_sentence_runs_while_the_current_one_plays() -> No
 
     class Spy(FakeAudioRenderer):
         async def speak(self, audio):  # type: ignore[no-untyped-def]
-            await anyio.sleep(0.02)  # while this plays, the next sentence is synthesised
+            if not seen:
+                # Sentence 1 takes none of its audio until sentence 2's synthesis has begun:
+                # an engine without look-ahead never begins it, and this wait fails.
+                await wait_until(lambda: len(tts.texts) >= 2)
             seen.append(len(tts.texts))
             await super().speak(audio)
 
@@ -144,8 +147,20 @@ async def test_interrupt_stops_llm_and_tts_and_keeps_only_what_was_spoken() -> N
 
 
 async def test_a_new_send_while_speaking_barges_in() -> None:
+    class HalfSaid(FakeTextRenderer):
+        """Says half of the first utterance, then holds until interrupted (a clock-driven
+        renderer would say more the later a loaded machine runs the barge-in)."""
+
+        async def speak_text(self, text: str) -> None:
+            if self.spoken:
+                return await super().speak_text(text)
+            interrupted = self._new_utterance()
+            self.spoken.append(text)
+            self.fractions.append(0.5)
+            await interrupted.wait()
+
     llm = FakeLLM([THREE, "Short answer."])
-    renderer = FakeTextRenderer(seconds_per_char=0.05)
+    renderer = HalfSaid()
     async with AvatarSession(llm=llm, renderer=renderer) as session:
         results: list[str] = []
 
@@ -155,8 +170,7 @@ async def test_a_new_send_while_speaking_barges_in() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(first)
             await wait_until(lambda: bool(renderer.spoken))
-            # "First sentence here." is estimated at 1.1 s of speech: after 0.5 s, 1 word is said
-            await anyio.sleep(0.5)
+            # Half of "First sentence here." is "First sent": the one whole word is "First".
             results.append(await session.send("two"))
     assert renderer.interrupts == 1
     assert results[1] == "Short answer."
@@ -265,9 +279,18 @@ async def test_close_closes_every_provider_once_even_when_cancelled() -> None:
     llm, tts = FakeLLM([THREE], token_delay=0.01), FakeTTS()
     renderer = FakeAudioRenderer(realtime=True)
     session = AvatarSession(llm=llm, tts=tts, renderer=renderer)
-    with anyio.move_on_after(0.05):
-        async with session:
-            await session.send("hi")  # cancelled mid-turn by move_on_after
+    # Cancelled mid-turn, once the renderer is playing (a fixed 50 ms could end before a
+    # loaded machine had begun the turn, and there was then nothing to silence).
+    with anyio.CancelScope() as scope:
+        async with session, anyio.create_task_group() as tg:
+
+            async def cancel_while_speaking() -> None:
+                await wait_until(lambda: any(u.chunks for u in renderer.utterances))
+                scope.cancel()
+
+            tg.start_soon(cancel_while_speaking)
+            await session.send("hi")
+    assert scope.cancelled_caught
     await session.close()
     assert (llm.started, tts.started, renderer.started) == (1, 1, 1)
     assert (llm.closed, tts.closed, renderer.closed) == (1, 1, 1)

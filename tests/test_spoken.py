@@ -32,6 +32,10 @@ REPLY = "First sentence is long enough to cut. Second one follows here. Third an
 FIRST = "First sentence is long enough to cut."
 BOTH = ["text", "audio"]
 MS = 10.0  # FakeTTS milliseconds of audio per character
+# For the tests that cut FIRST while it plays: it then lasts 3.7 s, so the cut lands mid-sentence
+# however late a loaded machine runs the test's trigger (at MS it lasts 0.37 s, and a cut that
+# came after its end would rightly record all of it).
+SLOW = 100.0
 
 
 class Boom(Exception):
@@ -45,16 +49,18 @@ def make(
     tts: Any = None,
     renderer: Any = None,
     slow: bool = True,
+    ms: float = MS,
     **kwargs: Any,
 ) -> tuple[AvatarSession, Any, list[Event]]:
+    """A session on ``route``; ``ms`` is the milliseconds a character takes to say."""
     if renderer is None:
         renderer = (
-            FakeTextRenderer(seconds_per_char=0.01 if slow else 0.0)
+            FakeTextRenderer(seconds_per_char=ms / 1000 if slow else 0.0)
             if route == "text"
             else FakeAudioRenderer(realtime=slow)
         )
     if route == "audio" and tts is None:
-        tts = FakeTTS(ms_per_char=MS)
+        tts = FakeTTS(ms_per_char=ms)
     session = AvatarSession(llm=llm or FakeLLM([REPLY]), tts=tts, renderer=renderer, **kwargs)
     assert session.route == route
     events: list[Event] = []
@@ -106,7 +112,7 @@ async def test_a_renderer_that_raises_before_a_word_records_nothing(route: str) 
 
 @pytest.mark.parametrize("route", BOTH)
 async def test_cancelling_the_caller_mid_sentence_records_only_what_was_said(route: str) -> None:
-    session, renderer, events = make(route)
+    session, renderer, events = make(route, ms=SLOW)
     async with session:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
@@ -120,7 +126,7 @@ async def test_cancelling_the_caller_mid_sentence_records_only_what_was_said(rou
                 await session.send("hi")
         assert scope.cancelled_caught
     assert FIRST not in assistant(session.history)
-    check_truth(session.history, events, renderer, ms_per_char=MS)
+    check_truth(session.history, events, renderer, ms_per_char=SLOW)
     assert any(isinstance(e, SentenceEnded) and e.interrupted for e in events)
 
 
@@ -146,7 +152,7 @@ async def test_an_llm_failure_while_a_sentence_plays_records_only_what_was_said(
     route: str,
 ) -> None:
     llm = FailingLaterLLM()
-    session, renderer, events = make(route, llm=llm)
+    session, renderer, events = make(route, llm=llm, ms=SLOW)
     async with session, anyio.create_task_group() as tg:
 
         async def fail_soon() -> None:
@@ -158,7 +164,7 @@ async def test_an_llm_failure_while_a_sentence_plays_records_only_what_was_said(
             await session.send("hi")
     assert info.value.provider == "FailingLaterLLM"
     assert FIRST not in assistant(session.history)
-    check_truth(session.history, events, renderer, ms_per_char=MS)
+    check_truth(session.history, events, renderer, ms_per_char=SLOW)
 
 
 # -- the TTS fails ----------------------------------------------------------------------------
@@ -211,14 +217,17 @@ async def test_a_tts_failure_mid_sentence_records_only_the_audio_played() -> Non
 
 
 async def test_interrupt_while_the_tts_is_still_producing_measures_against_the_whole() -> None:
-    tts = FakeTTS(ms_per_char=MS, chunk_delay=0.01)  # twice real time, still producing
+    # Twice real time: FIRST's 3.7 s of audio take 1.85 s to produce, so the TTS is still
+    # producing it when the interrupt lands, however late.
+    tts = FakeTTS(ms_per_char=SLOW, chunk_delay=0.01)
     session, renderer, events = make("audio", tts=tts)
     async with session, anyio.create_task_group() as tg:
         tg.start_soon(session.send, "hi")
         await wait_until(lambda: said_some(renderer, 4))
         await session.interrupt()
+    assert tts.completed == 0  # it was still producing
     assert FIRST not in assistant(session.history)
-    check_truth(session.history, events, renderer, ms_per_char=MS)
+    check_truth(session.history, events, renderer, ms_per_char=SLOW)
 
 
 # -- an async caption() --------------------------------------------------------------------------

@@ -13,7 +13,10 @@ IncrementalTTS`). Three parts, as on the sentence path:
 
 What was said is cut at the last word whose audio the renderer took, from the TTS's word
 timings (:func:`~avatarkit.incremental.heard_chars`); without timings, in proportion to the
-audio taken over the audio synthesised for the text so far, which errs short.
+audio taken over the audio of the text pushed so far: once the stream has ended, the audio it
+made; before, the larger of that and a generous estimate of the text's length
+(:func:`~avatarkit._spoken.speech_seconds_bound`), since text pushed may have no audio yet. Both
+err short.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from avatarkit._cleanup import aclose_stream
 from avatarkit._secrets import redact_spoken
+from avatarkit._spoken import speech_seconds_bound
 from avatarkit.errors import ProviderTimeout
 from avatarkit.incremental import Piece, TextFeeder, heard_chars
 from avatarkit.providers import AudioChunk, WordTiming
@@ -54,6 +58,7 @@ class _Said:
     synthesized: float = 0.0  # seconds of audio the TTS produced
     taken: float = 0.0  # seconds of audio the renderer took
     exhausted: bool = False  # the renderer took the audio to its end
+    complete: bool = False  # the stream ended: all the text pushed has its audio
     begun: int = 0  # sentences begun
     pushed: int = 0  # characters of feeder.text handed to the stream (pieces run ahead of it)
     first_push: float | None = None  # anyio time of the first piece pushed
@@ -70,9 +75,13 @@ class _Said:
             return heard_chars(text, self.timings, self.taken)
         if self.synthesized <= 0:
             return 0
-        # No timings: the audio taken over the audio made for the text pushed so far; the text
-        # still to come has no audio yet, so this errs short.
-        end = int(len(text) * min(self.taken / self.synthesized, 1.0))
+        # No timings: the audio taken over the audio of the text pushed so far. Until the stream
+        # ended, some of that text may have no audio yet (a service synthesises in pieces):
+        # measured against the audio made alone, the first piece taken would count as all of it.
+        whole = self.synthesized
+        if not self.complete:
+            whole = max(whole, speech_seconds_bound(text))
+        end = int(len(text) * min(self.taken / whole, 1.0))
         while end > 0 and end < len(text) and not text[end].isspace():
             end -= 1
         return end
@@ -192,6 +201,7 @@ async def _produce(
                     elif isinstance(item, AudioChunk) and item.data:
                         said.synthesized += item.duration
                         audio.send_nowait(item)
+                said.complete = True
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the speaker left: the turn is ending
             except Exception as exc:

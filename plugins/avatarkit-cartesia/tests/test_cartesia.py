@@ -157,11 +157,21 @@ async def test_leaving_early_cancels_the_context(fake_cartesia: FakeCartesia) ->
 async def test_cancelled_while_waiting_cancels_the_context(fake_cartesia: FakeCartesia) -> None:
     fake_cartesia.knobs.delay = 0.3
     async with make(fake_cartesia) as tts:
-        with anyio.move_on_after(0.05):
-            async with tts.open_stream() as stream:
-                await stream.push("Hello there. ")
-                await stream.end()
-                await collect(stream)
+        # Cancelled once the service has the text (a fixed 50 ms could end before a loaded
+        # machine had sent it, and there was then no context to cancel).
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_once_sent() -> None:
+                    await wait_until(lambda: "Hello" in fake_cartesia.transcript())
+                    scope.cancel()
+
+                tg.start_soon(cancel_once_sent)
+                async with tts.open_stream() as stream:
+                    await stream.push("Hello there. ")
+                    await stream.end()
+                    await collect(stream)
+        assert scope.cancelled_caught
         await wait_until(lambda: fake_cartesia.stopped(stream.context_id))
 
 

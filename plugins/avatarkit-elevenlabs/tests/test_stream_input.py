@@ -194,11 +194,21 @@ async def test_leaving_early_closes_the_socket(fake_elevenlabs: FakeElevenLabs) 
 async def test_cancelled_mid_stream_closes_the_socket(fake_elevenlabs: FakeElevenLabs) -> None:
     fake_elevenlabs.knobs.delay = 0.2
     async with make(fake_elevenlabs) as tts:
-        with anyio.move_on_after(0.05):
-            async with tts.open_stream() as stream:
-                await stream.push("Hello there, anyone? ")
-                await stream.end()
-                await collect(stream)
+        # Cancelled once the service has the text, mid-stream (a fixed 50 ms could end before
+        # a loaded machine had even opened the socket).
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_once_sent() -> None:
+                    await wait_until(lambda: "Hello" in fake_elevenlabs.texts())
+                    scope.cancel()
+
+                tg.start_soon(cancel_once_sent)
+                async with tts.open_stream() as stream:
+                    await stream.push("Hello there, anyone? ")
+                    await stream.end()
+                    await collect(stream)
+        assert scope.cancelled_caught
         await wait_until(lambda: fake_elevenlabs.closed_by_client == 1)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 
+import anyio
 import pytest
 
+from avatarkit.testing import wait_until
 from avatarkit_heygen.heygen_testing import (
     API_KEY,
     AVATAR,
@@ -35,3 +38,19 @@ def backend(heygen: FakeHeyGen) -> Iterator[FakeBackend]:
         yield server
     finally:
         server.close()
+
+
+@asynccontextmanager
+async def cancelled_once(condition: Callable[[], bool]) -> AsyncIterator[anyio.CancelScope]:
+    """A cancel scope cancelled as soon as ``condition()`` holds (a state the fake reached),
+    not after a fixed delay, which a loaded machine can outrun or fall short of."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel() -> None:
+                await wait_until(condition, within=60)
+                scope.cancel()
+
+            tg.start_soon(cancel)
+            yield scope
+            tg.cancel_scope.cancel()  # the body ended first: the test's own assertion says so

@@ -14,7 +14,7 @@ from avatarkit import ProviderError, ProviderHTTPError, ProviderTimeout, ViewerC
 from avatarkit.errors import ConfigError
 from avatarkit_heygen import HeyGenRenderer, HeyGenSession, HeyGenTaskResult
 
-from .conftest import API_KEY, BACKEND_TOKEN, FakeBackend, FakeHeyGen
+from .conftest import API_KEY, BACKEND_TOKEN, FakeBackend, FakeHeyGen, cancelled_once
 
 
 class AppBackend:
@@ -116,9 +116,10 @@ async def test_a_failing_create_session_leaves_nothing_to_close() -> None:
 
 async def test_cancellation_closes_the_session_through_the_callback() -> None:
     app = AppBackend(duration_ms=60_000)
-    with anyio.move_on_after(0.2):
+    async with cancelled_once(lambda: "send_task" in app.names()) as scope:
         async with app.renderer(keep_alive=False) as renderer:
             await renderer.speak_text("A very long sentence.")
+    assert scope.cancelled_caught
     assert app.names() == ["create_session", "send_task", "close_session"]
 
 

@@ -14,7 +14,7 @@ from avatarkit import ProviderHTTPError, ProviderTimeout, SessionError, ViewerCo
 from avatarkit.errors import ConfigError, ProviderConnectionError, ProviderError
 from avatarkit_heygen import HeyGenRenderer, HeyGenSessionEnded
 
-from .conftest import API_KEY, AVATAR, FakeHeyGen
+from .conftest import API_KEY, AVATAR, FakeHeyGen, cancelled_once
 
 
 def make(heygen: FakeHeyGen, **options: Any) -> HeyGenRenderer:
@@ -110,8 +110,11 @@ async def test_a_failing_on_connection_callback_stops_the_session(heygen: FakeHe
 async def test_cancelled_during_start_leaves_no_session(heygen: FakeHeyGen) -> None:
     heygen.fail("start", 500, {"code": 500, "message": "internal"}, times=1)
     renderer = make(heygen, retry_backoff=5.0)
-    with anyio.move_on_after(0.3):  # cancelled while backing off before the second attempt
+    # cancelled once the first start was refused: while its answer comes back, or while
+    # backing off before the second attempt
+    async with cancelled_once(lambda: heygen.ops() == ["new", "start"]) as scope:
         await renderer.start()
+    assert scope.cancelled_caught
     assert heygen.ops() == ["new", "start", "stop"]
     assert heygen.open_sessions() == []
 
@@ -119,7 +122,7 @@ async def test_cancelled_during_start_leaves_no_session(heygen: FakeHeyGen) -> N
 async def test_cancellation_while_speaking_stops_the_session(heygen: FakeHeyGen) -> None:
     heygen.ms_per_char = 1000
     renderer = make(heygen)
-    with anyio.move_on_after(0.3) as scope:
+    async with cancelled_once(lambda: "task" in heygen.ops()) as scope:
         async with renderer:
             await renderer.speak_text("This takes a long time to say.")
     assert scope.cancelled_caught

@@ -117,8 +117,16 @@ async def test_an_llm_failure_is_reported_and_the_session_still_stopped(
 async def test_cancellation_stops_the_session(heygen: FakeHeyGen, load: Any) -> None:
     heygen.ms_per_char = 1000
     session = load(direct_config(heygen))
-    with anyio.move_on_after(0.5) as scope:
-        async with session:
+    # Cancelled while the first sentence is spoken (a fixed 0.5 s could end before a loaded
+    # machine had started the avatar session and sent it).
+    with anyio.CancelScope() as scope:
+        async with session, anyio.create_task_group() as tg:
+
+            async def cancel_once_speaking() -> None:
+                await wait_for(lambda: len(heygen.texts()) == 1, limit=60)
+                scope.cancel()
+
+            tg.start_soon(cancel_once_speaking)
             await session.send("Hi")
     assert scope.cancelled_caught
     assert heygen.texts() == SENTENCES[:1]

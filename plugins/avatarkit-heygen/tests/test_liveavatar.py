@@ -29,6 +29,8 @@ from avatarkit_heygen.liveavatar import LiveAvatarRenderer
 from avatarkit_heygen.liveavatar_audio import MAX_MESSAGE_BYTES, speak_payloads
 from avatarkit_heygen.liveavatar_testing import API_KEY, FakeLiveAvatar
 
+from .conftest import cancelled_once
+
 
 @pytest.fixture
 def fake() -> Iterator[FakeLiveAvatar]:
@@ -192,8 +194,9 @@ async def test_stopped_after_cancellation(fake: FakeLiveAvatar) -> None:
 async def test_stopped_when_cancelled_during_start(fake: FakeLiveAvatar) -> None:
     fake.knobs.connect_delay = 10  # the WebSocket never says "connected"
     renderer = make(fake)
-    with anyio.move_on_after(0.3):
+    async with cancelled_once(lambda: "/v1/sessions/start" in fake.paths()) as scope:
         await renderer.start()
+    assert scope.cancelled_caught
     assert fake.only_session().stops == 1
     assert renderer.state == "closed"
 
@@ -201,7 +204,7 @@ async def test_stopped_when_cancelled_during_start(fake: FakeLiveAvatar) -> None
 async def test_cancelled_while_the_token_is_created_still_stops(fake: FakeLiveAvatar) -> None:
     fake.knobs.delay["/v1/sessions/token"] = 0.3  # the session exists before we hear of it
     renderer = make(fake)
-    with anyio.move_on_after(0.05) as scope:
+    async with cancelled_once(lambda: bool(fake.paths())) as scope:  # the token is asked for
         await renderer.start()
     assert scope.cancelled_caught
     assert fake.paths() == ["/v1/sessions/token", "/v1/sessions/stop"]

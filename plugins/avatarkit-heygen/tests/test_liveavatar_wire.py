@@ -282,16 +282,20 @@ async def test_lite_server_error_ends_speak_with_a_clear_error_at_once(
         async with anyio.create_task_group() as tg:
             tg.start_soon(speak)
             await fake.wait_for(lambda: any(e["type"] == "error" for e in fake.sent), 10)
-            with anyio.fail_after(1):  # from LiveAvatar's error to speak() raising
+            with anyio.fail_after(5):  # from LiveAvatar's error to speak() raising
                 await ended.wait()
         (failure,) = failures
         assert "LiveAvatar reported an error" in str(failure)
         assert "bad audio chunk" in str(failure)
         assert renderer.state == "ready"  # an error ends the utterance, not the session
-        sent = len(fake.messages("agent.speak"))
-        await anyio.sleep(0.2)
-        assert len(fake.messages("agent.speak")) == sent  # the rest of that audio is not sent
+        failed = fake.messages("agent.speak")[0].message["event_id"]
         await renderer.speak(audio(0.2))  # and the next utterance works
+    # The rest of that audio is not sent: nothing of it follows the next utterance's first
+    # message on the (ordered) socket. Counting what the fake has read when speak() raised
+    # would race a message still in flight then, which a loaded machine delivers late.
+    ids = [r.message["event_id"] for r in fake.messages("agent.speak")]
+    assert ids[-1] != failed
+    assert failed not in ids[ids.index(ids[-1]) :]
 
 
 async def test_lite_error_while_idle_is_logged(
@@ -339,7 +343,7 @@ async def test_lite_agent_state_listening_ends_speak_without_speak_ended(
                     "new_state": "listening",
                 }
             )
-            with anyio.fail_after(1):
+            with anyio.fail_after(5):
                 await task_done.wait()
         assert any(e.get("new_state") == "talking" for e in fake.sent[session_sent:])
 
@@ -369,7 +373,7 @@ async def test_lite_idle_between_chunks_does_not_end_speak(fake: FakeLiveAvatar)
         release.set()
         await fake.wait_for(lambda: bool(fake.messages("agent.speak_end")))
         fake.send({"type": "agent.state_updated", "previous_state": "talking", "new_state": "idle"})
-        with anyio.fail_after(1):
+        with anyio.fail_after(5):
             await done.wait()
 
 
@@ -386,7 +390,7 @@ async def test_lite_unsolicited_audio_buffer_cleared_ends_speak(fake: FakeLiveAv
         tg.start_soon(speak)
         await fake.wait_for(lambda: bool(fake.messages("agent.speak_end")))
         fake.send({"type": "agent.audio_buffer_cleared", "event_id": "server"})
-        with anyio.fail_after(1):
+        with anyio.fail_after(5):
             await done.wait()
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
 import pytest
 import yaml
 
-from avatarkit import AvatarSession, Message, load_session
+from avatarkit import AudioChunk, AvatarSession, Message, load_session
 from avatarkit.testing import FakeAudioRenderer, FakeProvidersPlugin, registered, wait_until
 from avatarkit_openai.llm import OpenAILLM
 from avatarkit_openai.tts import OpenAITTS
@@ -50,6 +52,25 @@ async def test_a_turn_is_spoken_sentence_by_sentence(fake_openai) -> None:
     assert tts._client is None
 
 
+class HoldsTheSecondUtterance(FakeAudioRenderer):
+    """Plays in real time, but holds the second utterance after its first chunk until it is
+    interrupted: the interrupt lands while it plays however late a loaded machine runs it
+    (played through, its 0.37 s could end first, and the utterance was not interrupted)."""
+
+    async def speak(self, audio: AsyncIterator[AudioChunk]) -> None:
+        second = len(self.utterances) == 1
+
+        async def held() -> AsyncIterator[AudioChunk]:
+            async for chunk in audio:
+                yield chunk
+                if second:
+                    await self._interrupted.wait()  # this utterance's (set by speak)
+                    return
+
+        async with aclosing(held()) as chunks:
+            await super().speak(chunks)
+
+
 async def test_interrupt_closes_the_llm_stream(fake_openai) -> None:
     words = [" and on" for _ in range(300)]
     fake_openai.script = [
@@ -62,7 +83,7 @@ async def test_interrupt_closes_the_llm_stream(fake_openai) -> None:
         )
     ]
     llm, tts = providers(fake_openai)
-    renderer = FakeAudioRenderer(realtime=True)
+    renderer = HoldsTheSecondUtterance(realtime=True)
     async with AvatarSession(llm=llm, tts=tts, renderer=renderer) as session:
         replies: list[str] = []
 
@@ -71,9 +92,9 @@ async def test_interrupt_closes_the_llm_stream(fake_openai) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(talk)
-            # Interrupt once the second sentence is playing (0.37 s of the fake's tone): the
-            # first was then said in full, whatever sizes the speech responses were read in,
-            # and the LLM is still streaming the endless third.
+            # Interrupt once the second sentence is playing (held by the renderer): the first
+            # was then said in full, whatever sizes the speech responses were read in, and the
+            # LLM is still streaming the endless third.
             await wait_until(
                 lambda: len(renderer.utterances) > 1 and bool(renderer.utterances[1].chunks)
             )
