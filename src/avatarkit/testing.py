@@ -1663,9 +1663,27 @@ class LoopbackWebSocketServer:
         ws.socket.shutdown(socket.SHUT_RDWR)  # no closing handshake to wait on
 
     def cut(self, ws: Any, conn: FakeWebSocketConnection) -> None:
-        """Drop the TCP connection with no close frame."""
+        """Drop the TCP connection with no close frame.
+
+        What was sent before reaches the client, then the end of the stream: the fake reads
+        and drops what the client still sends until the client closes. (Closing a socket with
+        unread data in it sends a reset, and a reset makes the client's system discard what it
+        had received but not yet read: messages sent before the drop would be lost or not
+        depending on how busy the machine is.)
+        """
         conn.ended = "dropped"
-        ws.socket.shutdown(socket.SHUT_RDWR)
+        sock = ws.socket
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.05)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            try:
+                if not sock.recv(65536):
+                    break  # the client closed its side
+            except TimeoutError:
+                continue
+            except OSError:
+                break
 
     @staticmethod
     def close_draining(ws: Any, code: int, reason: str = "") -> None:
