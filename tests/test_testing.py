@@ -137,3 +137,27 @@ async def test_both_fake_tts_speak_ms_per_char_of_the_same_tone(
         await fake.start()
         await fake.close()
         assert (fake.started, fake.closed) == (1, 1)
+
+
+async def test_cancel_once_cancels_when_the_state_is_reached_not_before() -> None:
+    from avatarkit.testing import cancel_once
+
+    reached = anyio.Event()
+    progress: list[str] = []
+
+    async def work() -> None:
+        progress.append("started")
+        await anyio.sleep(0.05)
+        reached.set()
+        await anyio.sleep(30)
+        progress.append("never")
+
+    assert await cancel_once(reached.is_set, work)
+    assert progress == ["started"]
+
+    async def quick() -> None:
+        progress.append("done")
+
+    # Work that ends by itself was not cut short: the caller's assertion then fails.
+    assert not await cancel_once(lambda: False, quick)
+    assert progress[-1] == "done"

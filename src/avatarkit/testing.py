@@ -17,7 +17,15 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -53,6 +61,7 @@ __all__ = [
     "Responder",
     "ResponseGate",
     "audio_feed",
+    "cancel_once",
     "check_incremental_tts",
     "check_llm",
     "check_renderer",
@@ -465,6 +474,29 @@ async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> 
     with anyio.fail_after(within):
         while not predicate():  # noqa: ASYNC110 - the fakes' state has no event to wait on
             await anyio.sleep(0.002)
+
+
+async def cancel_once(
+    ready: Callable[[], bool], work: Callable[[], Awaitable[object]], *, after: float = 0.0
+) -> bool:
+    """Run ``work()`` and cancel it once ``ready()`` holds (and ``after`` seconds more);
+    ``True`` if that cancellation cut it short.
+
+    For tests that cancel at a moment a fake's state names (the request arrived, the text was
+    sent), not after a fixed delay that a loaded machine can reach before anything happened.
+    """
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel() -> None:
+                await wait_until(ready)
+                await anyio.sleep(after)
+                scope.cancel()
+
+            tg.start_soon(cancel)
+            await work()
+            tg.cancel_scope.cancel()  # it ended by itself: nothing left to cancel
+    return scope.cancelled_caught
 
 
 # -- conformance checks for plugin authors ---------------------------------------------------------

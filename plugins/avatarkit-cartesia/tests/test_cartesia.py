@@ -10,7 +10,7 @@ import pytest
 
 from avatarkit import AudioChunk, ConfigError, ProviderConnectionError, ProviderError
 from avatarkit.providers import IncrementalTTS, WordTiming, tts_capabilities
-from avatarkit.testing import check_tts, wait_until
+from avatarkit.testing import cancel_once, check_tts, wait_until
 from avatarkit_cartesia.testing import KEY, VOICE, FakeCartesia
 from avatarkit_cartesia.tts import CartesiaTTS
 
@@ -159,19 +159,17 @@ async def test_cancelled_while_waiting_cancels_the_context(fake_cartesia: FakeCa
     async with make(fake_cartesia) as tts:
         # Cancelled once the service has the text (a fixed 50 ms could end before a loaded
         # machine had sent it, and there was then no context to cancel).
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
+        streams = []
 
-                async def cancel_once_sent() -> None:
-                    await wait_until(lambda: "Hello" in fake_cartesia.transcript())
-                    scope.cancel()
+        async def speak() -> None:
+            async with tts.open_stream() as stream:
+                streams.append(stream)
+                await stream.push("Hello there. ")
+                await stream.end()
+                await collect(stream)
 
-                tg.start_soon(cancel_once_sent)
-                async with tts.open_stream() as stream:
-                    await stream.push("Hello there. ")
-                    await stream.end()
-                    await collect(stream)
-        assert scope.cancelled_caught
+        assert await cancel_once(lambda: "Hello" in fake_cartesia.transcript(), speak)
+        [stream] = streams
         await wait_until(lambda: fake_cartesia.stopped(stream.context_id))
 
 

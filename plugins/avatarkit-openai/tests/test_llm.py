@@ -9,7 +9,7 @@ import pytest
 
 from avatarkit import Message, ProviderConnectionError, ProviderError, ProviderHTTPError
 from avatarkit.errors import ProviderTimeout
-from avatarkit.testing import wait_until
+from avatarkit.testing import cancel_once
 from avatarkit_openai.llm import OpenAILLM
 
 HISTORY = [
@@ -34,17 +34,7 @@ async def collect(llm: OpenAILLM, messages=HISTORY) -> list[str]:
 async def collect_cancelled_once_requested(fake, llm: OpenAILLM) -> None:
     """Collect, cancelled 0.2 s after the fake server has the request (a fixed delay from the
     start could end before a loaded machine had even sent it: nothing was then abandoned)."""
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-
-            async def cancel() -> None:
-                await wait_until(lambda: bool(fake.requests))
-                await anyio.sleep(0.2)
-                scope.cancel()
-
-            tg.start_soon(cancel)
-            await collect(llm)
-    assert scope.cancelled_caught
+    assert await cancel_once(lambda: bool(fake.requests), lambda: collect(llm), after=0.2)
 
 
 async def test_streams_a_multi_sentence_reply_as_it_arrives(fake_openai, gate) -> None:
