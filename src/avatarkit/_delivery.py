@@ -40,9 +40,9 @@ class Delivery:
         "_closed",
         "_converter",
         "_ended",
+        "_limit",
         "_pending",
         "block",
-        "limit",
         "meter",
         "pipe",
         "scope",
@@ -58,14 +58,17 @@ class Delivery:
         converter: RateConverter | None,
         block: float | None,
         limit: float | None,
-        scope: anyio.CancelScope | None,
     ) -> None:
         self.pipe = pipe
         self.meter = meter
         self.turn = turn
         self.block = block
-        self.limit = limit
-        self.scope = scope
+        # With a speak timeout (``limit``), the scope the renderer's speak() runs in: its
+        # deadline follows what the renderer takes.
+        self.scope = (
+            None if limit is None else anyio.CancelScope(deadline=anyio.current_time() + limit)
+        )
+        self._limit = limit or 0.0
         self._converter = converter  # None: the renderer takes any rate
         self._pending: deque[AudioChunk] | None = None  # the rest of one conversion
         self._ended = False  # the pipe has no more audio (what is pending is the last)
@@ -107,20 +110,20 @@ class Delivery:
             turn.first_speech_at = time.perf_counter()
         meter = self.meter
         meter.delivered += chunk.duration
-        if self.scope is not None and self.limit is not None:
-            self.scope.deadline = anyio.current_time() + self.limit + meter.delivered
+        if self.scope is not None:
+            self.scope.deadline = anyio.current_time() + self._limit + meter.delivered
         return chunk
 
     async def _wait(self) -> None:
-        scope, limit = self.scope, self.limit
-        if scope is None or limit is None:
+        scope = self.scope
+        if scope is None:
             await self.pipe.wait()
             return
         scope.deadline = math.inf  # waiting for the TTS is not the renderer's time
         try:
             await self.pipe.wait()
         finally:
-            scope.deadline = anyio.current_time() + limit + self.meter.delivered
+            scope.deadline = anyio.current_time() + self._limit + self.meter.delivered
 
     async def aclose(self) -> None:
         """The renderer stopped taking audio: nothing more is handed out."""

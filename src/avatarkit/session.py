@@ -869,18 +869,16 @@ class AvatarSession:
         from avatarkit.audio import RateConverter  # loaded by start(): a dict lookup here
 
         meter = Meter(sentence.speech, "audio", expected=self._audio_rate.expected(sentence.speech))
-        limit = self.timeouts.speak
         rate = getattr(self.renderer, "sample_rate", None)
-        scope = None if limit is None else anyio.CancelScope(deadline=anyio.current_time() + limit)
         audio = Delivery(
             pipe,
             meter,
             turn,
             converter=RateConverter(rate) if isinstance(rate, int) else None,
             block=_max_chunk_seconds(self.renderer),
-            limit=limit,
-            scope=scope,
+            limit=self.timeouts.speak,
         )
+        scope = audio.scope
         try:
             if scope is None:
                 await self._renderer_call(self.renderer.speak(audio))
